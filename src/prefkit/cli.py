@@ -1,0 +1,191 @@
+"""The `prefkit` command: a thin skin over package functions (parse, call, print; no logic here)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="SFT and preference optimisation (DPO, hinge, IPO, KTO-pair, ORPO, SimPO) for small LMs.",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Check and convert datasets.")
+app.add_typer(data_app, name="data")
+
+console = Console(soft_wrap=True)  # never wrap: lines carry paths people copy
+
+
+class _LevelPrefix(logging.Formatter):
+    """`warning: ...` for warnings and errors; plain text for info. Never wrapped: messages carry paths."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LevelPrefix("%(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    print(f"error: {message}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+@app.command()
+def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Versions, device (CPU/CUDA, name, memory), bf16 support and the cache folder in use."""
+    from prefkit.env import environment_report
+
+    report = environment_report()
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table(show_header=False, box=None)
+    for name, version in report["versions"].items():
+        table.add_row(name, version or "[dim]not installed[/]")
+    d = report["device"]
+    memory = f"{d['memory_gib']} GiB" if d["memory_gib"] else "?"
+    table.add_row("device", f"{d['device'].upper()}: {d['name']} (x{d['count']}, {memory})")
+    table.add_row("bf16", "yes" if d["bf16"] else "no")
+    table.add_row("fp16", "yes" if d["fp16"] else "no (needs CUDA)")
+    table.add_row("cache", f"{report['cache_dir']} ({report['cache_source']})")
+    console.print(table)
+
+
+@app.command("config")
+def show_config(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Validate a config and print every resolved value with where it came from."""
+    from prefkit.config import ConfigError, load_config
+
+    _setup_logging()
+    try:
+        cfg = load_config(config, overrides or [])
+    except ConfigError as err:
+        raise _fail(str(err)) from None
+    resolved, sources = cfg.resolved(), cfg.sources()
+    if as_json:
+        print(json.dumps(resolved, indent=2, ensure_ascii=False))
+        return
+    # YAML with each value's source as a comment: readable, and a valid config to copy from.
+    width = max(len(key) for key in resolved) + 2
+    for key, value in resolved.items():
+        print(f"{key + ':':<{width}} {json.dumps(value, ensure_ascii=False):<30} # {sources.get(key, '?')}")
+
+
+def _print_stats(title: str, stats: dict) -> None:
+    present = {k: v for k, v in stats.items() if v}
+    if not present:
+        return
+    table = Table(title=title, title_justify="left")
+    for column in ("", "min", "mean", "p50", "p95", "max"):
+        table.add_column(column, justify="right")
+    for name, s in present.items():
+        table.add_row(name, str(s.min), f"{s.mean:.0f}", f"{s.p50:.0f}", str(s.p95), str(s.max))
+    console.print(table)
+
+
+@data_app.command("check")
+def data_check(
+    files: Annotated[
+        list[Path], typer.Argument(help="Data files (.jsonl, .json, .parquet, .csv) or folders.")
+    ],
+    stage: Annotated[str | None, typer.Option(help="dpo or sft (default: detected from the file).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model whose tokenizer measures token lengths.")] = None,
+    cutoff_len: Annotated[int, typer.Option(help="Token budget per example (with --model).")] = 2048,
+    template: Annotated[
+        str | None, typer.Option(help="Named chat template (default: the tokenizer's).")
+    ] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="Force a format instead of detecting it.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    limit: Annotated[int, typer.Option(help="Print at most this many problems (0: all).")] = 200,
+) -> None:
+    """Report on a dataset. Exit 0 when every example is usable, 1 when any is not."""
+    from prefkit.data.load import check_data
+    from prefkit.errors import USER_ERRORS
+
+    _setup_logging()
+    try:
+        report = check_data(
+            files, stage=stage, model=model, cutoff_len=cutoff_len, template=template, format=fmt
+        )
+    except USER_ERRORS as err:
+        raise _fail(str(err)) from None
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        raise typer.Exit(0 if report.ok else 1)
+
+    for path, detected in report.formats.items():
+        console.print(f"[bold]{path}[/]: format [cyan]{detected or '?'}[/] ({report.stage})")
+    console.print(
+        f"records {report.records}, usable {report.usable}, unusable {len(report.unusable)}; "
+        f"duplicates {report.count('duplicate')}, "
+        f"chosen identical to rejected {report.count('identical_pair')}"
+    )
+    _print_stats("characters", report.char_stats)
+    _print_stats("tokens (before truncation)", report.token_stats)
+    if report.cutoff_len is not None:
+        line = f"over cutoff_len {report.cutoff_len}: {report.over_cutoff}"
+        if report.over_cutoff_by:
+            by = report.over_cutoff_by
+            line += f" (by {by.min}..{by.max} tokens, mean {by.mean:.0f})"
+        console.print(line)
+    shown = report.problems if limit <= 0 else report.problems[:limit]
+    for problem in shown:
+        style = "red" if problem.severity == "error" else "yellow"
+        console.print(f"[{style}]{problem}[/]", highlight=False, markup=True, soft_wrap=True)
+    if len(shown) < len(report.problems):
+        console.print(f"... {len(report.problems) - len(shown)} more (use --limit 0 or --json)")
+    console.print("[green]clean[/]" if report.ok else f"[red]{len(report.unusable)} unusable example(s)[/]")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@data_app.command("convert")
+def data_convert(
+    src: Annotated[Path, typer.Argument(help="Input file.")],
+    dst: Annotated[Path, typer.Argument(help="Output file (.jsonl, .json, .parquet, .csv).")],
+    to: Annotated[str, typer.Option(help="Target format, e.g. prompt-text, prompt-chat, sharegpt, alpaca.")],
+    stage: Annotated[str | None, typer.Option(help="Stage of the target format: dpo or sft.")] = None,
+    source_format: Annotated[str | None, typer.Option("--from", help="Force the input's format.")] = None,
+    skip_bad: Annotated[bool, typer.Option(help="Convert the usable records and list the rest.")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing output file.")] = False,
+) -> None:
+    """Convert a dataset between formats."""
+    from prefkit.data.convert import convert_file
+    from prefkit.errors import USER_ERRORS
+
+    _setup_logging()
+    try:
+        result = convert_file(
+            src, dst, to, stage=stage, source_format=source_format, skip_bad=skip_bad, overwrite=force
+        )
+    except USER_ERRORS as err:
+        raise _fail(str(err)) from None
+    for problem in result.problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    console.print(f"wrote {result.written} examples to {dst} ({to})")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""Data layer: read -> normalise -> validate -> tokenise. See ../../shared/DESIGN.md."""

@@ -1,0 +1,198 @@
+"""From a Config to training-ready datasets: resolve sources, parse, check, split, tokenise.
+
+The one place the data layer is wired together; `prefkit train` and `prefkit data check` both come
+through here, so training refuses exactly what `data check` reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prefkit.data.dataset_info import resolve_dataset
+from prefkit.data.examples import Example, ParsedFile, PreferenceExample, Problem
+from prefkit.data.formats import parse_file
+from prefkit.data.tokenize import ChatEncoder
+from prefkit.data.validate import DataReport, check_files, usable_examples
+from prefkit.errors import PrefkitError
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+    from prefkit.config import Config
+
+logger = logging.getLogger(__name__)
+
+
+class DataError(PrefkitError):
+    """Unusable data (with `on_bad_example: error`) or no data at all. str() is the full report."""
+
+    def __init__(self, message: str, report: DataReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    format: str | None = None
+    columns: dict[str, str] | None = None
+    tags: dict[str, str] | None = None
+
+
+def _files(path: str | Path) -> list[Path]:
+    """A data file, or every data file in a folder (sorted, so the order is reproducible)."""
+    path = Path(path)
+    if path.is_dir():
+        suffixes = {".jsonl", ".ndjson", ".json", ".parquet", ".csv"}
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+    return [path]
+
+
+def sources(config: Config, split: str = "train") -> list[Source]:
+    """Where the train (or eval) examples come from: a direct file, or dataset names via dataset_info.json."""
+    direct = config.train_file if split == "train" else config.eval_file
+    names = config.dataset if split == "train" else config.eval_dataset
+    if direct and names:
+        key = "train_file" if split == "train" else "eval_file"
+        raise DataError(
+            f"set either `{key}` or `{'dataset' if split == 'train' else 'eval_dataset'}`, not both"
+        )
+    if direct:
+        return [Source(p, config.formatting, config.columns) for p in _files(direct)]
+    out = []
+    for name in names or []:
+        spec = resolve_dataset(name, config.dataset_dir)
+        if spec.stage != config.stage:
+            kind = "preference (ranking: true)" if spec.stage == "dpo" else "SFT (ranking: false)"
+            raise DataError(
+                f"dataset '{name}' in {config.dataset_dir}/dataset_info.json is {kind} data, "
+                f"but stage is {config.stage}"
+            )
+        out += [
+            Source(p, spec.format_name, spec.columns, spec.tags) for path in spec.paths for p in _files(path)
+        ]
+    if split == "train" and not out:
+        raise DataError(
+            "no training data: set `train_file` (a path) or `dataset` (names in dataset_info.json)"
+        )
+    return out
+
+
+def parse_sources(found: list[Source], stage: str) -> list[ParsedFile]:
+    return [parse_file(s.path, stage=stage, format=s.format, columns=s.columns, tags=s.tags) for s in found]
+
+
+def split_examples(
+    examples: list[Example], val_size: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """A seeded split into (train, eval). Examples sharing a prompt stay on one side, so no eval prompt is
+    ever trained on. ``val_size`` < 1 is a fraction of the examples, >= 1 a count."""
+    if not val_size:
+        return examples, []
+    wanted = math.ceil(val_size * len(examples)) if val_size < 1 else int(val_size)
+    groups: dict[Any, list[int]] = {}
+    for i, example in enumerate(examples):
+        groups.setdefault(_prompt_key(example), []).append(i)
+    order = list(groups.values())
+    random.Random(seed).shuffle(order)
+    eval_idx: set[int] = set()
+    for group in order:
+        if len(eval_idx) >= wanted:
+            break
+        eval_idx.update(group)
+    if len(eval_idx) >= len(examples):
+        raise DataError(f"val_size {val_size} leaves no training examples (there are {len(examples)})")
+    train = [e for i, e in enumerate(examples) if i not in eval_idx]
+    evals = [e for i, e in enumerate(examples) if i in eval_idx]
+    return train, evals
+
+
+def _prompt_key(example: Example) -> tuple:
+    if isinstance(example, PreferenceExample):
+        return example.prompt
+    return tuple(m for m in example.messages if m.role != "assistant")
+
+
+def format_report_problems(report: DataReport, limit: int = 50) -> str:
+    lines = [str(p) for p in report.errors[:limit]]
+    if len(report.errors) > limit:
+        lines.append(f"... and {len(report.errors) - limit} more (run `prefkit data check` for all)")
+    return "\n".join(lines)
+
+
+@dataclass
+class PreparedData:
+    train_examples: list[Example]
+    eval_examples: list[Example]
+    train: Dataset
+    eval: Dataset | None
+    report: DataReport
+    skipped: list[Problem]  # the ERROR problems of examples left out with on_bad_example: skip
+
+
+def prepare_data(config: Config, tokenizer: Any) -> PreparedData:
+    """Everything between the config's data keys and the trainer's datasets."""
+    from datasets import Dataset
+
+    train_sources, eval_sources = sources(config, "train"), sources(config, "eval")
+    encoder = ChatEncoder(tokenizer, config.template, config.cutoff_len)
+    train_files = parse_sources(train_sources, config.stage)
+    eval_files = parse_sources(eval_sources, config.stage)
+    report = check_files([*train_files, *eval_files], config.stage, encoder)
+
+    skipped = report.errors
+    if skipped and config.on_bad_example == "error":
+        raise DataError(
+            f"{len(report.unusable)} of {report.records} examples are unusable:\n"
+            f"{format_report_problems(report)}\n"
+            "Fix them, or set `on_bad_example: skip` to train on the rest.",
+            report,
+        )
+    for problem in skipped:
+        logger.warning("skipped %s", problem)
+    if skipped:
+        logger.warning(
+            "skipped %d unusable examples (listed above); training on %d", len(report.unusable), report.usable
+        )
+
+    train = usable_examples(train_files, report)
+    if config.max_samples:
+        train = train[: config.max_samples]
+    if eval_files:
+        evals = usable_examples(eval_files, report)
+    else:
+        train, evals = split_examples(train, config.val_size, config.seed)
+    if config.max_eval_samples:
+        evals = evals[: config.max_eval_samples]
+    if not train:
+        raise DataError("no usable training examples left", report)
+
+    def to_dataset(examples: list[Example]) -> Dataset:
+        return Dataset.from_list([report.features[e.location] for e in examples])
+
+    return PreparedData(
+        train, evals, to_dataset(train), to_dataset(evals) if evals else None, report, skipped
+    )
+
+
+def check_data(
+    paths: list[str | Path],
+    *,
+    stage: str | None = None,
+    model: str | None = None,
+    cutoff_len: int = 2048,
+    template: str | None = None,
+    format: str | None = None,
+) -> DataReport:
+    """What `prefkit data check` reports: read and check files, with token lengths when given a model."""
+    from prefkit.models import load_tokenizer
+
+    parsed = [parse_file(p, stage=stage, format=format) for path in paths for p in _files(path)]
+    detected_stage = stage or next((f.stage for f in parsed if f.stage), "dpo")
+    encoder = ChatEncoder(load_tokenizer(model), template, cutoff_len) if model else None
+    return check_files(parsed, detected_stage, encoder)
