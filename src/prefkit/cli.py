@@ -6,11 +6,14 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from prefkit.config import Config
 
 app = typer.Typer(
     add_completion=False,
@@ -65,6 +68,36 @@ def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = F
     console.print(table)
 
 
+@app.command(context_settings={"allow_extra_args": False})
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
+    nproc: Annotated[int, typer.Option(help="Processes to run (DDP via torchrun; gloo on CPU).")] = 1,
+) -> None:
+    """Train: `stage: sft` or `stage: dpo` with any pref_loss. Resumes an unfinished run by itself."""
+    import subprocess
+
+    from prefkit.config import load_config
+    from prefkit.distributed import torchrun_command, world_size
+    from prefkit.errors import USER_ERRORS
+
+    _setup_logging()
+    if nproc > 1 and world_size() == 1:
+        command = torchrun_command(nproc, ["train", str(config), *(overrides or [])])
+        raise typer.Exit(subprocess.call(command))
+    try:
+        cfg = load_config(config, overrides or [])
+        _print_resolved(cfg)
+        from prefkit.train import train as run_training
+
+        result = run_training(cfg)
+    except USER_ERRORS as err:
+        raise _fail(str(err)) from None
+    console.print(
+        f"finished: {result.global_step} steps in {result.train_seconds:.0f} s; model in {result.output_dir}"
+    )
+
+
 @app.command("config")
 def show_config(
     config: Annotated[Path, typer.Argument(help="YAML config file.")],
@@ -79,11 +112,15 @@ def show_config(
         cfg = load_config(config, overrides or [])
     except ConfigError as err:
         raise _fail(str(err)) from None
-    resolved, sources = cfg.resolved(), cfg.sources()
     if as_json:
-        print(json.dumps(resolved, indent=2, ensure_ascii=False))
+        print(json.dumps(cfg.resolved(), indent=2, ensure_ascii=False))
         return
-    # YAML with each value's source as a comment: readable, and a valid config to copy from.
+    _print_resolved(cfg)
+
+
+def _print_resolved(cfg: Config) -> None:
+    """Every resolved value as YAML, with its source as a comment: readable, and a config to copy from."""
+    resolved, sources = cfg.resolved(), cfg.sources()
     width = max(len(key) for key in resolved) + 2
     for key, value in resolved.items():
         print(f"{key + ':':<{width}} {json.dumps(value, ensure_ascii=False):<30} # {sources.get(key, '?')}")
