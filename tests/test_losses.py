@@ -216,7 +216,7 @@ def test_kto_pair_worked_example():
     """Two pairs, beta = 0.5.
 
     log-ratios: chosen  r_c = (-4 - -5, -3 - -2) = (1, -1),  rejected r_r = (-6 - -5, -2 - -4) = (-1, 2)
-    KL estimates (batch means, clamped at 0): KL_c = max(0, mean(1, -1)) = 0,  KL_r = max(0, mean(-1, 2)) = 0.5
+    KL (batch means, clamped at 0): KL_c = max(0, mean(1, -1)) = 0,  KL_r = max(0, mean(-1, 2)) = 0.5
     desirable   1 - s(0.5 * (r_c - KL_r)) = 1 - s(0.25), 1 - s(-0.75)
     undesirable 1 - s(0.5 * (KL_c - r_r)) = 1 - s(0.5),  1 - s(-1.0)
     loss = mean of all four terms; rewards = beta * log-ratios.
