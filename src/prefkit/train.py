@@ -215,6 +215,7 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
                 "global_step": trainer.state.global_step,
                 "train_seconds": round(train_seconds, 2),
                 "resumed_from": str(resume_from) if resume_from else None,
+            "world_size": state.num_processes,
                 "prefkit_version": prefkit.__version__,
             },
         )
