@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from toydata import toy_pairs
 
 from prefkit.callbacks import read_metrics
 from prefkit.config import load_config
 from prefkit.distributed import torchrun_command
 from prefkit.train import train
-
-from test_train import toy_pairs
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="torchrun/gloo test written for Linux")
 
@@ -27,6 +26,7 @@ DRIVER = textwrap.dedent("""
     from transformers import TrainerCallback
     from prefkit.config import load_config
     from prefkit.train import train
+from toydata import toy_pairs
 
     class SaveParams(TrainerCallback):
         def on_train_end(self, args, state, control, model=None, **kwargs):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from toydata import toy_pairs, toy_sft
 from transformers import TrainerCallback
 
 from prefkit.callbacks import read_metrics
@@ -31,34 +32,6 @@ TRL_METRICS = {
     "logits/chosen",
     "logits/rejected",
 }
-
-
-def toy_pairs(path: Path, n: int = 16) -> Path:
-    """A separable preference: the chosen reply always agrees ("Yes, ..."), the rejected one refuses."""
-    rows = [
-        {
-            "prompt": f"Can you help with task {i}?",
-            "chosen": f"Yes, happy to help with task {i}.",
-            "rejected": "No. I will not do that.",
-        }
-        for i in range(n)
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def toy_sft(path: Path, n: int = 16) -> Path:
-    rows = [
-        {
-            "messages": [
-                {"role": "user", "content": f"Say hello to {i}."},
-                {"role": "assistant", "content": f"Hello, {i}!"},
-            ]
-        }
-        for i in range(n)
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def config(tmp_path: Path, model: Path, *overrides: str, name: str = "run"):
@@ -90,7 +63,7 @@ def test_every_method_learns_the_toy_preference(tmp_path, tiny_model_dir, method
     result = train(config(tmp_path, tiny_model_dir, f"pref_loss={method}", *extra))
     records = [r for r in result.metrics if "rewards/accuracies" in r]
     assert [r["step"] for r in records] == list(range(1, 11))
-    assert TRL_METRICS <= set(records[0])
+    assert set(records[0]) >= TRL_METRICS
     first, last = records[:3], records[-3:]
     mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
     assert mean(last, "loss") < mean(first, "loss"), method
