@@ -26,7 +26,6 @@ DRIVER = textwrap.dedent("""
     from transformers import TrainerCallback
     from prefkit.config import load_config
     from prefkit.train import train
-from toydata import toy_pairs
 
     class SaveParams(TrainerCallback):
         def on_train_end(self, args, state, control, model=None, **kwargs):
