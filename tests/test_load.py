@@ -121,3 +121,15 @@ def test_no_data_configured():
     cfg = load_config(None, [])
     with pytest.raises(DataError, match="no training data"):
         prepare_data(cfg, None)
+
+
+def test_sft_on_a_preference_file_trains_prompt_and_chosen(tmp_path, tokenizer):
+    data = write_jsonl(tmp_path / "d.jsonl", rows(3))
+    prepared = prepare_data(load_config(None, ["stage=sft", f"train_file={data}"]), tokenizer)
+    assert len(prepared.train) == 3 and set(prepared.train.column_names) == {"input_ids", "labels"}
+    trained = [
+        t
+        for t, label in zip(prepared.train[0]["input_ids"], prepared.train[0]["labels"], strict=True)
+        if label != -100
+    ]
+    assert tokenizer.decode(trained) == "Good answer 0.<|im_end|>\n"

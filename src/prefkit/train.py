@@ -59,33 +59,35 @@ def training_arguments(config: Config) -> TrainingArguments:
         raise PrefkitError(
             "fp16: true needs a CUDA GPU; on a CPU use bf16: true (where `prefkit env` says bf16: yes)"
         )
-    passthrough = dict(config.training_arguments)
-    passthrough.setdefault("warmup_steps", config.warmup_ratio)  # transformers v5: a value < 1 is a ratio
-    eval_steps = config.eval_steps if config.eval_strategy == "steps" else None
-    return TrainingArguments(
-        output_dir=config.output_dir,
-        do_train=config.do_train,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        per_device_eval_batch_size=config.per_device_eval_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler_type,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        bf16=config.bf16,
-        fp16=config.fp16,
-        max_grad_norm=config.max_grad_norm,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        eval_strategy=config.eval_strategy,
-        eval_steps=eval_steps,
-        report_to=config.report_to,
-        seed=config.seed,
-        remove_unused_columns=False,  # our features are not the model's forward arguments
-        use_cpu=passthrough.pop("use_cpu", not torch.cuda.is_available()),
-        **passthrough,
-    )
+    kwargs: dict[str, Any] = {
+        "output_dir": config.output_dir,
+        "do_train": config.do_train,
+        "per_device_train_batch_size": config.per_device_train_batch_size,
+        "per_device_eval_batch_size": config.per_device_eval_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "learning_rate": config.learning_rate,
+        "lr_scheduler_type": config.lr_scheduler_type,
+        "warmup_steps": config.warmup_ratio,  # transformers v5: a value < 1 is a ratio
+        "num_train_epochs": config.num_train_epochs,
+        "max_steps": config.max_steps,
+        "bf16": config.bf16,
+        "fp16": config.fp16,
+        "max_grad_norm": config.max_grad_norm,
+        "logging_steps": config.logging_steps,
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "eval_strategy": config.eval_strategy,
+        "eval_steps": config.eval_steps if config.eval_strategy == "steps" else None,
+        "report_to": config.report_to,
+        "seed": config.seed,
+        "remove_unused_columns": False,  # our features are not the model's forward arguments
+        "use_cpu": not torch.cuda.is_available(),
+        **config.training_arguments,  # TrainingArguments fields the user set by name win
+    }
+    try:
+        return TrainingArguments(**kwargs)
+    except (ValueError, ImportError, OSError) as err:  # e.g. deepspeed not installed, inconsistent strategies
+        raise PrefkitError(f"transformers.TrainingArguments rejected these settings: {err}") from err
 
 
 def _json_safe(value: Any) -> Any:
@@ -215,7 +217,7 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
                 "global_step": trainer.state.global_step,
                 "train_seconds": round(train_seconds, 2),
                 "resumed_from": str(resume_from) if resume_from else None,
-            "world_size": state.num_processes,
+                "world_size": state.num_processes,
                 "prefkit_version": prefkit.__version__,
             },
         )

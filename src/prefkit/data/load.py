@@ -6,6 +6,7 @@ through here, so training refuses exactly what `data check` reports.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prefkit.data.dataset_info import resolve_dataset
-from prefkit.data.examples import Example, ParsedFile, PreferenceExample, Problem
+from prefkit.data.examples import Example, Message, ParsedFile, PreferenceExample, Problem, SFTExample
 from prefkit.data.formats import parse_file
 from prefkit.data.tokenize import ChatEncoder
 from prefkit.data.validate import DataReport, check_files, usable_examples
@@ -84,7 +85,25 @@ def sources(config: Config, split: str = "train") -> list[Source]:
 
 
 def parse_sources(found: list[Source], stage: str) -> list[ParsedFile]:
-    return [parse_file(s.path, stage=stage, format=s.format, columns=s.columns, tags=s.tags) for s in found]
+    """Parse every source for ``stage``. For SFT, a file of preference pairs is accepted too: SFT then
+    trains on prompt + chosen (the usual first stage before preference optimisation on the same data)."""
+    parsed = []
+    for s in found:
+        detect_any = stage == "sft" and s.format is None
+        f = parse_file(
+            s.path, stage=None if detect_any else stage, format=s.format, columns=s.columns, tags=s.tags
+        )
+        if stage == "sft" and f.stage == "dpo":
+            logger.info("%s holds preference pairs: SFT trains on each prompt and its chosen reply", s.path)
+            f = dataclasses.replace(f, stage="sft", examples=[_chosen_as_sft(e) for e in f.examples])
+        parsed.append(f)
+    return parsed
+
+
+def _chosen_as_sft(example: Example) -> Example:
+    if isinstance(example, PreferenceExample):
+        return SFTExample((*example.prompt, Message("assistant", example.chosen)), example.location)
+    return example
 
 
 def split_examples(
