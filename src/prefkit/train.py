@@ -21,9 +21,10 @@ from prefkit.callbacks import METRICS_FILE, MetricsJsonl, plot_run, read_metrics
 from prefkit.data.collate import PreferenceCollator, SFTCollator
 from prefkit.data.load import prepare_data
 from prefkit.distributed import mislaunch_warning
+from prefkit.env import cache_dir
 from prefkit.errors import PrefkitError
 from prefkit.losses import LOSSES, LossParams
-from prefkit.models import load_for_training, trainable_parameters
+from prefkit.models import load_for_training, resolve_first, trainable_parameters
 from prefkit.runs import RUN_FILE, clear_run, plan_start, write_json_atomic
 
 if TYPE_CHECKING:
@@ -44,11 +45,14 @@ class TrainResult:
 
 
 def model_path(config: Config) -> str:
-    """The model to train (candidate lists are resolved by models.resolve_model in a later step)."""
-    name = config.model_name_or_path
-    if not name:
-        raise PrefkitError("model_name_or_path is not set: name a local model folder or a hub id")
-    return name[0] if isinstance(name, list) else name
+    """The model folder (or hub id) to train: the first of ``model_name_or_path``'s candidates that loads,
+    builtin aliases and .gguf files converted once into the cache."""
+    if not config.model_name_or_path:
+        raise PrefkitError(
+            "model_name_or_path is not set: name a builtin model (smollm2-135m-instruct), a "
+            "local model folder, a .gguf file or a hub id"
+        )
+    return resolve_first(config.model_name_or_path, cache_dir(config.cache_dir))
 
 
 def training_arguments(config: Config) -> TrainingArguments:
@@ -100,7 +104,9 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def training_config_record(config: Config, args: TrainingArguments, loaded: Any, prepared: Any) -> dict:
+def training_config_record(
+    config: Config, model: str, args: TrainingArguments, loaded: Any, prepared: Any
+) -> dict:
     """Every resolved setting, grouped like the seed notebook's export (model, LoRA, quantization,
     trainer)."""
     peft_config = getattr(loaded.model, "peft_config", {}).get("default")
@@ -108,7 +114,8 @@ def training_config_record(config: Config, args: TrainingArguments, loaded: Any,
     return _json_safe(
         {
             "prefkit_version": prefkit.__version__,
-            "model_name": model_path(config),
+            "model_name": model,
+            "model_name_or_path": config.model_name_or_path,
             "stage": config.stage,
             "pref_loss": config.pref_loss if config.stage == "dpo" else None,
             "config": config.resolved(),
@@ -158,7 +165,8 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
 
     set_seed(config.seed)  # before the adapter is created: its initial weights are part of the run
     needs_reference = config.stage == "dpo" and LOSSES[config.pref_loss].needs_reference
-    loaded = load_for_training(config, model_path(config), needs_reference)
+    model = model_path(config)
+    loaded = load_for_training(config, model, needs_reference)
     prepared = prepare_data(config, loaded.tokenizer)
     args = training_arguments(config)
     if config.eval_strategy != "no" and prepared.eval is None:
@@ -170,7 +178,7 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
     logger.info(
         "%s training %s with %s: %d train / %d eval examples; %s of %s parameters trainable",
         config.stage,
-        model_path(config),
+        model,
         config.pref_loss if config.stage == "dpo" else "sft",
         len(prepared.train),
         len(prepared.eval or []),
@@ -199,7 +207,7 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
     )
     if state.is_main_process:
         write_json_atomic(
-            output_dir / "training_config.json", training_config_record(config, args, loaded, prepared)
+            output_dir / "training_config.json", training_config_record(config, model, args, loaded, prepared)
         )
 
     started = time.perf_counter()

@@ -209,9 +209,12 @@ def check_data(
     format: str | None = None,
 ) -> DataReport:
     """What `prefkit data check` reports: read and check files, with token lengths when given a model."""
-    from prefkit.models import load_tokenizer
+    from prefkit.env import cache_dir
+    from prefkit.models import load_tokenizer, resolve_first
 
     parsed = [parse_file(p, stage=stage, format=format) for path in paths for p in _files(path)]
     detected_stage = stage or next((f.stage for f in parsed if f.stage), "dpo")
-    encoder = ChatEncoder(load_tokenizer(model), template, cutoff_len) if model else None
+    encoder = None
+    if model:
+        encoder = ChatEncoder(load_tokenizer(resolve_first(model, cache_dir())), template, cutoff_len)
     return check_files(parsed, detected_stage, encoder)
