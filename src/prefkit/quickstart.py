@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import json
@@ -84,10 +85,14 @@ def held_out(
 
 
 def measure(
-    model: Any, encoder: ChatEncoder, pairs: list[PreferenceExample], prompts: list[PreferenceExample]
+    model: Any,
+    encoder: ChatEncoder,
+    pairs: list[PreferenceExample],
+    prompts: list[PreferenceExample],
+    max_new_tokens: int = MAX_NEW_TOKENS,
 ) -> Measurement:
     pref = preference_accuracy(model, encoder, pairs, batch_size=4)
-    replies = generate(model, encoder, [e.prompt for e in prompts], max_new_tokens=MAX_NEW_TOKENS)
+    replies = generate(model, encoder, [e.prompt for e in prompts], max_new_tokens=max_new_tokens)
     return Measurement(pref.accuracy, pref.margin, style_score(replies), replies)
 
 
@@ -95,10 +100,8 @@ def release_memory() -> None:
     """Hand freed memory back to the OS between phases. glibc keeps freed heap pages for reuse, so
     without this the evaluation's activations would stay resident under the training's."""
     gc.collect()
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
 
 
 def _peak_memory_gib() -> float:
@@ -110,7 +113,13 @@ def run_quickstart(
     method: str = "simpo",
     overwrite: bool = False,
     overrides: list[str] | None = None,
+    *,
+    eval_pairs: int | None = None,
+    generation_prompts: int = GENERATION_PROMPTS,
+    max_new_tokens: int = MAX_NEW_TOKENS,
 ) -> dict[str, Any]:
+    """Run the quickstart (see the module docstring). The keyword arguments shrink the measurements
+    (for tests); the defaults are what the README's figures were measured with."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -134,11 +143,12 @@ def run_quickstart(
     model_dir = resolve_first(config.model_name_or_path, cache_dir(config.cache_dir))
     tokenizer = load_tokenizer(model_dir)
     encoder = ChatEncoder(tokenizer, config.template, config.cutoff_len)
-    pairs, prompts = held_out()
+    pairs, prompts = held_out(generation_prompts)
+    pairs = pairs[:eval_pairs] if eval_pairs else pairs
     dtype = torch.bfloat16 if use_bf16 else torch.float32
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     logger.info("measuring the base model on %d held-out pairs and %d prompts", len(pairs), len(prompts))
-    before = measure(base, encoder, pairs, prompts)
+    before = measure(base, encoder, pairs, prompts, max_new_tokens)
 
     del base  # training loads its own copy; holding two at once would raise the peak memory
     release_memory()
@@ -148,7 +158,7 @@ def run_quickstart(
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     trained = PeftModel.from_pretrained(base, output_dir)  # the saved adapter, as a user would load it
     logger.info("measuring the trained model")
-    after = measure(trained, encoder, pairs, prompts)
+    after = measure(trained, encoder, pairs, prompts, max_new_tokens)
 
     example = next(
         (
