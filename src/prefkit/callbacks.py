@@ -47,6 +47,18 @@ def truncate_metrics(path: Path, last_step: int) -> int:
     return len(records) - len(kept)
 
 
+def _panel(ax: Any, records: list[dict[str, Any]], lines: list[tuple[str, str]], title: str) -> None:
+    """One chart: each (metric key, label) that was logged, against the step."""
+    for key, label in lines:
+        points = [(r["step"], r[key]) for r in records if key in r]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o" if len(points) < 30 else None, label=label)
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend()
+
+
 def plot_run(output_dir: Path, preference: bool) -> list[Path]:
     """``loss.png`` and, for preference stages, ``rewards.png`` from ``metrics.jsonl``."""
     import matplotlib
@@ -55,48 +67,20 @@ def plot_run(output_dir: Path, preference: bool) -> list[Path]:
     import matplotlib.pyplot as plt
 
     records = read_metrics(output_dir / METRICS_FILE)
-    written: list[Path] = []
-
-    def series(key: str) -> tuple[list[int], list[float]]:
-        points = [(r["step"], r[key]) for r in records if key in r]
-        return [p[0] for p in points], [p[1] for p in points]
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label in (("loss", "train"), ("eval_loss", "eval")):
-        steps, values = series(key)
-        if steps:
-            ax.plot(steps, values, marker="o" if len(steps) < 30 else None, label=label)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title("loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(output_dir / "loss.png", dpi=110)
-    plt.close(fig)
-    written.append(output_dir / "loss.png")
-
+    charts: list[tuple[str, list[tuple[list[tuple[str, str]], str]]]] = [
+        ("loss.png", [([("loss", "train"), ("eval_loss", "eval")], "loss")]),
+    ]
     if preference:
-        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-        for key in ("rewards/chosen", "rewards/rejected", "rewards/margins"):
-            steps, values = series(key)
-            if steps:
-                left.plot(steps, values, label=key.split("/")[1])
-        left.set_title("rewards")
-        left.set_xlabel("step")
-        left.grid(alpha=0.3)
-        left.legend()
-        for key, label in (("rewards/accuracies", "train"), ("eval_rewards/accuracies", "eval")):
-            steps, values = series(key)
-            if steps:
-                right.plot(steps, values, label=label)
-        right.set_ylim(-0.05, 1.05)
-        right.set_title("reward accuracy")
-        right.set_xlabel("step")
-        right.grid(alpha=0.3)
-        right.legend()
+        rewards = [(f"rewards/{k}", k) for k in ("chosen", "rejected", "margins")]
+        accuracy = [("rewards/accuracies", "train"), ("eval_rewards/accuracies", "eval")]
+        charts.append(("rewards.png", [(rewards, "rewards"), (accuracy, "reward accuracy")]))
+    written = []
+    for name, panels in charts:
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 1.5, 4), squeeze=False)
+        for ax, (lines, title) in zip(axes[0], panels, strict=True):
+            _panel(ax, records, lines, title)
         fig.tight_layout()
-        fig.savefig(output_dir / "rewards.png", dpi=110)
+        fig.savefig(output_dir / name, dpi=110)
         plt.close(fig)
-        written.append(output_dir / "rewards.png")
+        written.append(output_dir / name)
     return written

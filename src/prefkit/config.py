@@ -282,8 +282,8 @@ class Config(BaseModel):
     max_samples: int | None = Field(
         default=None,
         gt=0,
-        description="Use at most this many training examples per dataset. Defaults to `None` (all). "
-        "LLaMA-Factory key.",
+        description="Use at most this many training examples from each data file (the first ones). "
+        "Defaults to `None` (all). LLaMA-Factory key.",
     )
     max_eval_samples: int | None = Field(
         default=None,

@@ -41,6 +41,7 @@ RUN_ARTIFACTS = (
     "special_tokens_map.json",
     "chat_template.jinja",
     "README.md",
+    "training_args.bin",
     *MODEL_FILES,
 )
 

@@ -179,9 +179,7 @@ def prepare_data(config: Config, tokenizer: Any) -> PreparedData:
             "skipped %d unusable examples (listed above); training on %d", len(report.unusable), report.usable
         )
 
-    train = usable_examples(train_files, report)
-    if config.max_samples:
-        train = train[: config.max_samples]
+    train = [e for f in train_files for e in usable_examples([f], report)[: config.max_samples or None]]
     if eval_files:
         evals = usable_examples(eval_files, report)
     else:
