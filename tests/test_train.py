@@ -260,3 +260,17 @@ def test_quantization_on_cpu_is_a_clear_error(tmp_path, tiny_model_dir):
         pytest.skip("this machine has CUDA")
     with pytest.raises(PrefkitError, match="needs a CUDA GPU"):
         train(config(tmp_path, tiny_model_dir, "quantization_bit=4"))
+
+
+def test_a_run_that_fails_its_checks_leaves_the_previous_run_intact(tmp_path, tiny_model_dir):
+    from prefkit.data.load import DataError
+
+    cfg = config(tmp_path, tiny_model_dir, "max_steps=2")
+    train(cfg)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "q", "chosen": "same", "rejected": "same"}\n')
+    with pytest.raises(DataError):
+        train(config(tmp_path, tiny_model_dir, f"train_file={bad}", "overwrite_output_dir=true"))
+    out = Path(cfg.output_dir)
+    assert (out / "prefkit_run.json").exists() and (out / "adapter_model.safetensors").exists()
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r] == [1, 2]

@@ -146,6 +146,20 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
     output_dir = Path(config.output_dir)
     # Every rank decides the same way (errors included); only the main process changes files.
     resume_from, clear = plan_start(output_dir, config.overwrite_output_dir, config.resume_from_checkpoint)
+
+    set_seed(config.seed)  # before the adapter is created: its initial weights are part of the run
+    needs_reference = config.stage == "dpo" and LOSSES[config.pref_loss].needs_reference
+    model = model_path(config)
+    loaded = load_for_training(config, model, needs_reference)
+    prepared = prepare_data(config, loaded.tokenizer)
+    args = training_arguments(config)
+    if config.eval_strategy != "no" and prepared.eval is None:
+        raise PrefkitError(
+            f"eval_strategy: {config.eval_strategy} needs evaluation data: set val_size, "
+            "eval_file or eval_dataset"
+        )
+    # Only now, with the model and data known good, touch the output folder: a run that fails its
+    # checks leaves the previous one exactly as it was.
     if state.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         if clear:
@@ -162,18 +176,6 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
                 f" (dropped {dropped} metrics records logged after it)" if dropped else "",
             )
     state.wait_for_everyone()
-
-    set_seed(config.seed)  # before the adapter is created: its initial weights are part of the run
-    needs_reference = config.stage == "dpo" and LOSSES[config.pref_loss].needs_reference
-    model = model_path(config)
-    loaded = load_for_training(config, model, needs_reference)
-    prepared = prepare_data(config, loaded.tokenizer)
-    args = training_arguments(config)
-    if config.eval_strategy != "no" and prepared.eval is None:
-        raise PrefkitError(
-            f"eval_strategy: {config.eval_strategy} needs evaluation data: set val_size, "
-            "eval_file or eval_dataset"
-        )
     trainable, total = trainable_parameters(loaded.model)
     logger.info(
         "%s training %s with %s: %d train / %d eval examples; %s of %s parameters trainable",
