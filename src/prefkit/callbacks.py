@@ -10,6 +10,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from prefkit.runs import write_text_atomic
+
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
@@ -41,9 +43,7 @@ def truncate_metrics(path: Path, last_step: int) -> int:
     records = read_metrics(path)
     kept = [r for r in records if r.get("step", 0) <= last_step]
     if len(kept) != len(records):
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
     return len(records) - len(kept)
 
 

@@ -251,7 +251,6 @@ class LoadedModel:
     tokenizer: Any
     reference: Any | None  # a frozen copy (full fine-tuning) or None
     reference_adapter: str | None  # name of a frozen adapter to use as reference (LoRA on an adapter)
-    needs_reference: bool
 
     @contextlib.contextmanager
     def reference_mode(self) -> Iterator[Any]:
@@ -289,7 +288,7 @@ def load_for_training(config: Config, model_path: str, needs_reference: bool) ->
         reference = None
         if needs_reference:
             reference = load_base_model(model_path, config).eval().requires_grad_(False)
-        return LoadedModel(base, tokenizer, reference, None, needs_reference)
+        return LoadedModel(base, tokenizer, reference, None)
 
     if config.adapter_name_or_path:
         model = PeftModel.from_pretrained(base, config.adapter_name_or_path, is_trainable=True)
@@ -301,7 +300,7 @@ def load_for_training(config: Config, model_path: str, needs_reference: bool) ->
             model.base_model.set_adapter("default")
             reference_adapter = REFERENCE_ADAPTER
         logger.info("continuing to train the adapter in %s", config.adapter_name_or_path)
-        return LoadedModel(model, tokenizer, None, reference_adapter, needs_reference)
+        return LoadedModel(model, tokenizer, None, reference_adapter)
 
     lora = LoraConfig(
         r=config.lora_rank,
@@ -311,7 +310,7 @@ def load_for_training(config: Config, model_path: str, needs_reference: bool) ->
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(base, lora)
-    return LoadedModel(model, tokenizer, None, None, needs_reference)
+    return LoadedModel(model, tokenizer, None, None)
 
 
 def trainable_parameters(model: Any) -> tuple[int, int]:

@@ -32,7 +32,7 @@ from prefkit.env import cache_dir, cpu_bf16_fast
 from prefkit.evaluate import guides_with_question, preference_accuracy, style_score
 from prefkit.generate import generate
 from prefkit.losses import LOSSES
-from prefkit.models import load_tokenizer, resolve_first
+from prefkit.models import compute_dtype, load_tokenizer, resolve_first
 from prefkit.train import train
 
 logger = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def run_quickstart(
     encoder = ChatEncoder(tokenizer, config.template, config.cutoff_len)
     pairs, prompts = held_out(generation_prompts)
     pairs = pairs[:eval_pairs] if eval_pairs else pairs
-    dtype = torch.bfloat16 if use_bf16 else torch.float32
+    dtype = compute_dtype(config)
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     logger.info("measuring the base model on %d held-out pairs and %d prompts", len(pairs), len(prompts))
     before = measure(base, encoder, pairs, prompts, max_new_tokens)

@@ -191,7 +191,7 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
     pad = loaded.tokenizer.pad_token_id
     collator = PreferenceCollator(pad) if config.stage == "dpo" else SFTCollator(pad)
     params = LossParams(
-        beta=config.pref_beta or 0.1,
+        beta=config.pref_beta,
         gamma=config.simpo_gamma or 0.0,
         label_smoothing=config.dpo_label_smoothing,
         ftx=config.pref_ftx,

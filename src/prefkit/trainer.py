@@ -21,7 +21,7 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from prefkit.data.tokenize import IGNORE_INDEX
-from prefkit.losses import LOSSES, LossParams, PolicyLogps
+from prefkit.losses import LOSSES, LossOutput, LossParams, PolicyLogps
 from prefkit.models import LoadedModel
 
 STAGING_DIR = ".staging"  # checkpoints are written here, then renamed into place
@@ -70,7 +70,6 @@ class PrefTrainer(Trainer):
         super().__init__(model=loaded.model, processing_class=loaded.tokenizer, **kwargs)
         self.stage = stage
         self.loaded = loaded
-        self.pref_loss = pref_loss
         self.loss_spec = LOSSES[pref_loss]
         self.loss_params = loss_params
         # A preference loss is a mean over this micro-batch: the Trainer divides it for accumulation.
@@ -84,7 +83,13 @@ class PrefTrainer(Trainer):
         self._staging: Path | None = None
 
     # -- loss -----------------------------------------------------------------------------------------
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def compute_loss(
+        self,
+        model: Any,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
         mode = "train" if model.training else "eval"
         if mode == "train":
             tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum().detach())
@@ -102,7 +107,7 @@ class PrefTrainer(Trainer):
         policy = PolicyLogps(
             logps[:half], logps[half:], counts[:half], counts[half:], ref_chosen, ref_rejected
         )
-        out = LOSSES[self.pref_loss].fn(policy, self.loss_params)
+        out = self.loss_spec.fn(policy, self.loss_params)
 
         self._record(mode, out, policy, logit_sums, counts, half)
         return (out.loss, {"losses": out.losses}) if return_outputs else out.loss
@@ -110,7 +115,7 @@ class PrefTrainer(Trainer):
     def _record(
         self,
         mode: str,
-        out: Any,
+        out: LossOutput,
         policy: PolicyLogps,
         logit_sums: torch.Tensor,
         counts: torch.Tensor,
@@ -132,7 +137,13 @@ class PrefTrainer(Trainer):
         for name, value in out.metrics.items():
             m[name].append(gather(value).mean().item())
 
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+    def prediction_step(
+        self,
+        model: Any,
+        inputs: dict[str, torch.Tensor],
+        prediction_loss_only: bool,
+        ignore_keys: list[str] | None = None,
+    ) -> Any:
         if self.stage == "sft":
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
         inputs = self._prepare_inputs(inputs)
