@@ -16,8 +16,8 @@ import torch
 from datasets import Dataset
 
 from prefkit.data.tokenize import IGNORE_INDEX
+from prefkit.logps import sequence_logps
 from prefkit.losses import LOSSES, LossParams, PolicyLogps, log1mexp, preference_loss
-from prefkit.trainer import sequence_logps
 
 TOL = 1e-6
 

@@ -22,7 +22,7 @@ import torch
 from prefkit.data.collate import PreferenceCollator
 from prefkit.data.examples import PreferenceExample
 from prefkit.data.tokenize import ChatEncoder
-from prefkit.trainer import sequence_logps
+from prefkit.logps import sequence_logps
 
 
 @dataclass

@@ -16,7 +16,6 @@ import ctypes
 import gc
 import json
 import logging
-import resource
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from prefkit.data.formats import parse_file
 from prefkit.data.tokenize import ChatEncoder
 from prefkit.env import cache_dir, cpu_bf16_fast
 from prefkit.evaluate import guides_with_question, preference_accuracy, style_score
-from prefkit.generate import generate
+from prefkit.generate import SamplingSettings, generate
 from prefkit.losses import LOSSES
 from prefkit.models import compute_dtype, load_tokenizer, resolve_first
 from prefkit.train import train
@@ -92,7 +91,8 @@ def measure(
     max_new_tokens: int = MAX_NEW_TOKENS,
 ) -> Measurement:
     pref = preference_accuracy(model, encoder, pairs, batch_size=4)
-    replies = generate(model, encoder, [e.prompt for e in prompts], max_new_tokens=max_new_tokens)
+    settings = SamplingSettings(max_new_tokens=max_new_tokens)
+    replies = generate(model, encoder, [e.prompt for e in prompts], settings=settings)
     return Measurement(pref.accuracy, pref.margin, style_score(replies), replies)
 
 
@@ -105,7 +105,23 @@ def release_memory() -> None:
 
 
 def _peak_memory_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB on Linux
+    """Peak resident memory of this process (psutil: the same number on Linux, macOS and Windows)."""
+    import psutil
+
+    info = psutil.Process().memory_info()
+    peak = getattr(info, "peak_wset", None) or _linux_peak_rss() or info.rss
+    return peak / 2**30
+
+
+def _linux_peak_rss() -> int | None:
+    """VmHWM (the high-water mark of resident memory) from /proc, in bytes, where there is a /proc."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def run_quickstart(

@@ -20,41 +20,11 @@ import torch
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from prefkit.data.tokenize import IGNORE_INDEX
+from prefkit.logps import sequence_logps
 from prefkit.losses import LOSSES, LossOutput, LossParams, PolicyLogps
 from prefkit.models import LoadedModel
 
 STAGING_DIR = ".staging"  # checkpoints are written here, then renamed into place
-
-
-def sequence_logps(
-    model: Any, batch: dict[str, torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-sequence sums of response-token log-probs, response token counts, and the sum over response
-    tokens of the mean logit (for TRL's ``logits/chosen``), for every row of ``batch``."""
-    # Only positions that predict a response token need logits. With a 49k vocabulary the output layer
-    # and its float32 log-softmax dominate a small model's step, so skip the prompt part every row
-    # shares: ``logits_to_keep`` keeps the last N positions.
-    labels = batch["labels"]
-    trained = (labels != IGNORE_INDEX).any(dim=0).nonzero()
-    start = int(trained[0]) if len(trained) else labels.shape[1] - 1
-    keep = labels.shape[1] - start + 1  # positions start-1 .. end: the one before each response token
-    logits = model(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        use_cache=False,
-        logits_to_keep=keep,
-    ).logits
-    logits = logits[:, :-1]
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()  # log-softmax over a 49k vocabulary needs float32 accuracy
-    labels = labels[:, labels.shape[1] - logits.shape[1] :]
-    mask = labels != IGNORE_INDEX
-    targets = labels.masked_fill(~mask, 0).unsqueeze(-1)
-    token_logps = logits.gather(-1, targets).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    token_logps = token_logps * mask
-    mean_logits = logits.detach().mean(dim=-1) * mask
-    return token_logps.sum(-1), mask.sum(-1), mean_logits.sum(-1)
 
 
 class PrefTrainer(Trainer):

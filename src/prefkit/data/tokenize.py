@@ -24,6 +24,7 @@ and one response token makes the example unusable (an error naming it), never a 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -255,3 +256,12 @@ class ChatEncoder:
     def prompt_ids(self, prompt: Sequence[Message]) -> list[int]:
         """Token ids of a prompt ready for generation (for evaluation and chat)."""
         return self._bos_prefix + self._ids(self.render(prompt, add_generation_prompt=True))
+
+    @functools.cached_property
+    def end_of_turn(self) -> str:
+        """The text the template closes an assistant reply with (``<|im_end|>``, ``<end_of_turn>``,
+        ``<|eot_id|>``, ``</s>``), found by rendering a short exchange; '' when it closes with nothing."""
+        reply = "\u2063reply\u2063"  # a marker no template adds by itself
+        rendered = self.render([Message("user", "hi"), Message("assistant", reply)])
+        after = rendered[rendered.index(reply) + len(reply) :] if reply in rendered else ""
+        return after.strip()
