@@ -1,15 +1,19 @@
-"""Per-token and per-sequence log-probabilities of labelled tokens, for the trainer and for evaluation.
+"""Per-sequence log-probabilities of labelled tokens, for the trainer and for evaluation, whatever the
+batch layout.
 
-The log-softmax is taken over the vocabulary in chunks of token positions, in float32 (float64 stays
-float64), and only at the positions that carry a label. The full ``(rows, positions, vocab)`` float32
-tensor is never built: with a 150k-token vocabulary (Qwen2, Gemma) it would be the largest tensor of a
-training step. The backward pass recomputes each chunk's softmax from the logits (kept in the model's
-dtype) and the saved log-normaliser, so what autograd holds is the logits once plus one float per
-labelled token.
+Every layout (padded rows, a shared prompt, packed rows: see :mod:`prefkit.data.collate`) says which
+positions' logits are needed and which token each predicts for which sequence. The output layer is run
+at those positions only (``logits_to_keep`` as a boolean mask), and the log-softmax is taken over the
+vocabulary in chunks of rows, in float32 (float64 stays float64): the full ``(rows, positions, vocab)``
+float32 tensor is never built -- with a 150k-token vocabulary (Qwen2, Gemma) it would be the largest
+tensor of a training step. The backward pass recomputes each chunk's softmax from the logits (kept in
+the model's dtype) and the saved log-normaliser, so autograd holds the needed logits once plus one float
+per labelled token.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -66,45 +70,106 @@ class _LabelLogps(torch.autograd.Function):
         return grad, None
 
 
-def _label_logps(
-    logits: torch.Tensor, labels: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(log p(label), mean logit, mask) per position of ``(B, T, V)`` logits aligned with ``(B, T)``
-    labels; 0 where the label is IGNORE_INDEX."""
-    mask = labels != IGNORE_INDEX
-    targets = labels.masked_fill(~mask, 0).reshape(-1)
-    values, means = _LabelLogps.apply(logits.reshape(-1, logits.shape[-1]), targets)
-    weights = mask.to(values.dtype)
-    return values.view(mask.shape) * weights, means.view(mask.shape) * weights, mask
+def label_logps(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log softmax(logits)[target], mean logit)`` per row of ``(M, V)`` logits; ``targets`` ``(M,)``."""
+    return _LabelLogps.apply(logits.contiguous(), targets)
 
 
 def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log p(label) at every position, 0 where the label is IGNORE_INDEX; the mask of labelled
     positions)`` for ``logits`` of shape ``(B, T, V)`` already aligned with ``labels`` ``(B, T)``."""
-    values, _, mask = _label_logps(logits, labels)
-    return values, mask
+    mask = labels != IGNORE_INDEX
+    values, _ = label_logps(logits.reshape(-1, logits.shape[-1]), labels.masked_fill(~mask, 0).reshape(-1))
+    return values.view(mask.shape) * mask, mask
 
 
-def sequence_logps(
-    model: Any, batch: dict[str, torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per row of ``batch``: the sum of the labelled tokens' log-probs, the number of labelled tokens, and
-    the sum over labelled tokens of the mean logit (for TRL's ``logits/chosen`` metric)."""
-    # Only positions that predict a labelled token need logits. With a 49k vocabulary the output layer
-    # dominates a small model's step, so skip the prompt part every row shares: ``logits_to_keep`` keeps
-    # the last N positions, from the one before the first labelled token to the end.
-    labels = batch["labels"]
-    trained = (labels != IGNORE_INDEX).any(dim=0).nonzero()
-    # A label at position 0 has no position before it to predict it: it is never counted.
-    start = max(int(trained[0]), 1) if len(trained) else labels.shape[1] - 1
-    logits = model(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        use_cache=False,
-        logits_to_keep=labels.shape[1] - start + 1,
-    ).logits
-    # Position p predicts token p + 1; the last position predicts nothing. Shifting the labels rather than
-    # slicing the logits keeps the logits contiguous, so the chunks above are views.
-    targets = torch.nn.functional.pad(labels[:, start:], (0, 1), value=IGNORE_INDEX)
-    per_token, mean_logits, mask = _label_logps(logits, targets)
-    return per_token.sum(-1), mask.sum(-1), mean_logits.detach().sum(-1)
+@dataclass(frozen=True)
+class Targets:
+    """What a batch asks of the output layer, in any layout.
+
+    ``predict`` marks the positions whose logits are needed; in row-major order, the k-th of them
+    predicts ``tokens[k]`` for output sequence ``sequence[k]``. A position that predicts a token for more
+    than one sequence (the last prompt token predicts the first token of both chosen and rejected when
+    they share one prompt) lists its other targets in ``extra_rows`` (indices into those positions),
+    ``extra_tokens`` and ``extra_sequence``."""
+
+    predict: torch.Tensor  # (B, L) bool
+    tokens: torch.Tensor  # (M,)
+    sequence: torch.Tensor  # (M,)
+    sequences: int
+    extra_rows: torch.Tensor | None = None  # (E,)
+    extra_tokens: torch.Tensor | None = None
+    extra_sequence: torch.Tensor | None = None
+
+    @classmethod
+    def from_labels(cls, labels: torch.Tensor) -> Targets:
+        """Padded rows: position p predicts ``labels[:, p + 1]``; row r is output sequence r."""
+        following = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+        predict = following != IGNORE_INDEX
+        rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(labels)
+        return cls(predict, following[predict], rows[predict], labels.shape[0])
+
+    @classmethod
+    def from_batch(cls, batch: dict[str, Any]) -> Targets:
+        if "labels" in batch:
+            return cls.from_labels(batch["labels"])
+        return cls(
+            batch["predict"],
+            batch["target_tokens"],
+            batch["target_sequence"],
+            int(batch["num_sequences"]),
+            batch.get("extra_rows"),
+            batch.get("extra_tokens"),
+            batch.get("extra_sequence"),
+        )
+
+
+def model_attention_mask(model: Any, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A 2-D padding mask as it is; a 4-D boolean mask (True: may attend) in the form the model's attention
+    implementation takes a ready-made mask: boolean for SDPA, additive for eager."""
+    if mask.dim() != 4:
+        return mask
+    implementation = getattr(model.config, "_attn_implementation", "sdpa")
+    if implementation == "sdpa":
+        return mask
+    if implementation == "eager":
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(
+            ~mask, torch.finfo(dtype).min
+        )
+    raise ValueError(
+        f"the {implementation!r} attention implementation takes no ready-made attention mask: use the "
+        "padded batch layout with it"
+    )
+
+
+def _compute_dtype(model: Any) -> torch.dtype:
+    if torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda"):
+        device = "cuda" if torch.is_autocast_enabled("cuda") else "cpu"
+        return torch.get_autocast_dtype(device)
+    return next(model.parameters()).dtype
+
+
+def sequence_logps(model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per output sequence of ``batch`` (rows of a padded batch; chosen then rejected for the shared-
+    prompt layouts): the sum of its labelled tokens' log-probs, the number of labelled tokens, and the
+    sum over labelled tokens of the mean logit (for TRL's ``logits/chosen`` metric)."""
+    targets = Targets.from_batch(batch)
+    inputs: dict[str, Any] = {
+        "input_ids": batch["input_ids"],
+        "attention_mask": model_attention_mask(model, batch["attention_mask"], _compute_dtype(model)),
+    }
+    if "position_ids" in batch:
+        inputs["position_ids"] = batch["position_ids"]
+    # The output layer runs only where a labelled token is predicted: prompt and padding positions never
+    # reach the vocabulary projection.
+    logits = model(**inputs, use_cache=False, logits_to_keep=targets.predict).logits
+    values, means = label_logps(logits, targets.tokens)
+    sequence = targets.sequence
+    if targets.extra_rows is not None and len(targets.extra_rows):
+        extra_values, extra_means = label_logps(logits[targets.extra_rows], targets.extra_tokens)
+        values, means = torch.cat([values, extra_values]), torch.cat([means, extra_means])
+        sequence = torch.cat([sequence, targets.extra_sequence])
+    sums = values.new_zeros(targets.sequences).index_add(0, sequence, values)
+    mean_sums = means.new_zeros(targets.sequences).index_add(0, sequence, means.detach())
+    counts = torch.bincount(sequence, minlength=targets.sequences)
+    return sums, counts, mean_sums

@@ -52,3 +52,111 @@ class SFTCollator:
             "attention_mask": _pad([[1] * len(f["input_ids"]) for f in features], 0, self.pad_to_multiple_of),
             "labels": _pad([f["labels"] for f in features], IGNORE_INDEX, self.pad_to_multiple_of),
         }
+
+
+@dataclass
+class SharedPromptCollator:
+    """Each pair as one sequence ``prompt + chosen + rejected``: the prompt is computed once, and the
+    rejected reply attends to the prompt but not to the chosen one (a 4-D attention mask; its position ids
+    continue from the prompt, as in its own padded row). With ``pack_length``, several pairs share a row
+    up to that many tokens (block-diagonal: a pair sees only itself), so little compute goes to padding.
+
+    Gives the same per-sequence log-probs as :class:`PreferenceCollator` (a test proves it). The batch
+    says which positions predict which token of which sequence (see :class:`prefkit.logps.Targets`):
+    sequence ``i`` is pair i's chosen reply and ``B + i`` its rejected one.
+    """
+
+    pad_token_id: int
+    pack_length: int | None = None
+    pad_to_multiple_of: int | None = None
+
+    def _rows(self, features: list[dict[str, Any]]) -> list[list[int]]:
+        """Which pairs go in which row: one each, or packed in order while they fit ``pack_length``."""
+        if not self.pack_length:
+            return [[i] for i in range(len(features))]
+        rows: list[list[int]] = []
+        used = 0
+        for i, f in enumerate(features):
+            size = len(f["prompt_ids"]) + len(f["chosen_ids"]) + len(f["rejected_ids"])
+            if rows and used + size <= self.pack_length:
+                rows[-1].append(i)
+                used += size
+            else:
+                rows.append([i])
+                used = size
+        return rows
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        pairs = len(features)
+        ids: list[list[int]] = []
+        positions: list[list[int]] = []
+        groups: list[list[int]] = []  # the pair each token belongs to
+        branches: list[list[int]] = []  # 0 prompt, 1 chosen, 2 rejected
+        # Per row and position, the (token, sequence) pairs that position's logits predict.
+        predictions: list[list[list[tuple[int, int]]]] = []
+        for members in self._rows(features):
+            row: dict[str, list] = {"ids": [], "pos": [], "group": [], "branch": [], "predicts": []}
+            for i in members:
+                f = features[i]
+                prompt, chosen, rejected = f["prompt_ids"], f["chosen_ids"], f["rejected_ids"]
+                n = len(prompt)
+                row["ids"] += prompt + chosen + rejected
+                row["pos"] += [*range(n), *range(n, n + len(chosen)), *range(n, n + len(rejected))]
+                row["group"] += [i] * (n + len(chosen) + len(rejected))
+                row["branch"] += [0] * n + [1] * len(chosen) + [2] * len(rejected)
+                # The last prompt token predicts the first token of both replies; every other reply token
+                # predicts the next token of its own reply.
+                first = [(chosen[0], i)] if chosen else []
+                first += [(rejected[0], pairs + i)] if rejected else []
+                row["predicts"] += [[] for _ in range(n - 1)] + [first]
+                row["predicts"] += [[(t, i)] for t in chosen[1:]] + [[]] * min(len(chosen), 1)
+                row["predicts"] += [[(t, pairs + i)] for t in rejected[1:]] + [[]] * min(len(rejected), 1)
+            ids.append(row["ids"])
+            positions.append(row["pos"])
+            groups.append(row["group"])
+            branches.append(row["branch"])
+            predictions.append(row["predicts"])
+
+        length = max(len(r) for r in ids)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        width = len(ids)
+        group = torch.full((width, length), -1, dtype=torch.long)
+        branch = torch.zeros((width, length), dtype=torch.long)
+        predict = torch.zeros((width, length), dtype=torch.bool)
+        tokens, sequence, extra_rows, extra_tokens, extra_sequence = [], [], [], [], []
+        for r in range(width):
+            n = len(ids[r])
+            group[r, :n] = torch.tensor(groups[r])
+            branch[r, :n] = torch.tensor(branches[r])
+            for p, targets in enumerate(predictions[r]):
+                if not targets:
+                    continue
+                predict[r, p] = True
+                (token, seq), *others = targets
+                for other_token, other_seq in others:
+                    extra_rows.append(len(tokens))
+                    extra_tokens.append(other_token)
+                    extra_sequence.append(other_seq)
+                tokens.append(token)
+                sequence.append(seq)
+        # Token i may attend to token j <= i of the same pair if j is prompt or on i's own branch. A
+        # padding token attends to itself only (a query with no key at all would give NaN).
+        same_pair = (group.unsqueeze(2) == group.unsqueeze(1)) & (group.unsqueeze(2) >= 0)
+        branch_ok = (branch.unsqueeze(1) == 0) | (branch.unsqueeze(2) == branch.unsqueeze(1))
+        causal = torch.ones(length, length, dtype=torch.bool).tril()
+        mask = same_pair & branch_ok & causal
+        mask |= torch.eye(length, dtype=torch.bool) & (group < 0).unsqueeze(2)
+        as_long = {"dtype": torch.long}
+        return {
+            "input_ids": _pad(ids, self.pad_token_id, self.pad_to_multiple_of),
+            "position_ids": _pad(positions, 0, self.pad_to_multiple_of),
+            "attention_mask": mask.unsqueeze(1),
+            "predict": predict,
+            "target_tokens": torch.tensor(tokens, **as_long),
+            "target_sequence": torch.tensor(sequence, **as_long),
+            "num_sequences": 2 * pairs,
+            "extra_rows": torch.tensor(extra_rows, **as_long),
+            "extra_tokens": torch.tensor(extra_tokens, **as_long),
+            "extra_sequence": torch.tensor(extra_sequence, **as_long),
+        }

@@ -1,0 +1,69 @@
+"""Every batch layout gives the padded layout's per-sequence log-probs, in value and in gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from prefkit.data.collate import PreferenceCollator, SharedPromptCollator
+from prefkit.logps import sequence_logps
+
+
+def _features(seed: int = 0) -> list[dict[str, list[int]]]:
+    g = torch.Generator().manual_seed(seed)
+
+    def ids(n: int) -> list[int]:
+        return torch.randint(5, 400, (n,), generator=g).tolist()
+
+    # Uneven lengths, a one-token reply, replies of different lengths, a one-token prompt.
+    shapes = [(7, 5, 9), (3, 1, 4), (12, 6, 6), (1, 3, 2), (5, 8, 1)]
+    return [{"prompt_ids": ids(p), "chosen_ids": ids(c), "rejected_ids": ids(r)} for p, c, r in shapes]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+
+
+def _run(model, batch):
+    model.zero_grad()
+    sums, counts, means = sequence_logps(model, batch)
+    weights = torch.linspace(-1, 1, sums.shape[0])
+    (sums * weights).sum().backward()
+    grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    return sums.detach(), counts, means, grads
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        SharedPromptCollator(0),
+        SharedPromptCollator(0, pack_length=40),
+        SharedPromptCollator(0, pack_length=10**6),
+    ],
+    ids=["shared-prompt", "shared-prompt-packed", "one-row"],
+)
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_layout_equals_padded(model, layout, attention):
+    model.config._attn_implementation = attention
+    features = _features()
+    padded = _run(model, PreferenceCollator(0)(features))
+    other = _run(model, layout(features))
+    torch.testing.assert_close(other[0], padded[0], atol=1e-5, rtol=1e-5)
+    assert torch.equal(other[1], padded[1])
+    torch.testing.assert_close(other[2], padded[2], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(other[3], padded[3], atol=1e-5, rtol=1e-4)
+    model.config._attn_implementation = "sdpa"
+
+
+def test_packing_fills_rows():
+    features = _features()
+    batch = SharedPromptCollator(0, pack_length=40)(features)
+    lengths = [len(f["prompt_ids"]) + len(f["chosen_ids"]) + len(f["rejected_ids"]) for f in features]
+    assert batch["input_ids"].shape[0] < len(features)
+    assert batch["input_ids"].shape[1] <= max(40, max(lengths))
+    # Every token of every pair is in the batch once; padding is what is left.
+    real = int((batch["attention_mask"][:, 0].diagonal(dim1=1, dim2=2) & (batch["input_ids"] != 0)).sum())
+    assert real == sum(lengths)
