@@ -93,7 +93,13 @@ def log1mexp(x: Tensor) -> Tensor:
     the NaN losses ORPO users meet elsewhere come from exactly this term.
     """
     x = x.clamp(max=-torch.finfo(x.dtype).tiny)
-    return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    near = x > -math.log(2)
+    # torch.where evaluates both branches and back-propagates 0 * (the unused branch's derivative); at x
+    # near 0 log1p(-exp(x)) has an infinite derivative and 0 * inf = NaN. So each branch gets an input at
+    # which it is finite (-1, harmless to both) wherever it is not the one used.
+    near_x = torch.where(near, x, -1.0)
+    far_x = torch.where(near, -1.0, x)
+    return torch.where(near, torch.log(-torch.expm1(near_x)), torch.log1p(-torch.exp(far_x)))
 
 
 def _smoothed_sigmoid(logits: Tensor, label_smoothing: float) -> Tensor:
