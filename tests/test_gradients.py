@@ -21,7 +21,7 @@ TOKENS = 7.0
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_log1mexp_gradient_is_finite_near_zero_and_far(dtype):
-    x = torch.tensor(PER_TOKEN + [0.0], dtype=dtype, requires_grad=True)
+    x = torch.tensor([*PER_TOKEN, 0.0], dtype=dtype, requires_grad=True)
     y = log1mexp(x)
     y.sum().backward()
     assert torch.isfinite(y).all(), y

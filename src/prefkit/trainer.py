@@ -52,7 +52,16 @@ class PrefTrainer(Trainer):
         self._last_log_time = time.perf_counter()
         self._staging: Path | None = None
 
+    def _batch_mean(self, values: torch.Tensor) -> torch.Tensor:
+        """The mean of per-example values over every process's rows (unequal batch sizes included)."""
+        if self.accelerator.num_processes == 1:
+            return values.mean()
+        total = torch.stack([values.sum(), values.new_tensor(float(values.numel()))])
+        total = self.accelerator.reduce(total, "sum")
+        return total[0] / total[1]
+
     # -- loss -----------------------------------------------------------------------------------------
+
     def compute_loss(
         self,
         model: Any,
@@ -75,8 +84,15 @@ class PrefTrainer(Trainer):
                 ref_logps, _, _ = sequence_logps(reference, inputs)
             ref_chosen, ref_rejected = ref_logps[:half], ref_logps[half:]
         policy = PolicyLogps(
-            logps[:half], logps[half:], counts[:half], counts[half:], ref_chosen, ref_rejected
+            logps[:half],
+            logps[half:],
+            counts[:half],
+            counts[half:],
+            ref_chosen,
+            ref_rejected,
+            batch_mean=self._batch_mean,
         )
+
         out = self.loss_spec.fn(policy, self.loss_params)
 
         self._record(mode, out, policy, logit_sums, counts, half)
