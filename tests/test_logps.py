@@ -64,3 +64,27 @@ def test_sequence_logps_on_a_model(tiny_model_dir):
     expected = naive(full, labels[:, 1:]).sum(-1)
     torch.testing.assert_close(sums.double(), expected, atol=1e-5, rtol=1e-5)
     assert counts.tolist() == [5, 3]
+
+
+def test_sequence_logps_reads_the_models_logits_without_a_copy(tiny_model_dir, monkeypatch):
+    """The logits tensor is the largest of a step; slicing it to align with the labels would make the
+    reshape in token_logps copy it whole. The labels are shifted instead."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    seen: dict[str, object] = {}
+    model.register_forward_hook(lambda module, args, output: seen.update(model=output.logits.data_ptr()))
+    plain = logps.token_logps
+
+    def spy(logits, labels):
+        seen.update(given=logits.data_ptr(), contiguous=logits.is_contiguous())
+        return plain(logits, labels)
+
+    monkeypatch.setattr(logps, "token_logps", spy)
+    input_ids = torch.randint(3, 100, (2, 9))
+    labels = input_ids.clone()
+    labels[:, :4] = IGNORE_INDEX
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+    _, counts, _ = logps.sequence_logps(model, batch)
+    assert seen["given"] == seen["model"] and seen["contiguous"]
+    assert counts.tolist() == [5, 5]

@@ -1,11 +1,16 @@
 """Per-token and per-sequence log-probabilities of labelled tokens, for the trainer and for evaluation.
 
 The log-softmax is taken over the vocabulary in chunks of token positions, in float32 (float64 stays
-float64), and only at the positions that carry a label. The full ``(rows, positions, vocab)`` float32
-tensor is never built: with a 150k-token vocabulary (Qwen2, Gemma) it would be the largest tensor of a
-training step. The backward pass recomputes each chunk's softmax from the logits (kept in the model's
-dtype) and the saved log-normaliser, so what autograd holds is the logits once plus one float per
-labelled token.
+float64), and only at the positions that carry a label: the full ``(rows, positions, vocab)`` float32
+log-softmax is never built. With a 150k-token vocabulary (Qwen2, Gemma) it would be the largest tensor of a
+training step. The backward pass recomputes each chunk's softmax from the logits and the saved
+log-normaliser, so what autograd holds is the logits once plus one float per labelled token.
+
+The logits are taken as the model returns them, without a copy: the labels are shifted onto the logits'
+positions, never the logits onto the labels' (a slice of the logits would be copied whole by the reshape
+below). Under accelerate's mixed precision (``bf16``/``fp16`` in the Trainer) the model's outputs already
+arrive as float32 -- accelerate converts every output of a prepared model's forward -- so there the saved
+logits are float32; called on a plain bf16 model (evaluation) they stay bf16.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from prefkit.data.tokenize import IGNORE_INDEX
 
@@ -49,6 +55,7 @@ class _LabelLogps(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
         logits, positions, targets, lse = ctx.saved_tensors
         grad = torch.zeros_like(logits)
@@ -64,7 +71,8 @@ class _LabelLogps(torch.autograd.Function):
 
 def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log p(label) at every position, 0 where the label is IGNORE_INDEX; the mask of labelled
-    positions)`` for ``logits`` of shape ``(B, T, V)`` already aligned with ``labels`` ``(B, T)``."""
+    positions)`` for ``logits`` of shape ``(B, T, V)`` already aligned with ``labels`` ``(B, T)``.
+    Contiguous logits are read in place; others are copied once by the reshape."""
     mask = labels != IGNORE_INDEX
     flat = logits.reshape(-1, logits.shape[-1])
     positions = mask.reshape(-1).nonzero().squeeze(-1)
@@ -100,14 +108,18 @@ def sequence_logps(
     # the last N positions.
     labels = batch["labels"]
     trained = (labels != IGNORE_INDEX).any(dim=0).nonzero()
-    start = int(trained[0]) if len(trained) else labels.shape[1] - 1
-    keep = labels.shape[1] - start + 1  # positions start-1 .. end: the one before each labelled token
+    # The first token has no position before it to predict it from, so it can never count.
+    start = max(int(trained[0]), 1) if len(trained) else labels.shape[1] - 1
+    keep = (
+        labels.shape[1] - start + 1
+    )  # positions start-1 .. T-1: the one before each labelled token, and T-1
     logits = model(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],
         use_cache=False,
         logits_to_keep=keep,
-    ).logits[:, :-1]
-    labels = labels[:, labels.shape[1] - logits.shape[1] :]
-    per_token, mask = token_logps(logits, labels)
+    ).logits[:, -keep:]  # a no-op for every model that honours logits_to_keep
+    # Position p predicts token p + 1: the targets are the labels one step on, the last position's none.
+    targets = torch.nn.functional.pad(labels[:, start:], (0, 1), value=IGNORE_INDEX)
+    per_token, mask = token_logps(logits, targets)
     return per_token.sum(-1), mask.sum(-1), _mean_logit_sums(logits.detach(), mask)
