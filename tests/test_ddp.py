@@ -37,6 +37,25 @@ DRIVER = textwrap.dedent("""
 """)
 
 
+# Rank 1 alone gets an infinite loss on its 3rd batch (its gradient stays finite: the inf is a constant
+# added to the loss), so only an all-reduced decision makes rank 0 skip that step too.
+POISON = textwrap.dedent("""
+    import dataclasses, torch
+    from prefkit import losses
+
+    spec, calls = losses.LOSSES["sigmoid"], []
+
+    def poisoned(p, params):
+        out = spec.fn(p, params)
+        calls.append(1)
+        if torch.distributed.get_rank() == 1 and len(calls) == 3:
+            out.loss = out.loss + float("inf")
+        return out
+
+    losses.LOSSES["sigmoid"] = dataclasses.replace(spec, fn=poisoned)
+""")
+
+
 def overrides(model: Path, data: Path, out: Path, batch: int, loss: str = "sigmoid") -> list[str]:
     return [
         f"model_name_or_path={model}",
@@ -105,6 +124,31 @@ def test_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir, loss):
         assert ddp_values == pytest.approx(
             [r[key] for r in single.metrics if "loss" in r], rel=1e-3, abs=1e-6
         )
+
+
+def test_a_nonfinite_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path, tiny_model_dir):
+    data = toy_pairs(tmp_path / "pairs.jsonl")
+    driver = tmp_path / "driver.py"
+    driver.write_text(POISON + DRIVER)
+    out = tmp_path / "ddp"
+    out.mkdir()
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(driver),
+    ]
+    result = run([*command, str(out), *overrides(tiny_model_dir, data, out, batch=2)], tmp_path)
+
+    rank0, rank1 = (torch.load(out / f"params-rank{r}.pt") for r in (0, 1))
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name  # no rank stepped alone
+    records = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+    assert [r["nonfinite_steps"] for r in records] == [0, 0, 1, 1, 1, 1]
+    assert result.stderr.count("step 3: non-finite loss") == 1  # logged once, by the main process
+    assert f"{data}:" in result.stderr.split("step 3: non-finite loss")[1].splitlines()[0]
 
 
 def test_nproc_shortcut_and_mislaunch_warning(tmp_path, tiny_model_dir):
