@@ -17,6 +17,7 @@ import torch
 from toydata import toy_pairs, toy_sft
 from transformers import TrainerCallback
 
+from prefkit.callbacks import METRICS_FILE, read_metrics
 from prefkit.config import load_config
 from prefkit.nonfinite import NonFiniteTrainingError, NonFiniteWeightsError
 from prefkit.runs import RUN_FILE
@@ -104,6 +105,7 @@ def test_a_nonfinite_step_is_skipped_and_named(tmp_path, tiny_model_dir, caplog,
     skipped = int(warnings[0].split()[1].rstrip(":"))  # "step N: ..."
     records = {r["step"]: r for r in result.metrics if "loss" in r and "nonfinite_steps" in r}
     assert [records[s]["nonfinite_steps"] for s in range(1, 5)] == [int(s >= skipped) for s in range(1, 5)]
+    assert [math.isnan(records[s]["loss"]) for s in range(1, 5)] == [s == skipped for s in range(1, 5)]
     for step in range(1, 5):
         before, after = poison.weights[step - 1], poison.weights[step]
         unchanged = all(torch.equal(before[n], after[n]) for n in before)
@@ -144,6 +146,8 @@ def test_too_many_in_a_row_stop_training_and_save_nothing(tmp_path, tiny_model_d
     out = Path(cfg.output_dir)
     assert not (out / "adapter_model.safetensors").exists() and not (out / RUN_FILE).exists()
     assert all(torch.equal(poison.weights[0][n], p) for n, p in poison.weights[1].items())  # step 1 skipped
+    logged = [r for r in read_metrics(out / METRICS_FILE) if "loss" in r]
+    assert [r["step"] for r in logged] == [1] and math.isnan(logged[0]["loss"])  # not "loss: 0.0"
 
 
 class BreakWeights(TrainerCallback):

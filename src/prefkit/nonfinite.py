@@ -74,6 +74,7 @@ class NonFiniteGuard:
         self._is_main = is_main  # only the main process logs
         self.skipped = 0  # steps skipped in this run
         self.in_row = 0
+        self._window = [0, 0]  # optimiser steps and skipped steps since the last log record
         self.skip_this_step = False
         self._loss_finite: torch.Tensor | None = None  # on the device, read once per step
         self._ids: list[str] = []
@@ -91,9 +92,11 @@ class NonFiniteGuard:
         grads_finite = gradients_finite(parameters) if check_gradients else True
         ids, self._ids, self._loss_finite = self._ids, [], None
         self.skip_this_step = self._any_process(not (loss_finite and grads_finite))
+        self._window[0] += 1
         if not self.skip_this_step:
             self.in_row = 0
             return False
+        self._window[1] += 1
         everyone = describe_ids(self._gather_ids(ids)) or "(not recorded)"
         self.skipped += 1
         self.in_row += 1
@@ -115,6 +118,14 @@ class NonFiniteGuard:
                 f"{everyone}"
             )
         return True
+
+    def end_log_window(self) -> bool:
+        """Whether every step since the last log record was skipped; starts a new window. (The Trainer
+        replaces a non-finite step's loss by the window's mean so far, which for a window of skipped
+        steps is 0.0: a broken run would log ``loss: 0.0``.)"""
+        steps, skipped = self._window
+        self._window = [0, 0]
+        return steps > 0 and skipped == steps
 
     def wrap_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Make ``optimizer.step`` a no-op on a skipped step (an instance attribute: the optimizer's

@@ -235,6 +235,8 @@ class PrefTrainer(Trainer):
             logs["tokens_per_second"] = self._tokens_since_log / max(now - self._last_log_time, 1e-9)
             self._tokens_since_log, self._last_log_time = 0, now
             logs["nonfinite_steps"] = self.nonfinite.skipped
+            if self.nonfinite.end_log_window():
+                logs["loss"] = math.nan  # not the 0.0 the Trainer's NaN filter leaves
         super().log(logs, start_time)
 
     # -- saving ---------------------------------------------------------------------------------------
