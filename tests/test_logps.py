@@ -55,7 +55,7 @@ def test_sequence_logps_on_a_model(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float64)
     input_ids = torch.randint(3, 100, (2, 9))
     labels = input_ids.clone()
-    labels[:, :4] = IGNORE_INDEX
+    labels[0, :4] = IGNORE_INDEX  # row 1 is labelled from position 0, which nothing predicts
     labels[1, 7:] = IGNORE_INDEX
     attention_mask = torch.ones_like(input_ids)
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
@@ -63,24 +63,24 @@ def test_sequence_logps_on_a_model(tiny_model_dir):
     full = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
     expected = naive(full, labels[:, 1:]).sum(-1)
     torch.testing.assert_close(sums.double(), expected, atol=1e-5, rtol=1e-5)
-    assert counts.tolist() == [5, 3]
+    assert counts.tolist() == [5, 6]
 
 
 def test_sequence_logps_reads_the_models_logits_without_a_copy(tiny_model_dir, monkeypatch):
     """The logits tensor is the largest of a step; slicing it to align with the labels would make the
-    reshape in token_logps copy it whole. The labels are shifted instead."""
+    reshape below copy it whole. The labels are shifted instead."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     seen: dict[str, object] = {}
     model.register_forward_hook(lambda module, args, output: seen.update(model=output.logits.data_ptr()))
-    plain = logps.token_logps
+    plain = logps._label_logps
 
     def spy(logits, labels):
         seen.update(given=logits.data_ptr(), contiguous=logits.is_contiguous())
         return plain(logits, labels)
 
-    monkeypatch.setattr(logps, "token_logps", spy)
+    monkeypatch.setattr(logps, "_label_logps", spy)
     input_ids = torch.randint(3, 100, (2, 9))
     labels = input_ids.clone()
     labels[:, :4] = IGNORE_INDEX
