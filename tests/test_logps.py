@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -88,3 +90,19 @@ def test_sequence_logps_reads_the_models_logits_without_a_copy(tiny_model_dir, m
     _, counts, _ = logps.sequence_logps(model, batch)
     assert seen["given"] == seen["model"] and seen["contiguous"]
     assert counts.tolist() == [5, 5]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nonfinite_logits_at_unlabelled_positions_do_not_leak(dtype):
+    """A padding position's logits can be NaN (attention with nothing to attend to); it carries no label,
+    so neither the values nor the gradient may see it."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 11, dtype=torch.float64).to(dtype)
+    logits[1, 3] = math.nan
+    logits.requires_grad_()
+    labels = torch.randint(0, 11, (2, 4))
+    labels[1, 3] = IGNORE_INDEX
+    values, _ = logps.token_logps(logits, labels)
+    values.sum().backward()
+    assert torch.isfinite(values).all() and values[1, 3] == 0
+    assert torch.isfinite(logits.grad).all() and torch.all(logits.grad[1, 3] == 0)
