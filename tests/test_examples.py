@@ -50,7 +50,7 @@ def load_example(path: Path):
     return cfg
 
 
-def on_this_machine(path: Path, cfg, model: Path, output_dir: Path) -> list[str]:
+def on_this_machine(cfg, model: Path, output_dir: Path) -> list[str]:
     """Overrides that run the example here: the tiny model, two steps, nothing that needs CUDA."""
     overrides = [
         f"model_name_or_path={model}",
@@ -90,13 +90,11 @@ def test_example_checks_its_data_and_trains(path, family_models, tmp_path, monke
 
     if cfg.training_arguments.get("deepspeed") or cfg.training_arguments.get("fsdp"):
         pytest.skip("DeepSpeed and FSDP runs need CUDA GPUs; the config and its JSON are checked above")
-    overrides = on_this_machine(path, cfg, model, tmp_path / "run")
+    overrides = on_this_machine(cfg, model, tmp_path / "run")
     if cfg.adapter_name_or_path:  # stage 2: train stage 1's example first, and continue its adapter
         first = load_example(ROOT / "examples" / "sft.yaml")
         assert cfg.adapter_name_or_path == first.output_dir
-        train(
-            load_config(ROOT / "examples" / "sft.yaml", on_this_machine(path, first, model, tmp_path / "sft"))
-        )
+        train(load_config(ROOT / "examples" / "sft.yaml", on_this_machine(first, model, tmp_path / "sft")))
         overrides.append(f"adapter_name_or_path={tmp_path / 'sft'}")
     result = train(load_config(path, overrides))
 
