@@ -9,6 +9,10 @@ float32 tensor is never built -- with a 150k-token vocabulary (Qwen2, Gemma) it 
 tensor of a training step. The backward pass recomputes each chunk's softmax from the logits (kept in
 the model's dtype) and the saved log-normaliser, so autograd holds the needed logits once plus one float
 per labelled token.
+
+Under accelerate's mixed precision (``bf16``/``fp16`` in the Trainer) the logits do not arrive in the
+model's dtype: accelerate converts every output of a prepared model's forward to float32, so there the
+saved logits are float32 -- one more reason to compute them at the predicting positions only.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from prefkit.data.tokenize import IGNORE_INDEX
 
@@ -57,6 +62,7 @@ class _LabelLogps(torch.autograd.Function):
         return out, means
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad_out: torch.Tensor, _: torch.Tensor) -> tuple[torch.Tensor, None]:
         logits, targets, lse = ctx.saved_tensors
         grad = torch.empty_like(logits)
@@ -66,7 +72,9 @@ class _LabelLogps(torch.autograd.Function):
             go = grad_out[rows].unsqueeze(-1)
             g = torch.exp(logits[rows].to(lse.dtype) - lse[rows].unsqueeze(-1)).mul_(-go)
             g.scatter_add_(-1, targets[rows].unsqueeze(-1), go)
-            grad[rows] = g
+            # A row whose output gets no gradient has none to give, even where its logits are not finite:
+            # 0 * NaN would be NaN.
+            grad[rows] = g.masked_fill_(go == 0, 0)
         return grad, None
 
 
@@ -80,7 +88,9 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tenso
     positions)`` for ``logits`` of shape ``(B, T, V)`` already aligned with ``labels`` ``(B, T)``."""
     mask = labels != IGNORE_INDEX
     values, _ = label_logps(logits.reshape(-1, logits.shape[-1]), labels.masked_fill(~mask, 0).reshape(-1))
-    return values.view(mask.shape) * mask, mask
+    # where, not a product with the mask: an unlabelled position's value may be NaN (a padding position
+    # whose attention had nothing to look at), and 0 * NaN is NaN -- in the gradient too.
+    return torch.where(mask, values.view(mask.shape), 0), mask
 
 
 @dataclass(frozen=True)
