@@ -1,0 +1,59 @@
+"""TrainingArguments pass-through: any key naming a field of ``transformers.TrainingArguments`` is
+checked against that field's type hint and handed to the trainer unchanged.
+
+transformers is imported lazily -- only when a key is not one of prefkit's own -- so that importing the
+config (and ``prefkit --help``) stays fast."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import typing
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from prefkit.config.words import describe, one_of
+
+
+@functools.cache
+def _training_argument_hints() -> dict[str, Any]:
+    from transformers import TrainingArguments  # lazy: pulls in torch
+
+    fields = dataclasses.fields(TrainingArguments)
+    init_fields = {f.name for f in fields if f.init and not f.name.startswith("_")}
+    hints = typing.get_type_hints(TrainingArguments)
+    return {name: hints[name] for name in init_fields if name in hints}
+
+
+def training_argument_names() -> frozenset[str]:
+    return frozenset(_training_argument_hints())
+
+
+def _enums_in(hint: Any) -> list[type[enum.Enum]]:
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return [hint]
+    return [found for arg in typing.get_args(hint) for found in _enums_in(arg)]
+
+
+def validate_training_argument(key: str, value: Any) -> tuple[Any, str | None]:
+    """Check one passthrough value against its TrainingArguments type hint.  Returns the value (in plain,
+    JSON-friendly form) and a problem sentence, or None."""
+    hint = _training_argument_hints()[key]
+    expected = describe(hint)
+    enums = _enums_in(hint)
+    if value is False and any("no" in {m.value for m in e} for e in enums):
+        value = "no"  # YAML 1.1 reads a bare `save_strategy: no` as false
+    try:
+        checked = TypeAdapter(hint).validate_python(value)
+    except ValidationError:
+        return value, f"{key}: got {value!r} -- expected {expected}"
+    # Hints such as `optim: OptimizerNames | str` accept any string; the enum says which ones work.
+    if isinstance(checked, enum.Enum):
+        checked = checked.value
+    if enums and isinstance(checked, str):
+        allowed = [member.value for enum_type in enums for member in enum_type]
+        if checked not in allowed:
+            return value, f"{key}: got {value!r} -- {one_of(allowed, checked)}"
+    return checked, None
