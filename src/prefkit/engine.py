@@ -203,7 +203,9 @@ class Engine:
         mask_t = torch.tensor(mask, device=self.device)
         cache = DynamicCache(config=self._config())
         logits = self._forward(seqs, input_ids, mask_t, cache)
-        updates = [self._accept(seq, token) for seq, token in zip(seqs, next_tokens(logits, seqs), strict=True)]
+        updates = [
+            self._accept(seq, token) for seq, token in zip(seqs, next_tokens(logits, seqs), strict=True)
+        ]
         keep = [i for i, seq in enumerate(seqs) if not seq.finished]
         if keep:
             if len(keep) < len(seqs):
@@ -229,7 +231,9 @@ class Engine:
         input_ids = torch.tensor([[s.generated[-1]] for s in seqs], device=self.device)
         self._mask = torch.cat([self._mask, self._mask.new_ones(len(seqs), 1)], dim=-1)
         logits = self._forward(seqs, input_ids, self._mask, self._cache)
-        updates = [self._accept(seq, token) for seq, token in zip(seqs, next_tokens(logits, seqs), strict=True)]
+        updates = [
+            self._accept(seq, token) for seq, token in zip(seqs, next_tokens(logits, seqs), strict=True)
+        ]
         if any(s.finished for s in seqs):
             self._keep_rows([i for i, s in enumerate(seqs) if not s.finished])
         return updates
