@@ -34,7 +34,7 @@ from filelock import FileLock, Timeout
 
 from prefkit.data.examples import ExampleError, Location, Message, PreferenceExample, Problem, SFTExample
 from prefkit.data.formats import FormatError, detect_format
-from prefkit.data.formats.fields import check_prompt, optional_system, read_messages, with_system
+from prefkit.data.formats.fields import check_prompt, optional_system, read_messages, type_name, with_system
 from prefkit.data.readers import read_records
 from prefkit.engine import Engine, Request
 from prefkit.errors import PrefkitError
@@ -72,6 +72,10 @@ class PromptItem:
 def _prompt_of(record: Mapping[str, Any], location: Location) -> list[Message]:
     if "prompt" in record and "chosen" not in record and "rejected" not in record:
         value = record["prompt"]
+        if not isinstance(value, str | list):
+            raise ExampleError(
+                f"prompt: expected text or a list of messages, got {type_name(value)}", "wrong_type"
+            )
         messages = [Message("user", value)] if isinstance(value, str) else read_messages(value, "prompt")
         messages = with_system(messages, optional_system(record))
     elif "messages" in record:

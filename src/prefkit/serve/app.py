@@ -212,6 +212,7 @@ def create_app(state: ServerState) -> FastAPI:
             "waiting": scheduler.waiting,
             "max_batch": state.limits.max_batch,
             "max_queue": state.limits.max_queue,
+            **scheduler.stats,
         }
         return JSONResponse(body, status_code=200 if scheduler.alive else 503)
 

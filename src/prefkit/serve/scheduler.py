@@ -64,6 +64,11 @@ class Scheduler:
     _cond: threading.Condition = field(init=False, default_factory=threading.Condition)
     _stopping: bool = field(init=False, default=False)
     _thread: threading.Thread | None = field(init=False, default=None)
+    # Totals since start, for /health: finished requests by outcome and tokens generated.
+    stats: dict[str, int] = field(
+        init=False,
+        default_factory=lambda: {"completed": 0, "cancelled": 0, "failed": 0, "generated_tokens": 0},
+    )
 
     def __post_init__(self) -> None:
         self.engine = self.make_engine()
@@ -86,6 +91,7 @@ class Scheduler:
                 ticket.seq.cancel()
                 if ticket in self._inbox:
                     self._inbox.remove(ticket)
+                    self.stats["cancelled"] += 1
 
     @property
     def waiting(self) -> int:
@@ -141,12 +147,16 @@ class Scheduler:
                 ticket = self._tickets[id(update.seq)]
                 if update.finished:
                     del self._tickets[id(update.seq)]
+                    outcome = "cancelled" if update.seq.finish_reason == "cancelled" else "completed"
+                    self.stats[outcome] += 1
+                    self.stats["generated_tokens"] += update.seq.completion_tokens
                 if update.text or update.finished:
                     ticket.push(Event(ticket.index, update.text, update.finished))
 
     def _fail_running(self, message: str) -> None:
         for ticket in self._tickets.values():
             ticket.push(Event(ticket.index, "", True, message))
+        self.stats["failed"] += len(self._tickets)
         self._tickets.clear()
 
     def _fail_all(self, message: str) -> None:

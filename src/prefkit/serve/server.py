@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
+import sys
 from collections.abc import Sequence
 
 from prefkit.engine import Engine
+from prefkit.errors import PrefkitError
 from prefkit.inference import AdapterSpec, load_for_inference
 from prefkit.serve.app import ServerState, create_app, served_models
 from prefkit.serve.limits import GuardedH11Protocol, ServeLimits, model_len
@@ -107,7 +110,24 @@ def serve(
         timeout_graceful_shutdown=5,
         log_level=log_level,
     )
+    # Bind here rather than in uvicorn: port 0 becomes a real port we can print whatever the log level.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        uvicorn.Server(config).run()
+        sock.bind((host, port))
+    except OSError as err:
+        state.scheduler.stop()
+        raise PrefkitError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    print(
+        f"prefkit serve: listening on http://{shown}:{bound} (OpenAI API under /v1)",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
         state.scheduler.stop()
+        sock.close()
