@@ -300,6 +300,12 @@ def serve(
     ] = None,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 1 << 20,
     max_connections: Annotated[int, typer.Option(help="Open connections; beyond, requests get 503.")] = 256,
+    body_timeout: Annotated[
+        float, typer.Option(help="Seconds a request body may take to arrive (408).")
+    ] = 30.0,
+    header_timeout: Annotated[
+        float, typer.Option(help="Seconds a connection may take to send a request's headers (then closed).")
+    ] = 10.0,
     template: Template = None,
     dtype: Dtype = "auto",
     device: Device = "auto",
@@ -321,6 +327,8 @@ def serve(
             max_model_len=max_model_len,
             max_body_bytes=max_body_bytes,
             max_connections=max_connections,
+            body_timeout=body_timeout,
+            header_timeout=header_timeout,
         )
         limits.check()
     except ValueError as err:

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from prefkit.engine import Engine
 from prefkit.errors import PrefkitError
 from prefkit.inference import AdapterSpec, load_for_inference
-from prefkit.serve.app import ServerState, create_app, served_models
+from prefkit.serve.app import create_app
 from prefkit.serve.limits import GuardedH11Protocol, ServeLimits, model_len
 from prefkit.serve.scheduler import Scheduler
+from prefkit.serve.state import ServerState, served_models
 
 logger = logging.getLogger(__name__)
 
