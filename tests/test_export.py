@@ -76,12 +76,15 @@ def _load_plainly(folder: Path, tmp_path: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _unmerged_replies(model_dir: Path, adapter: Path) -> list[str]:
+def _unmerged_replies(model_dir: Path, adapter: Path) -> tuple[list[str], list[str]]:
+    """Greedy replies of the model with the adapter attached (not merged), and of the base alone."""
     loaded = load_for_inference(str(model_dir), parse_adapters([f"x={adapter}"]), dtype="fp32")
     prompts = [[Message("user", p)] for p in PROMPTS]
-    return generate(
-        loaded.model, loaded.encoder("x"), prompts, settings=SamplingSettings(max_new_tokens=MAX_NEW)
-    )
+    settings = SamplingSettings(max_new_tokens=MAX_NEW)
+    with_adapter = generate(loaded.model, loaded.encoder("x"), prompts, settings=settings)
+    with loaded.model.disable_adapter():
+        base = generate(loaded.model, loaded.encoder("x"), prompts, settings=settings)
+    return with_adapter, base
 
 
 def test_exported_model_loads_without_prefkit_or_peft_and_replies_the_same(
