@@ -37,7 +37,11 @@ def encoder(tokenizer):
 
 def _hf_greedy(model, ids, stop, max_new_tokens):
     out = model.generate(
-        torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=list(stop.ids)
+        torch.tensor([ids]),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=list(stop.ids) or None,
+        pad_token_id=0,
     )
     tokens = out[0, len(ids) :].tolist()
     return [t for t in tokens if t not in stop.ids]
@@ -234,3 +238,60 @@ def test_default_settings(model):
         model.generation_config.temperature = 1.0
     with pytest.raises(PrefkitError, match="top_p"):
         SamplingSettings(top_p=0)
+
+
+def _architectures(vocab: int) -> dict:
+    from transformers import (
+        Gemma2Config,
+        Gemma2ForCausalLM,
+        GPT2Config,
+        GPT2LMHeadModel,
+        MistralConfig,
+        MistralForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    small = {"vocab_size": vocab, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2}
+    heads = {"num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256}
+    return {
+        "gpt2 (DialoGPT's family)": lambda: GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=vocab,
+                n_embd=32,
+                n_layer=2,
+                n_head=4,
+                n_positions=256,
+                bos_token_id=0,
+                eos_token_id=0,
+            )
+        ),
+        "qwen2 (TinySwallow's family)": lambda: Qwen2ForCausalLM(Qwen2Config(**small, **heads)),
+        "mistral, sliding window": lambda: MistralForCausalLM(
+            MistralConfig(**small, **heads, sliding_window=8)
+        ),
+        "gemma2, hybrid sliding": lambda: Gemma2ForCausalLM(
+            Gemma2Config(**small, **heads, head_dim=8, sliding_window=8)
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", list(_architectures(1)))
+def test_other_architectures_match_generate(name, encoder):
+    torch.manual_seed(0)
+    model = _architectures(len(encoder.tokenizer))[name]().eval()
+    model.generation_config.eos_token_id = None  # random weights: run to max_new_tokens on both sides
+    stop = StopCondition((), ())
+    prompt_ids = [encoder.prompt_ids([Message("user", p)]) for p in PROMPTS[:4]]
+    engine = Engine(model, encoder.tokenizer, max_batch=2)
+    # Caches with sliding-window layers cannot take rows mid-flight: those batches run to the end.
+    assert engine.can_join == ("sliding" not in name)
+    seqs = [engine.sequence(Request(ids, SamplingSettings(max_new_tokens=12), stop)) for ids in prompt_ids]
+    engine.add(seqs[0])
+    engine.step()
+    for seq in seqs[1:]:
+        engine.add(seq)
+    while engine.has_work:
+        engine.step()
+    for seq, ids in zip(seqs, prompt_ids, strict=True):
+        assert seq.generated == _hf_greedy(model, ids, stop, 12)
