@@ -192,7 +192,8 @@ def test_generate_keeps_its_contract(model, encoder):
     assert sum(counts) == len(prompts)
     for prompt, reply in zip(prompts, replies, strict=True):
         ids = _hf_greedy(model, encoder.prompt_ids(prompt), stop, 8)
-        assert reply == encoder.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        # (a reply cut off mid-character ends before it: the decoded U+FFFD is not part of it)
+        assert reply == encoder.tokenizer.decode(ids, skip_special_tokens=True).rstrip("\ufffd").strip()
 
 
 def test_text_streams_whole_characters(tokenizer):
@@ -203,6 +204,11 @@ def test_text_streams_whole_characters(tokenizer):
     pieces = [stream.push(t) for t in ids] + [stream.flush()]
     assert "".join(pieces) == text
     assert not any("\ufffd" in p for p in pieces)
+    # Stopped in the middle of a character (max_tokens): the reply ends before that character.
+    k = next(k for k in range(1, len(ids)) if tokenizer.decode(ids[:k]).endswith("\ufffd"))
+    cut = TextStream(tokenizer)
+    shown = "".join(cut.push(t) for t in ids[:k]) + cut.flush()
+    assert shown == tokenizer.decode(ids[:k]).rstrip("\ufffd") and text.startswith(shown)
 
 
 def test_stop_strings_are_cut_and_never_half_shown(tokenizer):

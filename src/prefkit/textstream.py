@@ -10,7 +10,8 @@ Two things make this more than ``tokenizer.decode`` of each new token:
   tokens. Text that could be the start of a stop string is held back until it either completes one
   (the reply ends before it) or can no longer (it is released).
 
-The pieces joined are exactly the reply: streaming and non-streaming replies are the same text.
+The pieces joined are exactly the reply: streaming and non-streaming replies are the same text. A
+reply cut off in the middle of a character (at ``max_tokens``) ends before that character.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ class TextStream:
         stop string, or a last incomplete character)."""
         if not self.stopped and self._read_offset < len(self.ids):
             before = self._decode(self.ids[self._prefix_offset : self._read_offset])
-            self.text += self._decode(self.ids[self._prefix_offset :])[len(before) :]
+            # A reply cut off (max_tokens) in the middle of a character ends before that character.
+            self.text += self._decode(self.ids[self._prefix_offset :])[len(before) :].rstrip(_INCOMPLETE)
             self._prefix_offset = self._read_offset = len(self.ids)
             self._cut_at_stop()
         piece = self.text[self.emitted :]
