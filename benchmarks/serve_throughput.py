@@ -87,6 +87,9 @@ def _phase(url: str, clients: int, requests: int, max_tokens: int) -> dict[str, 
     }
 
 
+LOAD_BEFORE = os.getloadavg()[0]  # another busy process on the CPU distorts both phases
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -94,6 +97,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=3, help="requests per client in each phase")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--threads", type=int, help="the server's CPU threads (default: one per core)")
     parser.add_argument("--target", type=float, default=3.0)
     parser.add_argument(
         "--output", type=Path, default=Path(__file__).parent / "results" / "serve_throughput.json"
@@ -112,6 +116,8 @@ def main() -> int:
         "--log-level",
         "warning",
     ]
+    if args.threads:
+        server_args += ["--threads", str(args.threads)]
     with ServerProcess(server_args) as server:
         _phase(server.url, 2, 1, 8)  # warm-up: first forward passes, allocator
         single = _phase(server.url, 1, args.requests, args.max_tokens)
@@ -122,6 +128,8 @@ def main() -> int:
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
         "model": args.model,
         "dtype": args.dtype,
+        "threads": args.threads or "default (one per core)",
+        "load_average_before": LOAD_BEFORE,
         "max_tokens": args.max_tokens,
         "single_client": single,
         "concurrent": concurrent,

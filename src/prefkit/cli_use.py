@@ -33,6 +33,10 @@ Template = Annotated[
 ]
 Dtype = Annotated[str, typer.Option(help="auto (bf16 where fast, else fp32/fp16), bf16, fp16 or fp32.")]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+Threads = Annotated[
+    int | None,
+    typer.Option(help="CPU threads for PyTorch (default: one per core; fewer on a busy shared CPU)."),
+]
 MaxNewTokens = Annotated[int, typer.Option(help="Longest reply, in tokens.")]
 Temperature = Annotated[
     float | None,
@@ -95,6 +99,7 @@ def chat(
     seed: Seed = None,
     dtype: Dtype = "auto",
     device: Device = "auto",
+    threads: Threads = None,
 ) -> None:
     """Chat with a model (and a trained adapter) in the terminal; replies stream as they are written."""
     from prefkit.chat import ChatSession, run_chat
@@ -108,7 +113,7 @@ def chat(
     try:
         adapters = parse_adapters([str(adapter)]) if adapter else []
         loaded = load_for_inference(
-            _candidates(model), adapters, template=template, dtype=dtype, device=device
+            _candidates(model), adapters, template=template, dtype=dtype, device=device, threads=threads
         )
         settings = _settings(loaded, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
         session = ChatSession(loaded, settings, adapter=adapters[0].name if adapters else None, system=system)
@@ -142,6 +147,7 @@ def generate_cmd(
     force: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
     dtype: Dtype = "auto",
     device: Device = "auto",
+    threads: Threads = None,
 ) -> None:
     """Replies to a file of prompts: batched, resumable (rerun the same command after an interruption)."""
     from rich.console import Console
@@ -183,7 +189,7 @@ def generate_cmd(
     try:
         adapters = parse_adapters([str(adapter)]) if adapter else []
         loaded = load_for_inference(
-            _candidates(model), adapters, template=template, dtype=dtype, device=device
+            _candidates(model), adapters, template=template, dtype=dtype, device=device, threads=threads
         )
         settings = _settings(loaded, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
         result = generate_file(
@@ -309,6 +315,7 @@ def serve(
     template: Template = None,
     dtype: Dtype = "auto",
     device: Device = "auto",
+    threads: Threads = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level: debug, info, warning, error.")] = "info",
 ) -> None:
     """An OpenAI-compatible HTTP server for the model and its adapters (/v1/chat/completions, ...)."""
@@ -345,6 +352,7 @@ def serve(
             template=template,
             dtype=dtype,
             device=device,
+            threads=threads,
             log_level=log_level,
         )
     except USER_ERRORS as err:

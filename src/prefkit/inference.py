@@ -160,9 +160,14 @@ def load_for_inference(
     template: str | None = None,
     dtype: str = "auto",
     device: str = "auto",
+    threads: int | None = None,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """The model in eval mode on its device, its tokenizer and one chat encoder per adapter."""
+    """The model in eval mode on its device, its tokenizer and one chat encoder per adapter.
+
+    ``threads`` sets PyTorch's CPU threads (default: its own choice, one per core). On a CPU shared
+    with other busy processes, fewer threads can be many times faster: threads that wait for each
+    other at every operation lose the most when the cores are taken."""
     from transformers import AutoModelForCausalLM
 
     for spec in [model] if isinstance(model, str) else model:
@@ -170,6 +175,10 @@ def load_for_inference(
     for adapter in adapters:
         read_adapter_config(adapter.path)
     model_path = resolve_first(model if isinstance(model, str) else list(model), cache_dir())
+    if threads is not None:
+        if threads < 1:
+            raise PrefkitError(f"threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
     tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)

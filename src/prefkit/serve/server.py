@@ -38,11 +38,14 @@ def build_state(
     template: str | None = None,
     dtype: str = "auto",
     device: str = "auto",
+    threads: int | None = None,
 ) -> ServerState:
     """Everything the app serves from, with the decode thread started."""
     limits = limits or ServeLimits()
     limits.check()
-    loaded = load_for_inference(model, adapters, template=template, dtype=dtype, device=device)
+    loaded = load_for_inference(
+        model, adapters, template=template, dtype=dtype, device=device, threads=threads
+    )
     max_len = model_len(limits, loaded.context_length)
     name = served_model_name or (model if isinstance(model, str) else model[0])
     models = served_models(loaded, name)
@@ -69,6 +72,7 @@ def serve(
     template: str | None = None,
     dtype: str = "auto",
     device: str = "auto",
+    threads: int | None = None,
     log_level: str = "info",
 ) -> None:
     """Serve until interrupted (Ctrl-C or SIGTERM stop it cleanly)."""
@@ -89,6 +93,7 @@ def serve(
         template=template,
         dtype=dtype,
         device=device,
+        threads=threads,
     )
     names = ", ".join(f"'{m}'" for m in state.models)
     logger.info(
