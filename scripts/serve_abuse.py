@@ -311,10 +311,14 @@ def run_abuse(
             "slowest_seconds": round(health["slowest"], 3),
             "bad": health["bad"],
         },
+        # The server's RSS before, at each quarter of the run, and its peak: bounded memory levels off
+        # once the KV cache and the allocator have grown to what the limits allow.
         "memory_mib": {
             "before": round(baseline, 1) if baseline else None,
+            "quarters": [round(memory[min(len(memory) - 1, len(memory) * q // 4)], 1) for q in (1, 2, 3, 4)]
+            if memory
+            else None,
             "peak": round(max(memory), 1) if memory else None,
-            "after": round(memory[-1], 1) if memory else None,
         },
         "after": {"health_status": status, "valid_request": survivor, "server_counters": after},
     }
@@ -331,6 +335,15 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def _rounds(target: Target, args: argparse.Namespace, pid: int | None) -> dict[str, Any]:
+    """``--rounds`` runs against the same server: memory that levels off shows in the later rounds."""
+    rounds = [
+        run_abuse(target, clients=args.clients, requests=args.requests, deadline=args.deadline, pid=pid)
+        for _ in range(args.rounds)
+    ]
+    return rounds[0] if len(rounds) == 1 else {"rounds": rounds, "ok": all(r["ok"] for r in rounds)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct", help="model to serve (without --url)")
@@ -341,6 +354,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--requests", type=int, default=10, help="requests per client")
     parser.add_argument("--deadline", type=float, default=300, help="seconds after which clients stop")
+    parser.add_argument("--rounds", type=int, default=1, help="runs in a row against the same server")
     parser.add_argument("--context", type=int, default=1024, help="--max-model-len of the server")
     parser.add_argument(
         "--output",
@@ -367,9 +381,7 @@ def main() -> int:
             limits.header_timeout,
             limits.body_timeout,
         )
-        report = run_abuse(
-            target, clients=args.clients, requests=args.requests, deadline=args.deadline, pid=args.pid
-        )
+        report = _rounds(target, args, args.pid)
     else:
         key = "sk-abuse-" + secrets.token_hex(16)
         server_args = [
@@ -394,9 +406,7 @@ def main() -> int:
             target = Target(
                 "127.0.0.1", server.port or 0, key, "abuse", args.context, limits.max_body_bytes, 5, 5
             )
-            report = run_abuse(
-                target, clients=args.clients, requests=args.requests, deadline=args.deadline, pid=server.pid
-            )
+            report = _rounds(target, args, server.pid)
             report["server"] = {"command": "prefkit serve " + " ".join(server_args)}
     report["command"] = "python scripts/serve_abuse.py " + " ".join(sys.argv[1:])
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -306,3 +306,21 @@ def test_abuse_slice(server):
     assert report["ok"], json.dumps(report, indent=2)
     assert set(report["outcomes"]) == {kind.__name__ for kind in abuse.ACCEPT}
     assert report["requests"] == 48 and report["health"]["polls"] > 0
+
+
+def test_a_plain_request_whose_client_leaves_is_cancelled(server):
+    before = _wait_idle(server)
+    body = json.dumps(_chat(max_tokens=LONG, ignore_eos=True)).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(head.encode() + body)
+    deadline = time.monotonic() + 10
+    while _health(server)["running"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    sock.close()  # gone before the reply
+    after = _wait_idle(server, timeout=10)
+    assert after["cancelled"] == before["cancelled"] + 1
+    assert after["generated_tokens"] - before["generated_tokens"] < LONG
