@@ -122,6 +122,30 @@ def read_prompts(path: str | os.PathLike[str]) -> tuple[list[PromptItem], list[P
     return items, problems
 
 
+def _refuse(source: Path, problems: list[Problem], skip_bad: bool) -> None:
+    problems.sort(key=lambda p: (p.location.line or 0, p.location.row or 0))
+    if problems and not skip_bad:
+        shown = "\n".join(f"  {p}" for p in problems[:50])
+        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        raise GenerateError(
+            f"{len(problems)} record(s) of {source} cannot be used:\n{shown}{more}\n"
+            "Fix them, or pass --skip-bad to generate for the others."
+        )
+
+
+def check_files(
+    input_path: str | os.PathLike[str], output_path: str | os.PathLike[str], *, skip_bad: bool, force: bool
+) -> None:
+    """The checks that need no model: the output may be written, the input reads and every record has a
+    prompt (the CLI runs them before spending time loading the model)."""
+    output = Path(output_path)
+    if output.is_dir():
+        raise GenerateError(f"{output} is a folder; name the output file")
+    if output.exists() and not force:
+        raise GenerateError(f"{output} already exists; pass --force to replace it")
+    _refuse(Path(input_path), read_prompts(input_path)[1], skip_bad)
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -195,10 +219,7 @@ def generate_file(
     each time prompts finish (for a progress bar)."""
     source, output = Path(input_path), Path(output_path)
     part = output.with_name(output.name + PART_SUFFIX)
-    if output.exists() and not force:
-        raise GenerateError(f"{output} already exists; pass --force to replace it")
-    if output.is_dir():
-        raise GenerateError(f"{output} is a folder; name the output file")
+    check_files(source, output, skip_bad=skip_bad, force=force)
     items, problems = read_prompts(source)
     encoder = loaded.encoder(adapter)
     limit = loaded.context_length
@@ -217,14 +238,7 @@ def generate_file(
             continue
         prompt_ids[item.key] = ids
         usable.append(item)
-    problems.sort(key=lambda p: (p.location.line or 0, p.location.row or 0))
-    if problems and not skip_bad:
-        shown = "\n".join(f"  {p}" for p in problems[:50])
-        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
-        raise GenerateError(
-            f"{len(problems)} record(s) of {source} cannot be used:\n{shown}{more}\n"
-            "Fix them, or pass --skip-bad to generate for the others."
-        )
+    _refuse(source, problems, skip_bad)
     if not usable:
         raise GenerateError(f"{source}: no usable prompts")
 

@@ -153,7 +153,7 @@ def generate_cmd(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from prefkit.batch_generate import PART_SUFFIX, generate_file
+    from prefkit.batch_generate import PART_SUFFIX, check_files, generate_file
     from prefkit.cli import _fail, _setup_logging, console
     from prefkit.errors import USER_ERRORS
     from prefkit.inference import load_for_inference, parse_adapters
@@ -187,6 +187,7 @@ def generate_cmd(
         progress.update(task, advance=prompts, rate=rate)
 
     try:
+        check_files(input, output, skip_bad=skip_bad, force=force)
         adapters = parse_adapters([str(adapter)]) if adapter else []
         loaded = load_for_inference(
             _candidates(model), adapters, template=template, dtype=dtype, device=device, threads=threads
