@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -29,3 +30,21 @@ def tiny_adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
         "a": build_tiny_adapter(tiny_model_dir, root / "a", seed=1, rank=4),
         "b": build_tiny_adapter(tiny_model_dir, root / "b", seed=2, rank=8),
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reference_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Runs in tests cache reference log-probs (under `<cache>/reference`): keep them out of the user's
+    cache. Converted builtin models (`<cache>/models`) are shared with the real cache, so the builtin
+    SmolLM2 is converted once, not once per test session."""
+    real = Path(os.environ.get("PREFKIT_CACHE") or Path.home() / ".cache" / "prefkit").expanduser()
+    cache = tmp_path_factory.mktemp("prefkit-cache")
+    (real / "models").mkdir(parents=True, exist_ok=True)
+    (cache / "models").symlink_to(real / "models", target_is_directory=True)
+    previous = os.environ.get("PREFKIT_CACHE")
+    os.environ["PREFKIT_CACHE"] = str(cache)
+    yield
+    if previous is None:
+        os.environ.pop("PREFKIT_CACHE", None)
+    else:
+        os.environ["PREFKIT_CACHE"] = previous

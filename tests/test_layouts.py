@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import FAMILIES, build_family
 
 from prefkit.data.collate import PreferenceCollator, SharedPromptCollator
 from prefkit.logps import sequence_logps
@@ -20,11 +21,14 @@ def _features(seed: int = 0) -> list[dict[str, list[int]]]:
     return [{"prompt_ids": ids(p), "chosen_ids": ids(c), "rejected_ids": ids(r)} for p, c, r in shapes]
 
 
-@pytest.fixture(scope="module")
-def model(tiny_model_dir):
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def model(request, tmp_path_factory):
+    """Every family the seeds use: GPT-2 (learned positions), Qwen2, Gemma 2 (soft-capping, sliding
+    window), Llama."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    path = build_family(request.param, tmp_path_factory.mktemp(request.param) / "model")
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
 
 
 def _run(model, batch):
@@ -45,9 +49,11 @@ def _run(model, batch):
     ],
     ids=["shared-prompt", "shared-prompt-packed", "one-row"],
 )
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("attention", ["default", "eager"])
 def test_layout_equals_padded(model, layout, attention):
-    model.config._attn_implementation = attention
+    default = model.config._attn_implementation  # sdpa, or eager where the family needs it (Gemma 2)
+    if attention != "default":
+        model.config._attn_implementation = attention
     features = _features()
     padded = _run(model, PreferenceCollator(0)(features))
     other = _run(model, layout(features))
@@ -55,7 +61,7 @@ def test_layout_equals_padded(model, layout, attention):
     assert torch.equal(other[1], padded[1])
     torch.testing.assert_close(other[2], padded[2], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(other[3], padded[3], atol=1e-5, rtol=1e-4)
-    model.config._attn_implementation = "sdpa"
+    model.config._attn_implementation = default
 
 
 def test_packing_fills_rows():

@@ -324,6 +324,14 @@ class LoadedModel:
     # The base a saved adapter names (a builtin's hub id, see BuiltinModel).
     base_model_id: str | None = None
 
+    @property
+    def has_reference(self) -> bool:
+        """Whether a reference can be run: a frozen copy, or the policy's adapters switched off. Full
+        fine-tuning on a warm reference cache loads neither."""
+        from peft import PeftModel
+
+        return self.reference is not None or isinstance(self.model, PeftModel)
+
     @contextlib.contextmanager
     def reference_mode(self) -> Iterator[Any]:
         """Yields the module to run for reference log-probs (see module docstring), in eval mode: the

@@ -18,13 +18,20 @@ from typing import TYPE_CHECKING, Any
 
 import prefkit
 from prefkit.callbacks import METRICS_FILE, MetricsJsonl, plot_run, read_metrics, truncate_metrics
-from prefkit.data.collate import PreferenceCollator, SFTCollator
+from prefkit.data.collate import SFTCollator, preference_collator
 from prefkit.data.load import prepare_data
 from prefkit.distributed import mislaunch_warning
 from prefkit.env import cache_dir
 from prefkit.errors import PrefkitError
 from prefkit.losses import LOSSES, LossParams
-from prefkit.models import load_for_training, resolve_first, trainable_parameters
+from prefkit.models import (
+    compute_dtype,
+    load_base_model,
+    load_for_training,
+    resolve_first,
+    trainable_parameters,
+)
+from prefkit.refcache import ReferenceCache, reference_identity
 from prefkit.runs import RUN_FILE, clear_run, plan_start, write_json_atomic
 
 if TYPE_CHECKING:
@@ -53,6 +60,14 @@ def model_path(config: Config) -> str:
             "local model folder, a .gguf file or a hub id"
         )
     return resolve_first(config.model_name_or_path, cache_dir(config.cache_dir))
+
+
+def open_reference_cache(config: Config, model: str) -> ReferenceCache:
+    """The reference cache for this run's reference: the model, the adapter training starts from (the
+    reference with LoRA on an adapter), and the precision."""
+    cache = cache_dir(config.cache_dir)
+    identity = reference_identity(model, config.adapter_name_or_path, compute_dtype(config), cache)
+    return ReferenceCache.open(cache, identity)
 
 
 def training_arguments(config: Config) -> TrainingArguments:
@@ -162,7 +177,10 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
     set_seed(config.seed)  # before the adapter is created: its initial weights are part of the run
     needs_reference = config.stage == "dpo" and LOSSES[config.pref_loss].needs_reference
     model = model_path(config)
-    loaded = load_for_training(config, model, needs_reference)
+    # Full fine-tuning with the reference cache loads no frozen copy for the whole run: the cache is filled
+    # first (with a copy loaded only if pairs are missing) and training reads it.
+    cached_full = needs_reference and config.reference_cache and config.finetuning_type == "full"
+    loaded = load_for_training(config, model, needs_reference and not cached_full)
     prepared = prepare_data(config, loaded.tokenizer)
     args = training_arguments(config)
     if config.eval_strategy != "no" and prepared.eval is None:
@@ -201,7 +219,16 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
     )
 
     pad = loaded.tokenizer.pad_token_id
-    collator = PreferenceCollator(pad) if config.stage == "dpo" else SFTCollator(pad)
+    if config.stage == "dpo":
+        collator = preference_collator(
+            config.batch_layout,
+            pad,
+            model_config=loaded.model.config,
+            cutoff_len=config.cutoff_len,
+            pack_length=config.pack_length,
+        )
+    else:
+        collator = SFTCollator(pad)
     params = LossParams(
         beta=config.pref_beta,
         gamma=config.simpo_gamma or 0.0,
@@ -218,7 +245,12 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
         eval_dataset=prepared.eval,
         data_collator=collator,
         callbacks=[MetricsJsonl(output_dir / METRICS_FILE), *(callbacks or [])],
+        reference_cache=open_reference_cache(config, model)
+        if needs_reference and config.reference_cache
+        else None,
     )
+    if cached_full or (trainer.reference_cache is not None and config.precompute_ref_log_probs):
+        trainer.precompute_reference(lambda: load_base_model(model, config).eval().requires_grad_(False))
     if state.is_main_process:
         write_json_atomic(
             output_dir / "training_config.json", training_config_record(config, model, args, loaded, prepared)

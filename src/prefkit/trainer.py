@@ -11,6 +11,7 @@ skipped and named (see :mod:`prefkit.nonfinite`).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -24,10 +25,14 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from prefkit.data.collate import NUM_TOKENS
 from prefkit.logps import sequence_logps
 from prefkit.losses import LOSSES, LossOutput, LossParams, PolicyLogps
 from prefkit.models import LoadedModel, builtin_origin, place_like
 from prefkit.nonfinite import NonFiniteGuard, NonFiniteWeightsError, nonfinite_parameters
+from prefkit.refcache import PAIR_KEYS, ReferenceCache, fill, pair_key
+
+logger = logging.getLogger(__name__)
 
 STAGING_DIR = ".staging"  # checkpoints are written here, then renamed into place
 EXAMPLE_IDS = "example_ids"  # the batch key carrying each row's "file:line"
@@ -58,6 +63,8 @@ class ExampleIdCollator:
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.collator(features)
         batch[EXAMPLE_IDS] = [str(f.get("example_id", "")) for f in features]
+        if features and "prompt_ids" in features[0]:
+            batch[PAIR_KEYS] = [pair_key(f) for f in features]
         return batch
 
 
@@ -82,6 +89,7 @@ class PrefTrainer(Trainer):
         loaded: LoadedModel,
         pref_loss: str = "sigmoid",
         loss_params: LossParams | None = None,
+        reference_cache: ReferenceCache | None = None,
         **kwargs: Any,
     ) -> None:
         if kwargs.get("data_collator") is not None:
@@ -93,6 +101,7 @@ class PrefTrainer(Trainer):
             place_like(loaded.reference, self.model)  # the Trainer placed the policy; the copy follows
         self.loss_spec = LOSSES[pref_loss]
         self.loss_params = loss_params
+        self.reference_cache = reference_cache
         # A preference loss is a mean over this micro-batch: the Trainer divides it for accumulation.
         self.loss_is_scaled_for_ga = False if stage == "dpo" else None
         self._metrics: dict[str, dict[str, list[float]]] = {
@@ -148,8 +157,10 @@ class PrefTrainer(Trainer):
     ) -> Any:
         mode = "train" if model.training else "eval"
         example_ids = inputs.pop(EXAMPLE_IDS, None)
-        if mode == "train":
-            tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum().detach())
+        num_tokens = inputs.pop(NUM_TOKENS, None)
+        pair_keys = inputs.pop(PAIR_KEYS, None)
+        if mode == "train" and num_tokens is not None:
+            tokens = self.accelerator.gather_for_metrics(torch.tensor([num_tokens], device=self.args.device))
             self._tokens_since_log += int(tokens.sum().item())
         if self.stage == "sft":
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -161,11 +172,7 @@ class PrefTrainer(Trainer):
         half = logps.shape[0] // 2
         ref_chosen = ref_rejected = None
         if self.loss_spec.needs_reference:
-            # A frozen copy is not the prepared model: its forward runs under the policy's mixed-precision
-            # autocast only if given it here (for the LoRA reference it is the same forward, already in it).
-            with torch.no_grad(), self.loaded.reference_mode() as reference, self.accelerator.autocast():
-                ref_logps, _, _ = sequence_logps(reference, inputs)
-            ref_chosen, ref_rejected = ref_logps[:half], ref_logps[half:]
+            ref_chosen, ref_rejected = self._reference_logps(inputs, pair_keys, logps)
         policy = PolicyLogps(
             logps[:half],
             logps[half:],
@@ -182,6 +189,63 @@ class PrefTrainer(Trainer):
 
         self._record(mode, out, policy, logit_sums, counts, half)
         return (out.loss, {"losses": out.losses}) if return_outputs else out.loss
+
+    def precompute_reference(self, load_copy: Any = None) -> None:
+        """Fill the reference cache for every train and eval pair not in it yet, before training. A frozen
+        copy the caller loads (full fine-tuning) is used for that and dropped after: training then reads
+        the reference from the cache alone."""
+        cache = self.reference_cache
+        assert cache is not None
+        datasets = [d for d in (self.train_dataset, self.eval_dataset) if d is not None]
+        features = [f for d in datasets for f in d]
+        keys = [pair_key(f) for f in features]
+        if len(cache.lookup(keys)) == len(set(keys)):
+            logger.info("reference log-probs of all %d pairs are cached (%s)", len(set(keys)), cache.path)
+            return
+        copy = load_copy() if load_copy is not None and not self.loaded.has_reference else None
+        if copy is not None:
+            self.loaded.reference = place_like(copy, self.model)
+        started = time.perf_counter()
+        with self.loaded.reference_mode() as reference:
+            done = fill(
+                cache,
+                reference,
+                features,
+                self.data_collator,
+                batch_size=self.args.per_device_eval_batch_size,
+                autocast=self.accelerator.autocast(),
+                rank=self.accelerator.process_index,
+                world_size=self.accelerator.num_processes,
+            )
+        self.accelerator.wait_for_everyone()
+        logger.info(
+            "computed the reference log-probs of %d pairs in %.0f s", done, time.perf_counter() - started
+        )
+        if copy is not None:
+            self.loaded.reference = None  # training reads the cache; the copy's memory goes back
+            del copy
+
+    def _reference_logps(
+        self, inputs: dict[str, Any], pair_keys: list[str] | None, logps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference's (chosen, rejected) sums: from the cache where every pair of the batch is in it,
+        else computed (and cached)."""
+        cache = self.reference_cache
+        cached = cache.get(pair_keys) if cache is not None and pair_keys else None
+        if cached is not None:
+            return cached[0].to(logps.device, logps.dtype), cached[1].to(logps.device, logps.dtype)
+        if not self.loaded.has_reference:
+            raise RuntimeError(
+                "the reference log-probs of a batch are not in the cache and no reference is loaded"
+            )
+        # A frozen copy is not the prepared model: its forward runs under the policy's mixed-precision
+        # autocast only if given it here (for the LoRA reference it is the same forward, already in it).
+        with torch.no_grad(), self.loaded.reference_mode() as reference, self.accelerator.autocast():
+            ref_logps, _, _ = sequence_logps(reference, inputs)
+        half = ref_logps.shape[0] // 2
+        if cache is not None and pair_keys:
+            cache.put(pair_keys, ref_logps[:half], ref_logps[half:])
+        return ref_logps[:half], ref_logps[half:]
 
     def _record(
         self,
@@ -215,7 +279,7 @@ class PrefTrainer(Trainer):
         prediction_loss_only: bool,
         ignore_keys: list[str] | None = None,
     ) -> Any:
-        inputs = {k: v for k, v in inputs.items() if k != EXAMPLE_IDS}
+        inputs = {k: v for k, v in inputs.items() if k not in (EXAMPLE_IDS, NUM_TOKENS)}
         if self.stage == "sft":
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
         inputs = self._prepare_inputs(inputs)

@@ -162,6 +162,22 @@ class DataKeys(BaseModel):
         "stops with every such example listed, `skip` drops them and reports a count. Defaults to `error`. "
         "prefkit key.",
     )
+    batch_layout: Literal["auto", "padded", "shared_prompt", "packed"] = Field(
+        default="auto",
+        description="How preference pairs are laid out in a batch; every layout gives the same log-probs. "
+        "`padded`: prompt + chosen and prompt + rejected as two right-padded rows (TRL's layout). "
+        "`shared_prompt`: one row per pair, prompt + chosen + rejected, the prompt computed once. "
+        "`packed`: shared prompts, and several pairs in a row up to `pack_length` tokens, so almost no "
+        "compute goes to padding. `auto` is `packed` where the model's attention takes a ready-made mask "
+        "(sdpa, eager) and no sliding window is shorter than a row, else `padded`. Defaults to `auto`. "
+        "prefkit key.",
+    )
+    pack_length: int | None = Field(
+        default=None,
+        gt=0,
+        description="Most tokens in one packed row (`batch_layout: packed`). Defaults to `None`, which means "
+        "`2 * cutoff_len`. prefkit key.",
+    )
 
 
 class LossKeys(BaseModel):
@@ -206,6 +222,20 @@ class LossKeys(BaseModel):
         description="Turn off the model's dropout in preference stages, as TRL does: with dropout the "
         "policy's log-probs, rewards and loss are noisy samples (GPT-2-family models ship with dropout 0.1). "
         "`lora_dropout` is kept as set; the reference pass never uses dropout. Defaults to `True`. TRL key.",
+    )
+    reference_cache: bool = Field(
+        default=True,
+        description="Keep the reference model's log-probs of each pair on disk (`<cache_dir>/reference/`, "
+        "keyed by the reference weights, the pair's tokens and the precision) and read them instead of "
+        "running the reference again: in later epochs, resumed runs, sweeps and reruns. Defaults to `True`. "
+        "prefkit key.",
+    )
+    precompute_ref_log_probs: bool = Field(
+        default=False,
+        description="Compute every pair's reference log-probs before training starts (otherwise each is "
+        "computed the first time its batch is seen). With full fine-tuning and `reference_cache`, this is "
+        "always done, so the frozen reference copy is freed before training (or never loaded, when the "
+        "cache is warm). Defaults to `False`. TRL key.",
     )
 
 

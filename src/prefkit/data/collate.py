@@ -13,6 +13,11 @@ from typing import Any
 import torch
 
 from prefkit.data.tokenize import IGNORE_INDEX
+from prefkit.errors import PrefkitError
+
+# The number of tokens a batch trains on, counted as in the padded layout (each reply with its own copy of
+# the prompt) whatever the layout, so tokens/s compares across layouts and with TRL.
+NUM_TOKENS = "num_tokens"
 
 
 def _pad(rows: list[list[int]], value: int, multiple: int | None) -> torch.Tensor:
@@ -38,6 +43,7 @@ class PreferenceCollator:
             "input_ids": input_ids,
             "attention_mask": _pad([[1] * len(s) for s in sequences], 0, self.pad_to_multiple_of),
             "labels": _pad(labels, IGNORE_INDEX, self.pad_to_multiple_of),
+            NUM_TOKENS: sum(len(s) for s in sequences),
         }
 
 
@@ -51,6 +57,7 @@ class SFTCollator:
             "input_ids": _pad([f["input_ids"] for f in features], self.pad_token_id, self.pad_to_multiple_of),
             "attention_mask": _pad([[1] * len(f["input_ids"]) for f in features], 0, self.pad_to_multiple_of),
             "labels": _pad([f["labels"] for f in features], IGNORE_INDEX, self.pad_to_multiple_of),
+            NUM_TOKENS: sum(len(f["input_ids"]) for f in features),
         }
 
 
@@ -159,4 +166,35 @@ class SharedPromptCollator:
             "extra_rows": torch.tensor(extra_rows, **as_long),
             "extra_tokens": torch.tensor(extra_tokens, **as_long),
             "extra_sequence": torch.tensor(extra_sequence, **as_long),
+            NUM_TOKENS: sum(
+                2 * len(f["prompt_ids"]) + len(f["chosen_ids"]) + len(f["rejected_ids"]) for f in features
+            ),
         }
+
+
+def attention_takes_mask(model_config: Any, row_length: int) -> bool:
+    """Whether a model runs with a ready-made 4-D attention mask for rows up to ``row_length`` tokens: its
+    attention implementation accepts one (flash-attention kernels do not), and no sliding window (which the
+    ready-made mask would not apply) is shorter than a row."""
+    if getattr(model_config, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
+        return False
+    window = getattr(model_config, "sliding_window", None)
+    return not (isinstance(window, int) and window < row_length)
+
+
+def preference_collator(
+    layout: str, pad_token_id: int, *, model_config: Any, cutoff_len: int, pack_length: int | None = None
+) -> PreferenceCollator | SharedPromptCollator:
+    """The collator for ``batch_layout`` (see the config key); ``auto`` is ``packed`` where the model
+    supports it, else ``padded``."""
+    pack_length = pack_length or 2 * cutoff_len
+    if layout == "auto":
+        layout = "packed" if attention_takes_mask(model_config, pack_length) else "padded"
+    if layout == "padded":
+        return PreferenceCollator(pad_token_id)
+    if not attention_takes_mask(model_config, pack_length if layout == "packed" else cutoff_len):
+        raise PrefkitError(
+            f"batch_layout: {layout} needs the model's attention to take a ready-made mask with no sliding "
+            "window shorter than a row; use batch_layout: padded"
+        )
+    return SharedPromptCollator(pad_token_id, pack_length=pack_length if layout == "packed" else None)
