@@ -139,7 +139,8 @@ def model_attention_mask(model: Any, mask: torch.Tensor, dtype: torch.dtype) -> 
     implementation takes a ready-made mask: boolean for SDPA, additive for eager."""
     if mask.dim() != 4:
         return mask
-    implementation = getattr(model.config, "_attn_implementation", "sdpa")
+    config = getattr(model, "module", model).config  # under DDP the model is wrapped
+    implementation = getattr(config, "_attn_implementation", "sdpa")
     if implementation == "sdpa":
         return mask
     if implementation == "eager":
