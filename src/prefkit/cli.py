@@ -105,8 +105,9 @@ def quickstart(
         "prefkit-quickstart"
     ),
     method: Annotated[
-        str, typer.Option(help="pref_loss: simpo, sigmoid, hinge, ipo, kto_pair or orpo.")
-    ] = "simpo",
+        str | None,
+        typer.Option(help="pref_loss instead of the recipe's: sigmoid, hinge, ipo, kto_pair, orpo or simpo."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a finished quickstart in --output-dir.")] = False,
 ) -> None:
     """Train SmolLM2-135M on the bundled Socratic-tutor pairs and show what changed (minutes on a CPU)."""
@@ -118,17 +119,16 @@ def quickstart(
         report = run_quickstart(output_dir, method=method, overwrite=overwrite, overrides=overrides or [])
     except USER_ERRORS as err:
         raise _fail(str(err)) from None
+    from prefkit.quickstart import REPORT_ROWS
+
     table = Table(
         title=f"{report['model']} + LoRA, {report['method']}: held-out results", title_justify="left"
     )
-    for column in ("", "before", "after"):
-        table.add_column(column, justify="right" if column else "left")
+    for column in ("", "before", "after", "guarded by"):
+        table.add_column(column, justify="right" if column in ("before", "after") else "left")
     b, a = report["before"], report["after"]
-    table.add_row("preference accuracy", f"{b['preference_accuracy']:.2f}", f"{a['preference_accuracy']:.2f}")
-    table.add_row("preference margin", f"{b['preference_margin']:+.3f}", f"{a['preference_margin']:+.3f}")
-    table.add_row(
-        "style score (guides with a question)", f"{b['style_score']:.2f}", f"{a['style_score']:.2f}"
-    )
+    for key, label, fmt, guard in REPORT_ROWS:
+        table.add_row(label, f"{b[key]:{fmt}}", f"{a[key]:{fmt}}", guard)
     console.print(table)
     ex = report["example"]
     console.print(f"[bold]prompt:[/] {ex['prompt']}", highlight=False)
@@ -139,6 +139,8 @@ def quickstart(
         f"total {report['total_seconds']:.0f} s; peak memory {report['peak_memory_gib']:.2f} GiB. "
         f"Reports and plots: {output_dir}/quickstart_report.md"
     )
+    if report["missed_targets"]:
+        console.print(f"[yellow]targets missed: {'; '.join(report['missed_targets'])}[/]")
 
 
 @app.command("eval")
