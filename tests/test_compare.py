@@ -63,7 +63,7 @@ def test_compare_two_runs(tmp_path, tiny_model_dir):
     with pytest.raises(CompareError, match="will not overwrite"):
         compare_runs([dpo, simpo], out)
     compare_runs([dpo, simpo], out, force=True)
-    with pytest.raises(CompareError, match="no metrics.jsonl"):
+    with pytest.raises(CompareError, match=r"no metrics\.jsonl"):
         compare_runs([tmp_path / "report"], tmp_path / "x.md")
 
 

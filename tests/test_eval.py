@@ -69,7 +69,13 @@ def test_eval_end_to_end_with_baseline(tmp_path, tiny_model_dir, trained):
     report = json.loads((out / "eval.json").read_text(encoding="utf-8"))
     assert report == json.loads(json.dumps(result.report))
     settings = report["settings"]
-    assert settings["rewards"]["pref_loss"] == "sigmoid" and settings["rewards"]["beta"] == 0.2  # from the run
+    assert settings["rewards"] == {  # the run's method and beta, from its training_config.json
+        "pref_loss": "sigmoid",
+        "beta": 0.2,
+        "gamma": 0.0,
+        "label_smoothing": 0.0,
+        "ftx": 0.0,
+    }
     assert settings["pairs"] == 8 and settings["prompts"] == 4
 
     model, base = report["model"], report["baseline"]

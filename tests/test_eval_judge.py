@@ -90,7 +90,7 @@ def test_judge_asks_both_orders_and_cancels_position_bias(judge_server):
 
 def test_judge_unreachable_is_a_clear_error():
     settings = JudgeSettings(url=f"http://127.0.0.1:{_free_port()}/v1", model="m", timeout=2)
-    with pytest.raises(JudgeError, match="the judge at http://127.0.0.1"):
+    with pytest.raises(JudgeError, match=r"the judge at http://127\.0\.0\.1"):
         judge_pairs(["q"], ["a"], ["b"], settings)
 
 

@@ -31,6 +31,7 @@ from prefkit.data.formats import parse_file
 from prefkit.data.tokenize import ChatEncoder
 from prefkit.env import cache_dir, cpu_bf16_fast
 from prefkit.evaluate import (
+    Sample,
     generate_samples,
     preference_metrics,
     resolve_scorers,
@@ -114,14 +115,18 @@ def measure(
     samples = generate_samples(
         model, encoder, prompts, settings=SamplingSettings(max_new_tokens=max_new_tokens)
     )
-    generation = score_and_summarise(samples, resolve_scorers([STYLE_SCORER]))
     metrics = {
         "preference_accuracy": pref["accuracy"],
         "preference_margin": pref["margin"],
-        "style_score": generation[STYLE_SCORER],
-        **{k: generation[k] for k in GENERATION_METRICS},
+        **reply_metrics(samples),
     }
     return Measurement(metrics, [s.reply for s in samples], [s.scores for s in samples])
+
+
+def reply_metrics(samples: list[Sample]) -> dict[str, float]:
+    """The style score and :data:`GENERATION_METRICS` of scored-in-place replies."""
+    generation = score_and_summarise(samples, resolve_scorers([STYLE_SCORER]))
+    return {"style_score": generation[STYLE_SCORER], **{k: generation[k] for k in GENERATION_METRICS}}
 
 
 # The quickstart's promises about the held-out prompts. A style gain alone is not enough: replies that
