@@ -143,7 +143,8 @@ def test_eval_refuses_bad_data_and_a_baseline_without_adapter(tmp_path, tiny_mod
 def test_cli_eval(tmp_path, tiny_model_dir, trained):
     run_dir, data = trained
     out = tmp_path / "cli"
-    args = ["eval", "--model", str(tiny_model_dir), "--adapter", str(run_dir), "--data", str(data)]
+    # no --model: the adapter's training_config.json names its base model
+    args = ["eval", "--adapter", str(run_dir), "--data", str(data)]
     args += ["--output-dir", str(out), "--max-samples", "4", "--max-new-tokens", "4"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -145,8 +145,11 @@ def quickstart(
 
 @app.command("eval")
 def evaluate(
-    model: Annotated[str, typer.Option(help="Base model: builtin alias, folder, .gguf or hub id.")],
     data: Annotated[list[Path], typer.Option(help="Held-out preference pairs (file or folder; repeat).")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="Base model: builtin alias, folder, .gguf or hub id (default: the adapter's)."),
+    ] = None,
     adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder on top of --model.")] = None,
     output_dir: Annotated[Path, typer.Option(help="Where eval.json, eval.md, generations.jsonl go.")] = Path(
         "prefkit-eval"

@@ -126,7 +126,7 @@ def markdown_report(
 ) -> str:
     s = report["settings"]
     model, baseline = report["model"], report.get("baseline")
-    title = s["model"] + (f" + {s['adapter']}" if s.get("adapter") else "")
+    title = str(s["model"]) + (f" + {s['adapter']}" if s.get("adapter") else "")
     lines = [f"# prefkit eval: {title}", ""]
     lines.append(
         f"Data: {', '.join(s['data'])} ({model['preference'].get('pairs', 0):.0f} pairs, "

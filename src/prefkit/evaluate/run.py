@@ -111,7 +111,7 @@ def _generations(samples: Sequence[Sample], baseline: Sequence[Sample] | None) -
 
 
 def evaluate_model(
-    model: str,
+    model: str | None,
     data: Sequence[str | Path],
     *,
     adapter: str | None = None,
@@ -131,6 +131,7 @@ def evaluate_model(
     progress: bool = True,
 ) -> EvalResult:
     """Evaluate ``model`` (+ ``adapter``) on the preference pairs of ``data``; see the module docstring.
+    ``model`` may be None when the adapter's run names its base model.
 
     ``max_samples`` caps the pairs; ``generate_samples_n`` caps the prompts replied to (default: all
     evaluated pairs). ``baseline`` also evaluates the base model (the adapter switched off) on the same
@@ -152,6 +153,9 @@ def evaluate_model(
     named_scorers = resolve_scorers(scorers)  # unknown names fail before any model is loaded
 
     run = _run_config(adapter)
+    model = model or run.get("model_name_or_path")
+    if not model:
+        raise PrefkitError("name the base model with --model (the adapter's training_config.json names none)")
     rewards = reward_settings(run, pref_loss, beta)
     model_dir = resolve_first(model, cache_dir(None))
     tokenizer_dir = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else model_dir
@@ -219,7 +223,7 @@ def evaluate_model(
             "rewards": {"pref_loss": rewards.pref_loss, **asdict(rewards.params)} if rewards else None,
             "baseline": baseline,
             "judge": {"url": judge.url, "model": judge.model, "criteria": judge.criteria} if judge else None,
-            "template": encoder.chat_template is not None and (template or run.get("template")),
+            "template": template or run.get("template"),  # None: the tokenizer's own
             "cutoff_len": encoder.cutoff_len,
             "dtype": str(dtype).removeprefix("torch."),
         },
