@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 from toydata import toy_pairs
+from typer.testing import CliRunner
 
 from prefkit.callbacks import read_metrics
+from prefkit.cli import app
 from prefkit.config import load_config
 from prefkit.evaluate.compare import CompareError, compare_runs, final_and_best
 from prefkit.train import train
@@ -65,6 +67,10 @@ def test_compare_two_runs(tmp_path, tiny_model_dir):
     compare_runs([dpo, simpo], out, force=True)
     with pytest.raises(CompareError, match=r"no metrics\.jsonl"):
         compare_runs([tmp_path / "report"], tmp_path / "x.md")
+
+    cli = CliRunner().invoke(app, ["compare", str(dpo), str(simpo), "--output", str(tmp_path / "cli.md")])
+    assert cli.exit_code == 0, cli.output
+    assert "| pref_loss | sigmoid | simpo |" in cli.output and (tmp_path / "cli_loss.png").exists()
 
 
 def test_final_and_best_direction():

@@ -171,3 +171,12 @@ def test_user_scorer_errors_name_the_problem(tmp_path):
         resolve_scorers(["socratc"])
     with pytest.raises(ScorerError, match="expected a number"):
         score_samples(_samples(), resolve_scorers([f"{bad}:text"]))
+
+
+def test_the_example_combined_score_fails_an_off_topic_question():
+    example = Path(__file__).parent.parent / "examples" / "scorers" / "socratic.py"
+    prompt, chosen, rejected = "What is a stack?", "Which item leaves a stack first?", "A stack is LIFO."
+    on = Sample(prompt, "If you push three items onto a stack, which item leaves first?", chosen, rejected)
+    off = Sample(prompt, "What would you do if you were given a pizza?", chosen, rejected)
+    score_samples([on, off], resolve_scorers([f"{example}:combined_score"]))
+    assert on.scores["combined_score"] > 0.6 and off.scores["combined_score"] == 0.5
