@@ -111,6 +111,17 @@ def test_repetition_and_distinct_by_hand():
     assert distinct([], 1) == 1.0 and repeated_share([], 4) == 0.0
 
 
+def test_prompt_copy_by_hand():
+    echo = Sample("What does LIFO mean?", "What does LIFO mean?")
+    question = Sample("What is a stack?", "If you push three plates onto a stack, which comes off first?")
+    partial = Sample("What is a stack?", "What is a stack used for in a compiler?")  # 2 of 7 trigrams
+    japanese = Sample("学習率とは何ですか？", "学習率とは何ですか？学習率とは何ですか？")
+    score_samples([echo, question, partial, japanese], resolve_scorers(["prompt_copy"], references=False))
+    assert echo.scores["prompt_copy"] == 1.0 and question.scores["prompt_copy"] == 0.0
+    assert partial.scores["prompt_copy"] == pytest.approx(2 / 7)
+    assert japanese.scores["prompt_copy"] > 0.7
+
+
 def test_socratic_scorer():
     assert guides_with_question("Good start. What happens to the loss if the rate is too large?")
     assert guides_with_question("学習率を大きくすると、損失はどうなると思いますか？")
@@ -131,7 +142,7 @@ def test_default_scorers_fill_every_metric():
     score_samples(samples, resolve_scorers(["socratic"]))
     expected = {
         "rouge_l", "bleu", "relevance", "closer_to_chosen", "length_chars", "length_words", "length_tokens",
-        "distinct_1", "distinct_2", "repeated_4gram_share", "socratic",
+        "distinct_1", "distinct_2", "repeated_4gram_share", "prompt_copy", "socratic",
     }  # fmt: skip
     assert set(samples[0].scores) == expected == set(samples[1].scores)
     assert samples[0].scores["socratic"] == 1.0 and samples[1].scores["socratic"] == 0.0

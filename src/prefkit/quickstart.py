@@ -83,6 +83,7 @@ GENERATION_METRICS = (
     "length_words",
     "distinct_2",
     "repeated_4gram_share",
+    "prompt_copy",
 )
 
 
@@ -291,13 +292,14 @@ REPORT_ROWS = (
     ("preference_accuracy", "preference accuracy (held-out pairs)", ".2f", "relevance, ROUGE-L"),
     ("preference_margin", "preference margin (per-token log-prob)", "+.3f", ""),
     ("style_score", "style score (replies that guide with a question)", ".2f", "relevance, ROUGE-L"),
-    ("relevance", "relevance to the prompt", ".2f", "closer to chosen"),
+    ("relevance", "relevance to the prompt", ".2f", "prompt copy, closer to chosen"),
     ("rouge_l", "ROUGE-L against the chosen reply", ".3f", "length, repetition"),
     ("closer_to_chosen", "closer to chosen than to rejected", ".2f", "relevance"),
     ("bleu", "BLEU against the chosen reply", ".1f", "length, repetition"),
     ("length_words", "length (words)", ".1f", "repetition"),
     ("distinct_2", "distinct bigrams", ".2f", ""),
     ("repeated_4gram_share", "repeated 4-grams", ".3f", ""),
+    ("prompt_copy", "prompt copy (trigrams said back)", ".2f", ""),
 )
 
 

@@ -28,7 +28,10 @@ GUARDS: dict[str, tuple[tuple[str, ...], str]] = {
         ("relevance", "rouge_l"),
         "any reply ending in a question passes, on the prompt's subject or not",
     ),
-    "relevance": (("closer_to_chosen", "distinct_2"), "a reply that copies the prompt's words scores high"),
+    "relevance": (
+        ("prompt_copy", "closer_to_chosen", "distinct_2"),
+        "a reply that copies the prompt's words scores high",
+    ),
     "rouge_l": (("length_words", "repeated_4gram_share"), "longer or looping replies match more words"),
     "bleu": (("length_words", "repeated_4gram_share"), "as for ROUGE-L"),
     "closer_to_chosen": (("relevance",), "a reply in the chosen replies' style but off the subject passes"),
@@ -60,6 +63,7 @@ GENERATION_ROWS = (
     "distinct_1",
     "distinct_2",
     "repeated_4gram_share",
+    "prompt_copy",
 )
 
 

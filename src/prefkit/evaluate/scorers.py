@@ -139,6 +139,20 @@ def repetition(samples: Sequence[Sample]) -> list[dict[str, float]]:
     return out
 
 
+def copied_share(reply: list[str], source: list[str], n: int = 3) -> float:
+    """The share of the reply's word n-grams that occur in ``source``: 1 for a reply that repeats it."""
+    grams = _ngrams(reply, n)
+    if not grams:
+        return 0.0
+    seen = set(_ngrams(source, n))
+    return sum(g in seen for g in grams) / len(grams)
+
+
+def prompt_copy(samples: Sequence[Sample]) -> list[dict[str, float]]:
+    """How much of the reply is the prompt said back (word trigrams): relevance's guard against echoes."""
+    return [{"prompt_copy": copied_share(words(s.reply), words(s.prompt))} for s in samples]
+
+
 # name -> scorer. The general ones run by default; style scorers where named.
 BUILTIN: dict[str, Scorer] = {
     "rouge_l": rouge,
@@ -147,9 +161,10 @@ BUILTIN: dict[str, Scorer] = {
     "closer_to_chosen": closer,
     "length": length,
     "repetition": repetition,
+    "prompt_copy": prompt_copy,
     "socratic": socratic,
 }
-DEFAULT_SCORERS = ("rouge_l", "bleu", "relevance", "closer_to_chosen", "length", "repetition")
+DEFAULT_SCORERS = ("rouge_l", "bleu", "relevance", "closer_to_chosen", "length", "repetition", "prompt_copy")
 REFERENCE_SCORERS = ("rouge_l", "bleu", "closer_to_chosen")  # need a chosen reply
 
 
