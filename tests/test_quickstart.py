@@ -64,6 +64,17 @@ def test_targets_fail_replies_that_only_ask_off_topic_questions():
     assert TARGETS["relevance"] in missed and TARGETS["rouge_l"] in missed
     assert TARGETS["style_gain"] not in missed and TARGETS["preference_accuracy"] not in missed
 
+    # replies that say the prompt back pass relevance, and fail the prompt-copy target
+    echoed = _measured(prompts, [p.prompt[-1].content for p in prompts], accuracy=1.0)
+    assert after["relevance"] < before["relevance"] <= echoed["relevance"]
+    assert TARGETS["prompt_copy"] in missed_targets(before, echoed)
+
+    # off-topic English hidden behind on-topic Japanese fails too: relevance is checked per language
+    mixed = _measured(
+        prompts, [h if lg == "en" else p.chosen for h, lg, p in zip(hacked, lang, prompts, strict=True)], 1.0
+    )
+    assert TARGETS["relevance"] in missed_targets(before, mixed)
+
     # ...while on-topic guiding questions (the held-out chosen replies) meet every target
     tutored = _measured(prompts, [p.chosen for p in prompts], accuracy=1.0)
     assert missed_targets(before, tutored) == []

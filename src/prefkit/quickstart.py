@@ -37,6 +37,7 @@ from prefkit.evaluate import (
     resolve_scorers,
     score_and_summarise,
 )
+from prefkit.evaluate.text import is_japanese
 from prefkit.generate import SamplingSettings
 from prefkit.losses import LOSSES
 from prefkit.models import compute_dtype, load_tokenizer, resolve_first
@@ -52,15 +53,20 @@ GENERATION_PROMPTS = 24  # held-out prompts the replies are measured on (half En
 MAX_NEW_TOKENS = 64
 STYLE_SCORER = "socratic"  # the bundled data's style: the reply guides the learner with a question
 
-# The training recipe, tuned to show a clear change within the time budget on 2 CPU cores; every
-# value can be overridden (`prefkit quickstart key=value`), as with `prefkit train`.
+# The training recipe, chosen to meet every target of TARGETS on the held-out prompts within the time
+# budget on 2 CPU cores; every value can be overridden (`prefkit quickstart key=value`), as with
+# `prefkit train`. DPO (sigmoid) is anchored to the base model (its reward is the log-ratio to it) and
+# pref_ftx adds an SFT term on the chosen replies: reference-free SimPO, the earlier recipe, reached
+# accuracy 0.98 by teaching the model to ask *any* question (relevance fell; see docs/evaluation.md).
 RECIPE: dict[str, Any] = {
     "stage": "dpo",
+    "pref_loss": "sigmoid",
+    "pref_ftx": 1.0,
     "finetuning_type": "lora",
     "lora_rank": 16,
     "lora_alpha": 32,
     "lora_target": "all",
-    "cutoff_len": 160,
+    "cutoff_len": 176,  # every held-out pair fits untruncated (see the data card)
     "per_device_train_batch_size": 4,
     "gradient_accumulation_steps": 1,
     "learning_rate": 5.0e-4,
@@ -125,18 +131,28 @@ def measure(
 
 
 def reply_metrics(samples: list[Sample]) -> dict[str, float]:
-    """The style score and :data:`GENERATION_METRICS` of scored-in-place replies."""
+    """The style score and :data:`GENERATION_METRICS` of scored-in-place replies, and relevance per
+    language: a mean over both languages would let on-topic Japanese hide off-topic English."""
     generation = score_and_summarise(samples, resolve_scorers([STYLE_SCORER]))
-    return {"style_score": generation[STYLE_SCORER], **{k: generation[k] for k in GENERATION_METRICS}}
+    by_language: dict[str, list[float]] = {"en": [], "ja": []}
+    for s in samples:
+        by_language["ja" if is_japanese(s.prompt) else "en"].append(s.scores["relevance"])
+    return {
+        "style_score": generation[STYLE_SCORER],
+        **{k: generation[k] for k in GENERATION_METRICS},
+        **{f"relevance_{lang}": sum(v) / len(v) for lang, v in by_language.items() if v},
+    }
 
 
 # The quickstart's promises about the held-out prompts. A style gain alone is not enough: replies that
-# ask *any* question (reward hacking) raise it, and the relevance and ROUGE-L targets catch that.
+# ask *any* question (reward hacking) raise it, and the relevance and ROUGE-L targets catch that; replies
+# that say the prompt back raise relevance, and the prompt-copy target catches that.
 TARGETS = {
     "preference_accuracy": "preference accuracy after >= 0.9",
     "style_gain": "style score rises by >= 0.3",
-    "relevance": "relevance after >= relevance before",
+    "relevance": "relevance after >= relevance before, in English and in Japanese",
     "rouge_l": "ROUGE-L against the chosen replies rises",
+    "prompt_copy": "prompt copy after <= prompt copy before + 0.1",
 }
 
 
@@ -145,15 +161,19 @@ def missed_targets(before: dict[str, float], after: dict[str, float]) -> list[st
     met = {
         "preference_accuracy": after["preference_accuracy"] >= 0.9,
         "style_gain": after["style_score"] - before["style_score"] >= 0.3,
-        "relevance": after["relevance"] >= before["relevance"],
+        "relevance": all(
+            after[k] >= before[k] for k in ("relevance", "relevance_en", "relevance_ja") if k in before
+        ),
         "rouge_l": after["rouge_l"] > before["rouge_l"],
+        "prompt_copy": after["prompt_copy"] <= before["prompt_copy"] + 0.1,
     }
     return [TARGETS[k] for k, ok in met.items() if not ok]
 
 
 def pick_example(prompts: list[PreferenceExample], before: Measurement, after: Measurement) -> int:
-    """The prompt shown in the summary: an English one whose reply took up the style and stayed on the
-    subject (the most relevant such reply), else the first prompt. Chosen by rule, not by hand."""
+    """The prompt shown in the summary: an English one whose reply took up the style, stayed on the
+    subject and does not just say the prompt back (the most relevant such reply), else the first prompt.
+    Chosen by rule, not by hand."""
 
     def english(i: int) -> bool:
         return not any("\u3040" <= ch <= "\u30ff" for ch in prompts[i].prompt[-1].content)
@@ -161,7 +181,9 @@ def pick_example(prompts: list[PreferenceExample], before: Measurement, after: M
     changed = [
         i
         for i in range(len(prompts))
-        if english(i) and after.scores[i][STYLE_SCORER] > before.scores[i][STYLE_SCORER]
+        if english(i)
+        and after.scores[i][STYLE_SCORER] > before.scores[i][STYLE_SCORER]
+        and after.scores[i]["prompt_copy"] < 0.5
     ]
     return max(changed, key=lambda i: after.scores[i]["relevance"], default=0)
 
@@ -293,6 +315,8 @@ REPORT_ROWS = (
     ("preference_margin", "preference margin (per-token log-prob)", "+.3f", ""),
     ("style_score", "style score (replies that guide with a question)", ".2f", "relevance, ROUGE-L"),
     ("relevance", "relevance to the prompt", ".2f", "prompt copy, closer to chosen"),
+    ("relevance_en", "relevance, English prompts", ".2f", ""),
+    ("relevance_ja", "relevance, Japanese prompts", ".2f", ""),
     ("rouge_l", "ROUGE-L against the chosen reply", ".3f", "length, repetition"),
     ("closer_to_chosen", "closer to chosen than to rejected", ".2f", "relevance"),
     ("bleu", "BLEU against the chosen reply", ".1f", "length, repetition"),
