@@ -1059,17 +1059,26 @@ def size(lang: str, text: str) -> int:
 
 
 def chosen_variants(lang: str, unit: Unit, rng: random.Random) -> list[str]:
-    """English: question alone, hint + question, acknowledgement + question. Japanese: hint + question
-    and two subject leads + question (``{s}`` is filled in per prompt by :func:`compose_unit`). Within the
-    length limit, counting ``{s}`` as a five-character subject."""
+    """English: hint + question, question alone. Japanese: hint + question, and two subject leads +
+    question (``{s}`` is filled in per prompt by :func:`compose_unit`). Within the length limit, counting
+    ``{s}`` as a five-character subject. Where long hints or subjects leave too few, acknowledgement +
+    question (English) or the question alone (Japanese) fill in. Hints and subject leads name what the
+    learner asked about; a generic acknowledgement does not, and SmolLM2-135M trained on many of them
+    learned to ask generic questions."""
     out: list[str] = []
+    fallback: list[str] = []
     for q in unit.questions:
         out.extend(join(lang, [h, q]) for h in unit.hints)
         if lang == "ja":
             out.extend(join(lang, [lead, q]) for lead in rng.sample(SUBJECT_LEADS_JA, 2))
+            fallback.append(q)
         else:
-            out += [q, join(lang, [rng.choice(ACKS_EN), q])]
-    return [c for c in out if size(lang, c.replace("{s}", "主題主題主")) <= MAX_CHOSEN[lang]]
+            out.append(q)
+            fallback.append(join(lang, [rng.choice(ACKS_EN), q]))
+    fits = [c for c in out if size(lang, c.replace("{s}", "主題主題主")) <= MAX_CHOSEN[lang]]
+    if len(fits) < len(unit.prompts) + 1:
+        fits += [c for c in fallback if size(lang, c) <= MAX_CHOSEN[lang]]
+    return fits
 
 
 def with_subject(lang: str, chosen: str, prompt: str) -> str:

@@ -69,7 +69,7 @@ RECIPE: dict[str, Any] = {
     "cutoff_len": 176,  # every held-out pair fits untruncated (see the data card)
     "per_device_train_batch_size": 4,
     "gradient_accumulation_steps": 1,
-    "learning_rate": 5.0e-4,
+    "learning_rate": 1.0e-3,
     "lr_scheduler_type": "cosine",
     "warmup_ratio": 0.1,
     "max_steps": 40,
@@ -171,21 +171,22 @@ def missed_targets(before: dict[str, float], after: dict[str, float]) -> list[st
 
 
 def pick_example(prompts: list[PreferenceExample], before: Measurement, after: Measurement) -> int:
-    """The prompt shown in the summary: an English one whose reply took up the style, stayed on the
-    subject and does not just say the prompt back (the most relevant such reply), else the first prompt.
-    Chosen by rule, not by hand."""
+    """The prompt shown in the summary: among the English prompts whose reply took up the style, stayed
+    on the subject (relevance >= 0.3) and does not say the prompt back, the one nearest its held-out
+    chosen reply (ROUGE-L); else the first prompt. Chosen by rule, not by hand."""
 
-    def english(i: int) -> bool:
-        return not any("\u3040" <= ch <= "\u30ff" for ch in prompts[i].prompt[-1].content)
+    def candidate(i: int) -> bool:
+        a = after.scores[i]
+        return (
+            not is_japanese(prompts[i].prompt[-1].content)
+            and a[STYLE_SCORER] > before.scores[i][STYLE_SCORER]
+            and a["relevance"] >= 0.3
+            and a["prompt_copy"] < 0.5
+        )
 
-    changed = [
-        i
-        for i in range(len(prompts))
-        if english(i)
-        and after.scores[i][STYLE_SCORER] > before.scores[i][STYLE_SCORER]
-        and after.scores[i]["prompt_copy"] < 0.5
-    ]
-    return max(changed, key=lambda i: after.scores[i]["relevance"], default=0)
+    return max(
+        (i for i in range(len(prompts)) if candidate(i)), key=lambda i: after.scores[i]["rouge_l"], default=0
+    )
 
 
 def release_memory() -> None:
