@@ -66,7 +66,7 @@ RECIPE: dict[str, Any] = {
     "lora_rank": 16,
     "lora_alpha": 32,
     "lora_target": "all",
-    "cutoff_len": 176,  # every held-out pair fits untruncated (see the data card)
+    "cutoff_len": 160,  # every pair fits untruncated (see the data card)
     "per_device_train_batch_size": 4,
     "gradient_accumulation_steps": 1,
     "learning_rate": 1.0e-3,
