@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from prefkit.cli_use import use_app
+
 if TYPE_CHECKING:
     from prefkit.config import Config
 
@@ -22,6 +24,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Check and convert datasets.")
 app.add_typer(data_app, name="data")
+app.add_typer(use_app)  # chat, generate, export, serve
 
 console = Console(soft_wrap=True)  # never wrap: lines carry paths people copy
 

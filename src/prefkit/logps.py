@@ -6,6 +6,11 @@ tensor is never built: with a 150k-token vocabulary (Qwen2, Gemma) it would be t
 training step. The backward pass recomputes each chunk's softmax from the logits (kept in the model's
 dtype) and the saved log-normaliser, so what autograd holds is the logits once plus one float per
 labelled token.
+
+Under accelerate's mixed precision (``bf16``/``fp16`` in the Trainer) the logits do not arrive in the
+model's dtype: accelerate converts every output of a prepared model's forward to float32, so there the
+saved logits are float32 (the float32 log-softmax is still never built). Called on a plain bf16 model
+(evaluation) they stay bf16.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from prefkit.data.tokenize import IGNORE_INDEX
 
@@ -36,7 +42,9 @@ class _LabelLogps(torch.autograd.Function):
     time). Also returns each row's mean logit (not differentiable), for TRL's ``logits/*`` metric."""
 
     @staticmethod
-    def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        ctx: Any, logits: torch.Tensor, targets: torch.Tensor, labelled: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         dtype = _accumulate(logits)
         out = torch.empty(logits.shape[0], dtype=dtype, device=logits.device)
         lse = torch.empty_like(out)
@@ -48,13 +56,14 @@ class _LabelLogps(torch.autograd.Function):
             lse[rows] = torch.logsumexp(x, dim=-1)
             out[rows] = x.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1) - lse[rows]
             means[rows] = x.mean(-1)
-        ctx.save_for_backward(logits, targets, lse)
+        ctx.save_for_backward(logits, targets, labelled, lse)
         ctx.mark_non_differentiable(means)
         return out, means
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor, _: torch.Tensor) -> tuple[torch.Tensor, None]:
-        logits, targets, lse = ctx.saved_tensors
+    @once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor, _: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        logits, targets, labelled, lse = ctx.saved_tensors
         grad = torch.empty_like(logits)
         step = _chunk_rows(logits.shape[-1])
         for start in range(0, logits.shape[0], step):
@@ -62,8 +71,10 @@ class _LabelLogps(torch.autograd.Function):
             go = grad_out[rows].unsqueeze(-1)
             g = torch.exp(logits[rows].to(lse.dtype) - lse[rows].unsqueeze(-1)).mul_(-go)
             g.scatter_add_(-1, targets[rows].unsqueeze(-1), go)
-            grad[rows] = g
-        return grad, None
+            # An unlabelled row's gradient is 0 even where its logits are not finite (a padding position
+            # whose attention had nothing to look at): 0 * NaN would be NaN.
+            grad[rows] = g.masked_fill_(~labelled[rows].unsqueeze(-1), 0)
+        return grad, None, None
 
 
 def _label_logps(
@@ -73,9 +84,9 @@ def _label_logps(
     labels; 0 where the label is IGNORE_INDEX."""
     mask = labels != IGNORE_INDEX
     targets = labels.masked_fill(~mask, 0).reshape(-1)
-    values, means = _LabelLogps.apply(logits.reshape(-1, logits.shape[-1]), targets)
-    weights = mask.to(values.dtype)
-    return values.view(mask.shape) * weights, means.view(mask.shape) * weights, mask
+    values, means = _LabelLogps.apply(logits.reshape(-1, logits.shape[-1]), targets, mask.reshape(-1))
+    # where, not a product with the mask: an unlabelled position's value may be NaN, and 0 * NaN is NaN.
+    return torch.where(mask, values.view(mask.shape), 0), torch.where(mask, means.view(mask.shape), 0), mask
 
 
 def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
