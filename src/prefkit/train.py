@@ -23,6 +23,7 @@ from prefkit.data.load import prepare_data
 from prefkit.distributed import mislaunch_warning
 from prefkit.env import cache_dir
 from prefkit.errors import PrefkitError
+from prefkit.evaluate.training import generation_eval_for
 from prefkit.losses import LOSSES, LossParams
 from prefkit.models import (
     compute_dtype,
@@ -182,6 +183,7 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
     cached_full = needs_reference and config.reference_cache and config.finetuning_type == "full"
     loaded = load_for_training(config, model, needs_reference and not cached_full)
     prepared = prepare_data(config, loaded.tokenizer)
+    generation_eval = generation_eval_for(config, loaded.tokenizer, prepared.eval_examples)
     args = training_arguments(config)
     if config.eval_strategy != "no" and prepared.eval is None:
         raise PrefkitError(
@@ -248,6 +250,7 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
         reference_cache=open_reference_cache(config, model)
         if needs_reference and config.reference_cache
         else None,
+        generation_eval=generation_eval,
     )
     if cached_full or (trainer.reference_cache is not None and config.precompute_ref_log_probs):
         trainer.precompute_reference(lambda: load_base_model(model, config).eval().requires_grad_(False))
