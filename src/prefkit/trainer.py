@@ -165,7 +165,7 @@ class PrefTrainer(Trainer):
         num_tokens = inputs.pop(NUM_TOKENS, None)
         pair_keys = inputs.pop(PAIR_KEYS, None)
         if mode == "train" and num_tokens is not None:
-            tokens = self.accelerator.gather_for_metrics(torch.tensor([num_tokens], device=self.args.device))
+            tokens = self.accelerator.gather_for_metrics(num_tokens.reshape(1))
             self._tokens_since_log += int(tokens.sum().item())
         if self.stage == "sft":
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)

@@ -43,7 +43,7 @@ class PreferenceCollator:
             "input_ids": input_ids,
             "attention_mask": _pad([[1] * len(s) for s in sequences], 0, self.pad_to_multiple_of),
             "labels": _pad(labels, IGNORE_INDEX, self.pad_to_multiple_of),
-            NUM_TOKENS: sum(len(s) for s in sequences),
+            NUM_TOKENS: torch.tensor(sum(len(s) for s in sequences)),
         }
 
 
@@ -57,7 +57,7 @@ class SFTCollator:
             "input_ids": _pad([f["input_ids"] for f in features], self.pad_token_id, self.pad_to_multiple_of),
             "attention_mask": _pad([[1] * len(f["input_ids"]) for f in features], 0, self.pad_to_multiple_of),
             "labels": _pad([f["labels"] for f in features], IGNORE_INDEX, self.pad_to_multiple_of),
-            NUM_TOKENS: sum(len(f["input_ids"]) for f in features),
+            NUM_TOKENS: torch.tensor(sum(len(f["input_ids"]) for f in features)),
         }
 
 
@@ -162,12 +162,14 @@ class SharedPromptCollator:
             "predict": predict,
             "target_tokens": torch.tensor(tokens, **as_long),
             "target_sequence": torch.tensor(sequence, **as_long),
-            "num_sequences": 2 * pairs,
+            "num_sequences": torch.tensor(2 * pairs),
             "extra_rows": torch.tensor(extra_rows, **as_long),
             "extra_tokens": torch.tensor(extra_tokens, **as_long),
             "extra_sequence": torch.tensor(extra_sequence, **as_long),
-            NUM_TOKENS: sum(
-                2 * len(f["prompt_ids"]) + len(f["chosen_ids"]) + len(f["rejected_ids"]) for f in features
+            NUM_TOKENS: torch.tensor(
+                sum(
+                    2 * len(f["prompt_ids"]) + len(f["chosen_ids"]) + len(f["rejected_ids"]) for f in features
+                )
             ),
         }
 
