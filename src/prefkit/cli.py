@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from prefkit.cli_sweep import sweep_app
 from prefkit.cli_use import use_app
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ app = typer.Typer(
 data_app = typer.Typer(no_args_is_help=True, help="Check and convert datasets.")
 app.add_typer(data_app, name="data")
 app.add_typer(use_app)  # chat, generate, export, serve
+app.add_typer(sweep_app)  # sweep
 
 console = Console(soft_wrap=True)  # never wrap: lines carry paths people copy
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from prefkit.data.dataset_info import resolve_dataset
 from prefkit.data.examples import Example, Message, ParsedFile, PreferenceExample, Problem, SFTExample
 from prefkit.data.formats import parse_file
+from prefkit.data.shared import shareable
 from prefkit.data.tokenize import ChatEncoder
 from prefkit.data.validate import DataReport, check_files, usable_examples
 from prefkit.errors import PrefkitError
@@ -154,6 +155,7 @@ class PreparedData:
     skipped: list[Problem]  # the ERROR problems of examples left out with on_bad_example: skip
 
 
+@shareable  # a sweep's runs in one process prepare the same data once (prefkit.data.shared)
 def prepare_data(config: Config, tokenizer: Any) -> PreparedData:
     """Everything between the config's data keys and the trainer's datasets."""
     from datasets import Dataset

@@ -1,0 +1,237 @@
+"""The leaderboard of a sweep folder: ``leaderboard.json`` (every run, its settings, held-out metrics, guard
+results and rank), ``leaderboard.md`` (the same as a table, the base model first, then the settings that
+differ between the runs and the plots) and the plots: the metric against each swept key, and the runs'
+training curves overlaid (``prefkit compare``'s plots)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefkit.evaluate.compare import differing_settings, load_run, plot_runs
+from prefkit.runs import write_json_atomic, write_text_atomic
+from prefkit.sweep.folder import EVAL_FILE, EVALUATED, SweepState, run_status
+from prefkit.sweep.plots import plot_metric_by_key
+from prefkit.sweep.ranking import GUARDS, Row, best, flat_metrics, higher_is_better, rank_rows
+from prefkit.sweep.spec import BASELINE, SweepSpec
+
+LEADERBOARD_MD = "leaderboard.md"
+LEADERBOARD_JSON = "leaderboard.json"
+CURVES = "curves"  # stem of the overlaid training-curve plots
+# Held-out metrics shown beside the ranking metric (those present), then the configured scorers'.
+SHOWN = (
+    "accuracy",
+    "rewards/accuracies",
+    "relevance",
+    "rouge_l",
+    "closer_to_chosen",
+    "prompt_copy",
+    "repeated_4gram_share",
+    "length_words",
+)
+FAILED = "failed"
+
+
+@dataclass
+class Leaderboard:
+    metric: str
+    rows: list[Row]
+    baseline: dict[str, float] | None
+    best: Row | None
+    markdown: str
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _run_settings(spec: SweepSpec, sweep_dir: Path, name: str, keys: Sequence[str]) -> dict[str, Any]:
+    """Every swept key's value for this run: what the grid set, else what the run's config resolved to
+    (a key swept only in another --grid group)."""
+    run = spec.run(name)
+    record = _read_json(sweep_dir / name / "training_config.json") or {}
+    resolved = record.get("config") or spec.base
+    return {k: run.settings[k] if k in run.settings else resolved.get(k) for k in keys}
+
+
+def swept_keys(spec: SweepSpec) -> list[str]:
+    return list(dict.fromkeys(k for run in spec.runs for k in run.settings))
+
+
+def collect_rows(spec: SweepSpec, sweep_dir: Path) -> list[Row]:
+    state = SweepState(sweep_dir)
+    keys = swept_keys(spec)
+    rows = []
+    for run in spec.runs:
+        status = run_status(sweep_dir / run.name)
+        error = state.error(run.name) if status != EVALUATED else None
+        report = _read_json(sweep_dir / run.name / EVAL_FILE) if status == EVALUATED else None
+        rows.append(
+            Row(
+                run.name,
+                FAILED if error else status,
+                _run_settings(spec, sweep_dir, run.name, keys),
+                flat_metrics(report.get("model")) if report else None,
+                error,
+            )
+        )
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 1000 else f"{value:.0f}"
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _setting(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else _fmt(value)  # 5e-06, not 0.000
+
+
+def _cell(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _columns(
+    metric: str, scorers: Sequence[str], rows: Sequence[Row], baseline: dict[str, float] | None
+) -> list[str]:
+    present = {k for r in rows for k in (r.metrics or {})} | set(baseline or {})
+    extra = [s.rpartition(":")[2] for s in scorers]
+    return [m for m in dict.fromkeys([metric, *SHOWN, *extra]) if m in present]
+
+
+def markdown(spec: SweepSpec, sweep_dir: Path, board: Leaderboard, plots: Sequence[Path]) -> str:
+    rows, metric, baseline = board.rows, board.metric, board.baseline
+    keys = swept_keys(spec)
+    columns = _columns(metric, spec.evaluation["scorers"], rows, baseline)
+    counts = {s: sum(r.status == s for r in rows) for s in ("evaluated", "failed")}
+    ev = spec.evaluation
+    lines = [
+        f"# prefkit sweep: {sweep_dir.name}",
+        "",
+        f"Base config: `{spec.config_file}`"
+        + (f" with `{' '.join(spec.overrides)}`" if spec.overrides else "")
+        + f". {len(rows)} runs: {counts['evaluated']} evaluated, {counts['failed']} failed, "
+        f"{len(rows) - counts['evaluated'] - counts['failed']} not finished.",
+        "",
+        f"Ranked by held-out **{metric}** ({'higher' if higher_is_better(metric) else 'lower'} is better) "
+        f"on `{ev['data']}`"
+        + (f" (first {ev['max_samples']} pairs)" if ev["max_samples"] else "")
+        + ", every run and the base model on the same pairs and prompts. A run whose replies got worse than "
+        "the base model's on a guard ("
+        + "; ".join(f"{g.metric} by more than {g.tolerance:g}: {g.catches}" for g in GUARDS)
+        + ") ranks below every run that did not, whatever its metric.",
+        "",
+    ]
+    if baseline is None:
+        lines += ["**The base model's evaluation is missing, so the guards were not checked.**", ""]
+    if board.best is not None:
+        b = board.best
+        relevance = (
+            f", relevance {_fmt((b.metrics or {}).get('relevance'))}" if "relevance" in columns else ""
+        )
+        lines += [
+            f"**Best: `{b.name}`** ({metric} {_fmt(b.value)}{relevance}); its model: `{sweep_dir / b.name}`.",
+            "",
+        ]
+    elif rows:
+        lines += ["**No run has been evaluated and passed the guards yet.**", ""]
+    head = ["rank", "run", *keys, *columns, "guards"]
+    lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    if baseline is not None:
+        base_cells = ["—" for _ in keys]
+        lines.append(
+            "| — | base model | "
+            + " | ".join([*base_cells, *(_fmt(baseline.get(c)) for c in columns)])
+            + " | |"
+        )
+    for row in rows:
+        cells = [_fmt(row.rank), f"`{row.name}`", *(_setting(row.settings.get(k)) for k in keys)]
+        cells += [_fmt((row.metrics or {}).get(c)) for c in columns]
+        if row.status == FAILED:
+            guard = f"failed: {_cell(row.error or '')}"
+        elif row.value is None:
+            guard = row.status if row.metrics is None else f"no {metric}"
+        elif row.guard_failures:
+            guard = "✗ " + "; ".join(row.guard_failures)
+        else:
+            guard = "✓" if baseline is not None else "not checked"
+        lines.append("| " + " | ".join([*cells, guard]) + " |")
+    finished = [r.name for r in rows if r.metrics is not None]
+    if len(finished) > 1:  # prefkit compare's table, one row per run (a sweep has more runs than settings)
+        differ = differing_settings([load_run(sweep_dir / n) for n in finished])
+        lines += ["", "## Settings that differ", ""]
+        if differ:
+            lines += ["| run | " + " | ".join(differ) + " |", "| --- |" + " --- |" * len(differ)]
+            for i, name in enumerate(finished):
+                lines.append(f"| `{name}` | " + " | ".join(_setting(v[i]) for v in differ.values()) + " |")
+        else:
+            lines.append("None: the runs' resolved configs are the same.")
+    if plots:
+        lines += ["", "## Plots", "", *(f"![{p.stem}]({p.name})" for p in plots)]
+    lines += [
+        "",
+        "Each run's replies and scores: `<run>/eval.md`, `<run>/generations.jsonl`; the base model's in "
+        "`baseline/`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _row_json(row: Row) -> dict[str, Any]:
+    return {
+        "rank": row.rank,
+        "run": row.name,
+        "status": row.status,
+        "settings": row.settings,
+        "value": row.value,
+        "passed_guards": row.passed,
+        "guard_failures": row.guard_failures,
+        "metrics": row.metrics,
+        "error": row.error,
+    }
+
+
+def write_leaderboard(spec: SweepSpec, sweep_dir: Path, *, plots: bool = True) -> Leaderboard:
+    """Rank the sweep folder's runs and write the leaderboard; ``plots`` False (while the sweep runs, after
+    each job) leaves the plots for the end."""
+    metric = spec.metric
+    base_report = _read_json(sweep_dir / BASELINE / EVAL_FILE)
+    baseline = flat_metrics(base_report.get("model")) if base_report else None
+    rows = rank_rows(collect_rows(spec, sweep_dir), metric, baseline)
+    board = Leaderboard(metric, rows, baseline, best(rows), "")
+    written: list[Path] = []
+    if plots:
+        written = plot_metric_by_key(rows, swept_keys(spec), metric, (baseline or {}).get(metric), sweep_dir)
+        finished = [load_run(sweep_dir / r.name) for r in rows if r.metrics is not None]
+        if finished:
+            written += plot_runs(finished, sweep_dir / CURVES)
+    board.markdown = markdown(spec, sweep_dir, board, written)
+    write_text_atomic(sweep_dir / LEADERBOARD_MD, board.markdown)
+    write_json_atomic(
+        sweep_dir / LEADERBOARD_JSON,
+        {
+            "metric": metric,
+            "higher_is_better": higher_is_better(metric),
+            "evaluation": spec.evaluation,
+            "guards": [
+                {"metric": g.metric, "tolerance": g.tolerance, "higher_is_better": g.higher_is_better}
+                for g in GUARDS
+            ],
+            "baseline": baseline,
+            "best": board.best.name if board.best else None,
+            "rows": [_row_json(r) for r in rows],
+        },
+    )
+    return board

@@ -1,0 +1,150 @@
+"""How a sweep's runs are ranked: by one held-out metric, with guards that keep a run whose replies got
+worse than the base model's from winning.
+
+Every run is evaluated on the same held-out pairs as the model it started from (the *baseline*). A run
+fails a guard when its replies are worse than the baseline's on a score that catches reward hacking --
+they stray from the prompt's subject (``relevance``), say the prompt back (``prompt_copy``) or loop
+(``repeated_4gram_share``) -- by more than the guard's tolerance. The ranking puts every run that passes
+all guards above every run that fails one; within each part, runs are ordered by the metric (ties:
+higher relevance first, then the run's name). The *best* run is the top run that passes its guards.
+
+So a setting that wins the metric by gaming it -- preference accuracy or a style score up, replies off
+the subject -- ranks below the runs that kept their replies on the subject, whatever its metric.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefkit.evaluate.report import GENERATION_ROWS, PREFERENCE_ROWS
+from prefkit.evaluate.scorers import BUILTIN
+from prefkit.sweep.spec import SweepError
+
+DEFAULT_METRIC = "accuracy"
+LOWER_IS_BETTER = frozenset(
+    {
+        "prompt_copy",
+        "repeated_4gram_share",
+        "logps/rejected",
+        "logps_per_token/rejected",
+        "rewards/rejected",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Guard:
+    metric: str
+    tolerance: float  # how much worse than the baseline a run may be before it fails the guard
+    higher_is_better: bool
+    catches: str
+
+    def failure(self, value: float | None, base: float | None) -> str | None:
+        if value is None or base is None:
+            return None
+        if self.higher_is_better and value < base - self.tolerance:
+            return f"{self.metric} {value:.3f} < base {base:.3f} - {self.tolerance:g} ({self.catches})"
+        if not self.higher_is_better and value > base + self.tolerance:
+            return f"{self.metric} {value:.3f} > base {base:.3f} + {self.tolerance:g} ({self.catches})"
+        return None
+
+
+GUARDS = (
+    Guard("relevance", 0.05, True, "replies off the prompt's subject"),
+    Guard("prompt_copy", 0.10, False, "replies say the prompt back"),
+    Guard("repeated_4gram_share", 0.10, False, "replies loop"),
+)
+
+
+@dataclass
+class Row:
+    """One run on the leaderboard."""
+
+    name: str
+    status: str  # evaluated, trained, interrupted, pending, failed
+    settings: dict[str, Any]  # every swept key's value for this run
+    metrics: dict[str, float] | None = None  # held-out: preference and generation metrics, flat
+    error: str | None = None
+    value: float | None = None  # the ranking metric
+    rank: int | None = None
+    guard_failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.value is not None and not self.guard_failures
+
+
+def scorer_metrics(scorers: Sequence[str]) -> set[str]:
+    """Metric names the configured scorers report (a user scorer's is its function's name)."""
+    return {s if s in BUILTIN else s.rpartition(":")[2] for s in scorers}
+
+
+def canonical_metric(text: str, scorers: Sequence[str] = ()) -> str:
+    """The held-out metric ``text`` names; TRL-style ``eval_`` names (``eval_rewards/accuracies``) are
+    read as the held-out metric of the same name. Training metrics (``loss``) are refused: the leaderboard
+    ranks by held-out evaluation."""
+    known = {*PREFERENCE_ROWS, *GENERATION_ROWS, *scorer_metrics(scorers)} - {"pairs"}
+    name = text.strip()
+    if name not in known and name.startswith("eval_") and name.removeprefix("eval_") in known:
+        name = name.removeprefix("eval_")
+    user_scorers = any(s not in BUILTIN for s in scorers)
+    if name not in known and not user_scorers:  # a user scorer may return a mapping of any names
+        raise SweepError(
+            f"--metric {text}: not a held-out metric. The leaderboard ranks by held-out evaluation, not "
+            f"by training logs; choose one of {', '.join(sorted(known))} (docs/evaluation.md)"
+        )
+    return name
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER
+
+
+def flat_metrics(report: Mapping[str, Any] | None) -> dict[str, float]:
+    """An eval.json section (``model`` or ``baseline``) as one {metric: value}, non-finite values left out."""
+    if not report:
+        return {}
+    out: dict[str, float] = {}
+    for section in ("preference", "generation"):
+        for key, value in (report.get(section) or {}).items():
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+                out[key] = float(value)
+    return out
+
+
+def rank_rows(
+    rows: Sequence[Row], metric: str, baseline: Mapping[str, float] | None, guards: Sequence[Guard] = GUARDS
+) -> list[Row]:
+    """Rows ranked as the module docstring says; rows without the metric (not evaluated, failed) follow,
+    unranked, in name order."""
+    for row in rows:
+        row.value = (row.metrics or {}).get(metric)
+        row.guard_failures = []
+        if row.value is not None and baseline:
+            for guard in guards:
+                failure = guard.failure(row.metrics.get(guard.metric), baseline.get(guard.metric))
+                if failure:
+                    row.guard_failures.append(failure)
+    sign = -1.0 if higher_is_better(metric) else 1.0
+    scored = sorted(
+        (r for r in rows if r.value is not None),
+        key=lambda r: (
+            bool(r.guard_failures),
+            sign * r.value,
+            -(r.metrics or {}).get("relevance", 0.0),
+            r.name,
+        ),
+    )
+    for position, row in enumerate(scored, start=1):
+        row.rank = position
+    rest = sorted((r for r in rows if r.value is None), key=lambda r: r.name)
+    for row in rest:
+        row.rank = None
+    return [*scored, *rest]
+
+
+def best(rows: Sequence[Row]) -> Row | None:
+    return next((r for r in rows if r.passed), None)

@@ -1,0 +1,205 @@
+"""`prefkit sweep`: a grid (or a random sample of it) over one base config, each combination a normal prefkit
+run in its own folder under one sweep folder, each evaluated on the same held-out pairs as the base model,
+and a leaderboard ranked by a held-out metric with reward-hacking guards (see prefkit.sweep.ranking).
+
+    validate every combination -> sweep.json -> held-out pairs -> jobs (base model, then each run not yet
+    evaluated: trained or resumed, then evaluated) on a backend -> leaderboard
+
+A rerun of the same command skips evaluated runs, resumes an interrupted one, retries failed ones and does
+the rest. Runs share the prepared data (in one process) and the reference log-probs (the reference cache).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prefkit.sweep.backends import BACKENDS, run_in_process, run_in_subprocesses, run_on_ray
+from prefkit.sweep.folder import (
+    EVALUATED,
+    Attempt,
+    SweepState,
+    baseline_done,
+    check_sweep_folder,
+    locked,
+    run_status,
+)
+from prefkit.sweep.grid import combinations, parse_group, select
+from prefkit.sweep.leaderboard import Leaderboard, write_leaderboard
+from prefkit.sweep.ranking import DEFAULT_METRIC, canonical_metric
+from prefkit.sweep.spec import (
+    BASELINE,
+    HELDOUT_FILE,
+    EvalSettings,
+    PlannedRun,
+    SweepError,
+    SweepSpec,
+    differences,
+    eval_data_problem,
+    load_base,
+    new_spec,
+    plan_runs,
+    record_command,
+    resolved_evaluation,
+)
+
+if TYPE_CHECKING:
+    from transformers import TrainerCallback
+
+    from prefkit.config import Config
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepResult:
+    output_dir: Path
+    runs: list[PlannedRun]  # this command's runs, in order
+    skipped: list[str]  # already evaluated before this command
+    attempts: dict[str, Attempt] = field(default_factory=dict)  # what this command ran, and how it went
+    leaderboard: Leaderboard | None = None  # None for a dry run
+    data_prepared: int | None = None  # distinct data preparations in this process (local, parallel 1)
+    data_reused: int | None = None  # runs that reused one
+
+
+def _groups(grid: Sequence[str] | Sequence[Sequence[str]]) -> list[list[str]]:
+    """One group (a flat list of ``key=v1,v2`` texts) or several (a list of such lists)."""
+    if not grid:
+        raise SweepError("give at least one --grid key=v1,v2 ...")
+    if all(isinstance(g, str) for g in grid):
+        return [list(grid)]  # type: ignore[arg-type]
+    return [[g] if isinstance(g, str) else list(g) for g in grid]
+
+
+def write_heldout(base: Config, path: Path) -> int:
+    """The base config's eval split as a preference file (prompt-chat JSONL): the pairs every run and the
+    base model are evaluated on, there for the user to read or to pass to ``prefkit eval``."""
+    from prefkit.data.examples import PreferenceExample
+    from prefkit.data.formats import get_format
+    from prefkit.data.load import prepare_data
+    from prefkit.data.readers import write_records
+    from prefkit.models import load_tokenizer
+    from prefkit.train import model_path
+
+    tokenizer = load_tokenizer(model_path(base), trust_remote_code=base.trust_remote_code)
+    pairs = [e for e in prepare_data(base, tokenizer).eval_examples if isinstance(e, PreferenceExample)]
+    if not pairs:
+        raise SweepError("the base config's eval split holds no usable preference pairs to rank runs on")
+    writer = get_format("prompt-chat", "dpo")
+    write_records([writer.to_record(e) for e in pairs], path)
+    return len(pairs)
+
+
+def _check_backend(backend: str, parallel: int, callbacks: list[TrainerCallback] | None) -> None:
+    if backend not in BACKENDS:
+        raise SweepError(f"--backend {backend}: expected one of {', '.join(BACKENDS)}")
+    if parallel < 1:
+        raise SweepError(f"--parallel {parallel}: expected a number of processes from 1 up")
+    if backend == "ray" and parallel != 1:
+        raise SweepError(
+            "--parallel is for --backend local; on Ray the cluster's resources set how many runs run at once"
+        )
+    if callbacks and (backend != "local" or parallel != 1):
+        raise SweepError(
+            "trainer callbacks reach only runs trained in this process (backend local, parallel 1)"
+        )
+
+
+def run_sweep(
+    config: str | Path,
+    grid: Sequence[str] | Sequence[Sequence[str]],
+    *,
+    overrides: Sequence[str] = (),
+    output_dir: str | Path | None = None,
+    metric: str = DEFAULT_METRIC,
+    trials: int | None = None,
+    random: bool = False,
+    seed: int = 0,
+    evaluation: EvalSettings | None = None,
+    backend: str = "local",
+    parallel: int = 1,
+    ray_address: str | None = None,
+    gpus_per_run: float | None = None,
+    callbacks: list[TrainerCallback] | None = None,
+    dry_run: bool = False,
+) -> SweepResult:
+    """Run the sweep the module docstring describes and return where each run stands.
+
+    ``grid``: one group of ``key=v1,v2`` texts, or a list of groups (their runs added together).
+    ``output_dir``: the sweep folder (default: the base config's ``output_dir`` + ``-sweep``).
+    ``overrides``: ``key=value`` applied to the base config for every run. ``trials``/``random``/``seed``:
+    the first N combinations, or N drawn at random with the seed. ``evaluation``: the held-out data and
+    generation settings. ``dry_run``: plan and validate only; nothing is written."""
+    _check_backend(backend, parallel, callbacks)
+    groups = _groups(grid)
+    combos = select(combinations([parse_group(g) for g in groups]), trials, random, seed)
+    base = load_base(config, overrides)
+    evaluation = evaluation or EvalSettings()
+    problem = eval_data_problem(base, {k for c in combos for k, _ in c.items}, evaluation)
+    if problem:
+        raise SweepError(problem)
+    resolved_eval = resolved_evaluation(base, evaluation)
+    metric = canonical_metric(metric, resolved_eval["scorers"])
+    sweep_dir = Path(output_dir if output_dir is not None else f"{base.output_dir.rstrip('/')}-sweep")
+
+    spec = new_spec(config, overrides, base, resolved_eval, metric)
+    if check_sweep_folder(sweep_dir):
+        existing = SweepSpec.read(sweep_dir)
+        changed = differences(existing, spec)
+        if changed:
+            raise SweepError(
+                f"{sweep_dir} holds a sweep of another base config or evaluation; its runs would not be "
+                "comparable with these:\n" + "\n".join(changed) + "\nUse another --output-dir for this one "
+                "(prefkit never deletes a sweep's runs)."
+            )
+        existing.metric = metric
+        spec = existing
+    planned, new = plan_runs(spec.config_file, spec.overrides, combos, spec.runs, sweep_dir)
+    skipped = [r.name for r in planned if run_status(sweep_dir / r.name) == EVALUATED]
+    result = SweepResult(sweep_dir, planned, skipped)
+    if dry_run:
+        return result
+
+    with locked(sweep_dir):
+        spec.runs += new
+        record_command(spec, groups, trials, random, seed)
+        spec.write(sweep_dir)
+        state = SweepState(sweep_dir)
+
+        def record(name: str, attempt: Attempt) -> None:
+            state.record(name, attempt)
+            result.attempts[name] = attempt
+            if attempt.ok:
+                logger.info("sweep: %s done in %.0f s", name, attempt.seconds)
+            else:
+                logger.warning("sweep: %s failed (%s); the sweep goes on", name, attempt.error)
+            write_leaderboard(spec, sweep_dir, plots=False)
+
+        from prefkit.data.shared import shared_preparation
+
+        with shared_preparation() as shared:
+            if spec.evaluation["data"] == HELDOUT_FILE and not (sweep_dir / HELDOUT_FILE).is_file():
+                count = write_heldout(base, sweep_dir / HELDOUT_FILE)
+                logger.info("sweep: %d held-out pairs in %s", count, sweep_dir / HELDOUT_FILE)
+            jobs = [BASELINE] if not baseline_done(sweep_dir, BASELINE) else []
+            jobs += [r.name for r in planned if r.name not in skipped]
+            logger.info(
+                "sweep: %d runs in %s (%d evaluated already, %d to do)",
+                len(planned),
+                sweep_dir,
+                len(skipped),
+                len(planned) - len(skipped),
+            )
+            if backend == "ray":
+                run_on_ray(jobs, sweep_dir, record, ray_address, gpus_per_run)
+            elif parallel > 1:
+                run_in_subprocesses(jobs, sweep_dir, record, parallel)
+            else:
+                run_in_process(jobs, sweep_dir, record, callbacks)
+            if backend == "local" and parallel == 1:
+                result.data_prepared, result.data_reused = shared.computed, shared.reused
+        result.leaderboard = write_leaderboard(spec, sweep_dir)
+    return result

@@ -1,0 +1,261 @@
+"""``sweep.json``: what a sweep folder is -- one base config (its file, fixed overrides and every resolved
+value), how its runs are evaluated, the metric they are ranked by, and every run it has planned (folder
+name, overrides, swept settings). Each run's config is rebuilt from this file alone, so a worker process,
+a Ray task or a rerun days later trains exactly the run that was planned.
+
+A sweep folder holds runs of one base config: a later ``prefkit sweep`` into the same folder may add
+combinations (another ``--grid``, more ``--trials``), but one whose base config or evaluation differs is
+refused with the differences listed -- its runs would not be comparable with those already there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import prefkit
+from prefkit.config import RENAMED_KEYS, ConfigError, load_config
+from prefkit.errors import PrefkitError
+from prefkit.runs import write_json_atomic
+from prefkit.sweep.grid import SWEEP_KEYS, Combination, run_name
+
+if TYPE_CHECKING:
+    from prefkit.config import Config
+
+SPEC_FILE = "sweep.json"
+HELDOUT_FILE = "heldout.jsonl"
+BASELINE = "baseline"  # the job (and folder) that evaluates the model the runs start from
+FORMAT = 1
+
+# Keys that decide which pairs are held out; swept, they would rank runs on different pairs.
+EVAL_SPLIT_KEYS = frozenset({"val_size", "eval_file", "eval_dataset", "max_eval_samples", "dataset_dir"})
+# With `val_size`, the held-out pairs are drawn from the training data: these change which.
+VAL_SPLIT_KEYS = frozenset(
+    {"seed", "train_file", "dataset", "max_samples", "formatting", "columns", "on_bad_example", "stage"}
+)
+
+
+class SweepError(PrefkitError):
+    """A sweep that cannot start or go on as asked."""
+
+
+@dataclass
+class EvalSettings:
+    """How each run (and the base model) is evaluated on held-out pairs after training.
+
+    ``eval_file``: preference pairs to evaluate on; None takes the base config's eval split (``val_size``,
+    ``eval_file`` or ``eval_dataset``), written to ``heldout.jsonl`` in the sweep folder. ``max_samples``
+    caps the pairs, ``generate`` the prompts replied to (None: all). ``max_new_tokens`` None: the config's
+    ``eval_max_new_tokens``. ``scorers`` are added to the config's ``eval_scorers``."""
+
+    eval_file: str | None = None
+    max_samples: int | None = None
+    generate: int | None = None
+    max_new_tokens: int | None = None
+    scorers: tuple[str, ...] = ()
+
+
+@dataclass
+class PlannedRun:
+    name: str
+    overrides: list[str]  # the grid's key=value texts
+    settings: dict[str, Any]  # the swept keys' resolved values
+    identity: str  # digest of the run's resolved config: two combinations meaning the same run are one
+
+
+@dataclass
+class SweepSpec:
+    config_file: str
+    overrides: list[str]
+    base: dict[str, Any]  # the base config's resolved values, the sweep's own keys left out
+    evaluation: dict[str, Any]
+    metric: str
+    cwd: str  # relative paths in the config are relative to this folder, on every machine
+    runs: list[PlannedRun] = field(default_factory=list)
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    prefkit_version: str = prefkit.__version__
+    format: int = FORMAT
+
+    # -- reading and writing ------------------------------------------------------------------------
+    @classmethod
+    def read(cls, sweep_dir: Path) -> SweepSpec:
+        path = sweep_dir / SPEC_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise SweepError(f"{path}: not a readable sweep file ({err})") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise SweepError(f"{path}: not a prefkit sweep file of format {FORMAT}")
+        runs = [PlannedRun(**r) for r in data.pop("runs", [])]
+        return cls(**data, runs=runs)
+
+    def write(self, sweep_dir: Path) -> None:
+        write_json_atomic(sweep_dir / SPEC_FILE, asdict(self))
+
+    # -- runs ---------------------------------------------------------------------------------------
+    def run(self, name: str) -> PlannedRun:
+        for run in self.runs:
+            if run.name == name:
+                return run
+        raise SweepError(f"{name}: no such run in this sweep")
+
+    def run_config(self, run: PlannedRun, sweep_dir: Path) -> Config:
+        return load_config(
+            self.config_file, [*self.overrides, *run.overrides, *sweep_overrides(sweep_dir / run.name)]
+        )
+
+    def base_config(self) -> Config:
+        return load_config(self.config_file, self.overrides)
+
+    def heldout_path(self, sweep_dir: Path) -> Path:
+        data = Path(self.evaluation["data"])
+        return data if data.is_absolute() else sweep_dir / data
+
+
+def sweep_overrides(run_dir: Path) -> list[str]:
+    """What the sweep sets for every run: its folder, never replaced, always resumed."""
+    return [f"output_dir={run_dir}", "overwrite_output_dir=false", "resume_from_checkpoint=auto"]
+
+
+def _comparable(config: Config) -> dict[str, Any]:
+    return {k: v for k, v in config.resolved().items() if k not in SWEEP_KEYS}
+
+
+def _digest(values: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_base(config_file: str | Path, overrides: Sequence[str]) -> Config:
+    for text in overrides:
+        key = text.partition("=")[0].strip()
+        if key in SWEEP_KEYS:
+            raise SweepError(f"{text}: the sweep sets {key} for every run itself (see --output-dir)")
+    return load_config(config_file, overrides)
+
+
+def plan_runs(
+    config_file: str,
+    overrides: Sequence[str],
+    combos: Sequence[Combination],
+    existing: Sequence[PlannedRun],
+    sweep_dir: Path,
+) -> tuple[list[PlannedRun], list[PlannedRun]]:
+    """(the runs of ``combos``, in order; those among them that are new). Every combination's config is
+    loaded first, so a value the config refuses stops the sweep before anything runs, with every
+    problem listed."""
+    by_identity = {run.identity: run for run in existing}
+    planned: list[PlannedRun] = []
+    new: list[PlannedRun] = []
+    problems: list[str] = []
+    for combo in combos:
+        try:
+            config = load_config(config_file, [*overrides, *combo.overrides])
+        except ConfigError as err:
+            problems.append(f"{combo.label()}:\n  " + str(err).replace("\n", "\n  "))
+            continue
+        values = _comparable(config)
+        identity = _digest(values)
+        if identity in by_identity:
+            if by_identity[identity] not in planned:
+                planned.append(by_identity[identity])
+            continue
+        keys = [RENAMED_KEYS.get(k, k) for k, _ in combo.items]
+        settings = {k: values.get(k) for k in keys}
+        run = PlannedRun(run_name(len(existing) + len(new), combo), combo.overrides, settings, identity)
+        by_identity[identity] = run
+        planned.append(run)
+        new.append(run)
+    if problems:
+        raise SweepError("these combinations are not valid configs:\n" + "\n".join(problems))
+    taken = [r.name for r in [*existing, *new]]
+    if len(set(taken)) != len(taken):  # cannot happen with indexed names; a guard against a hand-edited file
+        raise SweepError(f"{sweep_dir / SPEC_FILE}: two runs share a folder name")
+    return planned, new
+
+
+def eval_data_problem(base: Config, swept_keys: set[str], evaluation: EvalSettings) -> str | None:
+    """Why the sweep cannot rank its runs on one held-out set, or None."""
+    if evaluation.eval_file:
+        return (
+            None
+            if Path(evaluation.eval_file).exists()
+            else f"--eval-file {evaluation.eval_file}: no such file"
+        )
+    if base.stage != "dpo":
+        return (
+            f"the base config is stage: {base.stage}; the sweep ranks runs on held-out preference pairs: "
+            "pass --eval-file PAIRS.jsonl"
+        )
+    if not (base.eval_file or base.eval_dataset or base.val_size):
+        return (
+            "the sweep ranks runs on held-out pairs, and the base config holds none out: set val_size, "
+            "eval_file or eval_dataset in it, or pass --eval-file PAIRS.jsonl"
+        )
+    moving = swept_keys & EVAL_SPLIT_KEYS
+    if not (base.eval_file or base.eval_dataset):
+        moving |= swept_keys & VAL_SPLIT_KEYS
+    if moving:
+        return (
+            f"the grid changes which pairs are held out ({', '.join(sorted(moving))}), so the runs would be "
+            "ranked on different pairs: set eval_file in the base config or pass --eval-file PAIRS.jsonl"
+        )
+    return None
+
+
+def resolved_evaluation(base: Config, evaluation: EvalSettings) -> dict[str, Any]:
+    """The evaluation as recorded in sweep.json (and compared on a rerun)."""
+    data = str(Path(evaluation.eval_file).resolve()) if evaluation.eval_file else HELDOUT_FILE
+    return {
+        "data": data,
+        "max_samples": evaluation.max_samples,
+        "generate": evaluation.generate,
+        "max_new_tokens": evaluation.max_new_tokens or base.eval_max_new_tokens,
+        "scorers": list(dict.fromkeys([*base.eval_scorers, *evaluation.scorers])),
+        "batch_size": base.per_device_eval_batch_size,
+    }
+
+
+def new_spec(
+    config_file: str | Path, overrides: Sequence[str], base: Config, evaluation: dict[str, Any], metric: str
+) -> SweepSpec:
+    return SweepSpec(
+        config_file=str(Path(config_file).resolve()),
+        overrides=list(overrides),
+        base=_comparable(base),
+        evaluation=evaluation,
+        metric=metric,
+        cwd=os.getcwd(),
+    )
+
+
+def differences(old: SweepSpec, new: SweepSpec) -> list[str]:
+    """What makes ``new`` a different sweep from ``old``: base config values and evaluation settings."""
+    lines = []
+    for section, a, b in (("", old.base, new.base), ("evaluation ", old.evaluation, new.evaluation)):
+        for key in sorted(set(a) | set(b)):
+            if json.dumps(a.get(key), sort_keys=True) != json.dumps(b.get(key), sort_keys=True):
+                before = json.dumps(a[key]) if key in a else "(not set)"
+                after = json.dumps(b[key]) if key in b else "(not set)"
+                lines.append(f"  {section}{key}: {before} in this sweep, {after} now")
+    return lines
+
+
+def record_command(
+    spec: SweepSpec, groups: Sequence[Sequence[str]], trials: int | None, draw_random: bool, seed: int
+) -> None:
+    spec.commands.append(
+        {
+            "grid": [list(g) for g in groups],
+            "trials": trials,
+            "random": draw_random,
+            "seed": seed,
+            "metric": spec.metric,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+    )
