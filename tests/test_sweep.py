@@ -336,6 +336,13 @@ def test_what_a_sweep_refuses_before_running_anything(tmp_path, tiny_model_dir):
     with pytest.raises(SweepError, match="sets output_dir"):
         run_sweep(config, GRID, overrides=["output_dir=x"], evaluation=EVAL)
     assert not (tmp_path / "s").exists() and (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+    # The model every run starts from cannot be evaluated (its adapter is missing): stop before any run.
+    missing = base_config(
+        tmp_path, tiny_model_dir, "missing.yaml", adapter_name_or_path=str(tmp_path / "no-sft")
+    )
+    with pytest.raises(SweepError, match="the evaluation of the model the runs start from failed"):
+        run_sweep(missing, GRID, output_dir=tmp_path / "s", evaluation=EVAL)
+    assert not any(p.name.startswith("run-") for p in (tmp_path / "s").iterdir())
 
 
 def test_the_command_line(tmp_path, tiny_model_dir):

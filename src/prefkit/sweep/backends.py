@@ -66,7 +66,7 @@ def _gpu_count() -> int:
 
 
 class _Worker:
-    def __init__(self, name: str, sweep_dir: Path, slot: int, gpus: int) -> None:
+    def __init__(self, name: str, sweep_dir: Path, cwd: str, slot: int, gpus: int) -> None:
         logs = sweep_dir / LOG_DIR
         logs.mkdir(exist_ok=True)
         self.name = name
@@ -82,7 +82,7 @@ class _Worker:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {name}\n")
             log.flush()
             command = [sys.executable, "-m", "prefkit.sweep.jobs", str(sweep_dir), name, str(self.result)]
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
 
     def attempt(self) -> Attempt:
         import json
@@ -101,7 +101,11 @@ class _Worker:
             )
 
 
-def run_in_subprocesses(jobs: Sequence[str], sweep_dir: Path, record: Record, parallel: int) -> None:
+def run_in_subprocesses(
+    jobs: Sequence[str], sweep_dir: Path, cwd: str, record: Record, parallel: int
+) -> None:
+    """``cwd``: the folder the sweep's config paths are relative to."""
+    sweep_dir = sweep_dir.resolve()
     pending = list(jobs)
     running: list[_Worker] = []
     gpus = _gpu_count()
@@ -109,7 +113,7 @@ def run_in_subprocesses(jobs: Sequence[str], sweep_dir: Path, record: Record, pa
         while pending or running:
             free = sorted(set(range(parallel)) - {w.slot for w in running})
             while pending and free:
-                worker = _Worker(pending.pop(0), sweep_dir, free.pop(0), gpus)
+                worker = _Worker(pending.pop(0), sweep_dir, cwd, free.pop(0), gpus)
                 logger.info("sweep: started %s (log: %s)", worker.name, worker.log)
                 running.append(worker)
             for worker in [w for w in running if w.process.poll() is not None]:
@@ -127,8 +131,14 @@ def run_in_subprocesses(jobs: Sequence[str], sweep_dir: Path, record: Record, pa
 
 
 def run_on_ray(
-    jobs: Sequence[str], sweep_dir: Path, record: Record, address: str | None, gpus_per_run: float | None
+    jobs: Sequence[str],
+    sweep_dir: Path,
+    cwd: str,
+    record: Record,
+    address: str | None,
+    gpus_per_run: float | None,
 ) -> None:
+    """``cwd``: the folder the sweep's config paths are relative to (the same path on every node)."""
     try:
         import ray
     except ImportError:
@@ -147,7 +157,7 @@ def run_on_ray(
         refs: dict[Any, tuple[str, float]] = {}
         for name in jobs:
             options = {"num_cpus": 1, "num_gpus": gpus, "max_retries": 0, "name": f"prefkit-{name}"}
-            ref = task.options(**options).remote(str(sweep_dir.resolve()), name, os.getcwd())
+            ref = task.options(**options).remote(str(sweep_dir.resolve()), name, cwd)
             refs[ref] = (name, time.perf_counter())
         logger.info("sweep: %d jobs submitted to Ray (%s GPU each)", len(refs), gpus)
         try:

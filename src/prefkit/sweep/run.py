@@ -70,7 +70,7 @@ def _groups(grid: Sequence[str] | Sequence[Sequence[str]]) -> list[list[str]]:
     if not grid:
         raise SweepError("give at least one --grid key=v1,v2 ...")
     if all(isinstance(g, str) for g in grid):
-        return [list(grid)]  # type: ignore[arg-type]
+        return [[str(g) for g in grid]]
     return [[g] if isinstance(g, str) else list(g) for g in grid]
 
 
@@ -91,6 +91,27 @@ def write_heldout(base: Config, path: Path) -> int:
     writer = get_format("prompt-chat", "dpo")
     write_records([writer.to_record(e) for e in pairs], path)
     return len(pairs)
+
+
+def check_working_folder(spec: SweepSpec) -> None:
+    """A sweep whose config names relative paths (found from the folder it was started in) goes on only
+    from that folder: from another, the same names would mean other files."""
+    here = Path.cwd().resolve()
+    if Path(spec.cwd).resolve() == here:
+        return
+    relative = [
+        f"{key}: {value}"
+        for key, value in spec.base.items()
+        if isinstance(value, str)
+        and value
+        and not Path(value).is_absolute()
+        and (Path(spec.cwd) / value).exists()
+    ]
+    if relative:
+        raise SweepError(
+            f"this sweep was started in {spec.cwd}, and its config names paths relative to it "
+            f"({'; '.join(relative)}): run prefkit sweep from {spec.cwd}"
+        )
 
 
 def _check_backend(backend: str, parallel: int, callbacks: list[TrainerCallback] | None) -> None:
@@ -155,9 +176,11 @@ def run_sweep(
                 "comparable with these:\n" + "\n".join(changed) + "\nUse another --output-dir for this one "
                 "(prefkit never deletes a sweep's runs)."
             )
-        existing.metric = metric
+        check_working_folder(existing)
+        # The same base config (every resolved value equal), perhaps from a moved file: read it from here on.
+        existing.config_file, existing.overrides, existing.metric = spec.config_file, spec.overrides, metric
         spec = existing
-    planned, new = plan_runs(spec.config_file, spec.overrides, combos, spec.runs, sweep_dir)
+    planned, new = plan_runs(spec.config_file, spec.overrides, combos, spec.runs)
     skipped = [r.name for r in planned if run_status(sweep_dir / r.name) == EVALUATED]
     result = SweepResult(sweep_dir, planned, skipped)
     if dry_run:
@@ -167,39 +190,66 @@ def run_sweep(
         spec.runs += new
         record_command(spec, groups, trials, random, seed)
         spec.write(sweep_dir)
-        state = SweepState(sweep_dir)
-
-        def record(name: str, attempt: Attempt) -> None:
-            state.record(name, attempt)
-            result.attempts[name] = attempt
-            if attempt.ok:
-                logger.info("sweep: %s done in %.0f s", name, attempt.seconds)
-            else:
-                logger.warning("sweep: %s failed (%s); the sweep goes on", name, attempt.error)
-            write_leaderboard(spec, sweep_dir, plots=False)
-
-        from prefkit.data.shared import shared_preparation
-
-        with shared_preparation() as shared:
-            if spec.evaluation["data"] == HELDOUT_FILE and not (sweep_dir / HELDOUT_FILE).is_file():
-                count = write_heldout(base, sweep_dir / HELDOUT_FILE)
-                logger.info("sweep: %d held-out pairs in %s", count, sweep_dir / HELDOUT_FILE)
-            jobs = [BASELINE] if not baseline_done(sweep_dir, BASELINE) else []
-            jobs += [r.name for r in planned if r.name not in skipped]
-            logger.info(
-                "sweep: %d runs in %s (%d evaluated already, %d to do)",
-                len(planned),
-                sweep_dir,
-                len(skipped),
-                len(planned) - len(skipped),
-            )
-            if backend == "ray":
-                run_on_ray(jobs, sweep_dir, record, ray_address, gpus_per_run)
-            elif parallel > 1:
-                run_in_subprocesses(jobs, sweep_dir, record, parallel)
-            else:
-                run_in_process(jobs, sweep_dir, record, callbacks)
-            if backend == "local" and parallel == 1:
-                result.data_prepared, result.data_reused = shared.computed, shared.reused
+        _execute(spec, sweep_dir, base, result, backend, parallel, ray_address, gpus_per_run, callbacks)
         result.leaderboard = write_leaderboard(spec, sweep_dir)
     return result
+
+
+def _execute(
+    spec: SweepSpec,
+    sweep_dir: Path,
+    base: Config,
+    result: SweepResult,
+    backend: str,
+    parallel: int,
+    ray_address: str | None,
+    gpus_per_run: float | None,
+    callbacks: list[TrainerCallback] | None,
+) -> None:
+    """The held-out pairs, the base model's evaluation, then every run not evaluated yet."""
+    from prefkit.data.shared import shared_preparation
+
+    state = SweepState(sweep_dir)
+
+    def record(name: str, attempt: Attempt) -> None:
+        state.record(name, attempt)
+        result.attempts[name] = attempt
+        if attempt.ok:
+            logger.info("sweep: %s done in %.0f s", name, attempt.seconds)
+        else:
+            logger.warning("sweep: %s failed (%s); the sweep goes on", name, attempt.error)
+        write_leaderboard(spec, sweep_dir, plots=False)
+
+    def dispatch(jobs: list[str]) -> None:
+        if backend == "ray":
+            run_on_ray(jobs, sweep_dir, spec.cwd, record, ray_address, gpus_per_run)
+        elif parallel > 1:
+            run_in_subprocesses(jobs, sweep_dir, spec.cwd, record, min(parallel, len(jobs)))
+        else:
+            run_in_process(jobs, sweep_dir, record, callbacks)
+
+    with shared_preparation() as shared:
+        if spec.evaluation["data"] == HELDOUT_FILE and not (sweep_dir / HELDOUT_FILE).is_file():
+            count = write_heldout(base, sweep_dir / HELDOUT_FILE)
+            logger.info("sweep: %d held-out pairs in %s", count, sweep_dir / HELDOUT_FILE)
+        if not baseline_done(sweep_dir, BASELINE):
+            # First and alone: every run starts from this model and is evaluated the same way, so what
+            # fails here (a missing adapter, a broken scorer) would fail every run.
+            dispatch([BASELINE])
+            if not result.attempts[BASELINE].ok:
+                raise SweepError(
+                    f"the evaluation of the model the runs start from failed, so every run would: "
+                    f"{result.attempts[BASELINE].error}"
+                )
+        jobs = [r.name for r in result.runs if r.name not in result.skipped]
+        logger.info(
+            "sweep: %d runs in %s (%d evaluated already, %d to do)",
+            len(result.runs),
+            sweep_dir,
+            len(result.skipped),
+            len(jobs),
+        )
+        if jobs:
+            dispatch(jobs)
+        if backend == "local" and parallel == 1:
+            result.data_prepared, result.data_reused = shared.computed, shared.reused

@@ -113,9 +113,10 @@ class SweepSpec:
     def base_config(self) -> Config:
         return load_config(self.config_file, self.overrides)
 
-    def heldout_path(self, sweep_dir: Path) -> Path:
-        data = Path(self.evaluation["data"])
-        return data if data.is_absolute() else sweep_dir / data
+    def heldout_path(self, sweep_dir: Path) -> str:
+        """The held-out pairs: heldout.jsonl in the sweep folder, an absolute path, or a builtin: name."""
+        data = self.evaluation["data"]
+        return str(sweep_dir / data) if data == HELDOUT_FILE else data
 
 
 def sweep_overrides(run_dir: Path) -> list[str]:
@@ -144,7 +145,6 @@ def plan_runs(
     overrides: Sequence[str],
     combos: Sequence[Combination],
     existing: Sequence[PlannedRun],
-    sweep_dir: Path,
 ) -> tuple[list[PlannedRun], list[PlannedRun]]:
     """(the runs of ``combos``, in order; those among them that are new). Every combination's config is
     loaded first, so a value the config refuses stops the sweep before anything runs, with every
@@ -173,20 +173,15 @@ def plan_runs(
         new.append(run)
     if problems:
         raise SweepError("these combinations are not valid configs:\n" + "\n".join(problems))
-    taken = [r.name for r in [*existing, *new]]
-    if len(set(taken)) != len(taken):  # cannot happen with indexed names; a guard against a hand-edited file
-        raise SweepError(f"{sweep_dir / SPEC_FILE}: two runs share a folder name")
     return planned, new
 
 
 def eval_data_problem(base: Config, swept_keys: set[str], evaluation: EvalSettings) -> str | None:
     """Why the sweep cannot rank its runs on one held-out set, or None."""
     if evaluation.eval_file:
-        return (
-            None
-            if Path(evaluation.eval_file).exists()
-            else f"--eval-file {evaluation.eval_file}: no such file"
-        )
+        if evaluation.eval_file.startswith("builtin:") or Path(evaluation.eval_file).exists():
+            return None
+        return f"--eval-file {evaluation.eval_file}: no such file"
     if base.stage != "dpo":
         return (
             f"the base config is stage: {base.stage}; the sweep ranks runs on held-out preference pairs: "
@@ -210,7 +205,9 @@ def eval_data_problem(base: Config, swept_keys: set[str], evaluation: EvalSettin
 
 def resolved_evaluation(base: Config, evaluation: EvalSettings) -> dict[str, Any]:
     """The evaluation as recorded in sweep.json (and compared on a rerun)."""
-    data = str(Path(evaluation.eval_file).resolve()) if evaluation.eval_file else HELDOUT_FILE
+    data = evaluation.eval_file or HELDOUT_FILE
+    if not data.startswith("builtin:") and data != HELDOUT_FILE:
+        data = str(Path(data).resolve())
     return {
         "data": data,
         "max_samples": evaluation.max_samples,
