@@ -62,6 +62,15 @@ def runs_dir(trained, tmp_path_factory) -> Path:
     (broken / "metrics.jsonl").write_bytes(
         b'{"step": 1, "loss": NaN}\n\xff\xfe garbage\n[1, 2]\n{"step": 2, "loss": Infinity}\n{"step": 3, "lo'
     )
+    odd = root / "odd-types"  # valid JSON, every field the wrong type
+    odd.mkdir()
+    (odd / "prefkit_run.json").write_text(json.dumps({"status": ["finished"], "global_step": "many"}))
+    (odd / "training_config.json").write_text(
+        json.dumps(
+            {"stage": ["dpo"], "config": {"max_steps": "ten", "logging_steps": {}, "learning_rate": []}}
+        )
+    )
+    (odd / "metrics.jsonl").write_text('{"step": "one", "loss": "low"}\n{"step": true}\n')
     (root / ".hidden" / "run").mkdir(parents=True)
     (root / ".hidden" / "run" / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
     # Links that lead out of the runs directory: a folder, and a run's metrics file.
@@ -130,7 +139,9 @@ def runs_by_name(server) -> dict[str, dict]:
 
 def test_the_runs_list_finds_every_run_with_its_status(server):
     runs = runs_by_name(server)
-    assert set(runs) == {"finished", "main-format-running", "stopped", "deep/er/nested", "broken", "leaky"}
+    assert set(runs) == {
+        "finished", "main-format-running", "stopped", "deep/er/nested", "broken", "leaky", "odd-types"
+    }  # fmt: skip
     assert runs["finished"]["status"] == "finished"
     assert runs["main-format-running"]["status"] == "running"
     assert runs["stopped"]["status"] == "interrupted"
@@ -204,6 +215,11 @@ def test_broken_files_are_named_and_never_a_500(server):
     assert any("training_config.json: not valid JSON" in p for p in config["problems"])
     status, detail = get_json(server, f"/ui/api/runs/{run_id}")
     assert status == 200 and detail["status"] == "unknown" and detail["step"] == 2
+    odd = folder_id("run", "odd-types")
+    for path in ("", "/metrics", "/config", "/evals"):
+        assert get_json(server, f"/ui/api/runs/{odd}{path}")[0] == 200, path
+    detail = get_json(server, f"/ui/api/runs/{odd}")[1]
+    assert (detail["status"], detail["step"], detail["max_steps"]) == ("unknown", None, None)
 
 
 def test_nothing_outside_the_runs_directory_is_read(server):

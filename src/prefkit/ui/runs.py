@@ -160,6 +160,11 @@ def run_status(
     )
 
 
+def _count(value: Any) -> bool:
+    """Whether ``value`` is a positive whole number (a file read as it is may hold anything anywhere)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def key_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The settings that tell runs apart at a glance, leaving out those that do nothing in this run."""
     stage, loss = config.get("stage"), config.get("pref_loss")
@@ -174,7 +179,7 @@ def key_settings(config: dict[str, Any]) -> dict[str, Any]:
         ignored.add("lora_rank")
     if config.get("gradient_accumulation_steps") == 1:
         ignored.add("gradient_accumulation_steps")
-    if isinstance(config.get("max_steps"), int) and config["max_steps"] > 0:
+    if _count(config.get("max_steps")):
         ignored.add("num_train_epochs")
     else:
         ignored.add("max_steps")
@@ -230,8 +235,9 @@ class RunsDir:
         if (run.path / METRICS).is_symlink() and contained(self.root, run.path / METRICS) is None:
             problems.append(f"{METRICS}: leads outside the runs directory (a symlink?); not read")
         records = tail(self.root, run.path / METRICS)
-        steps = [r["step"] for r in records if isinstance(r.get("step"), int)]
+        steps = [r["step"] for r in records if _count(r.get("step"))]
         step = steps[-1] if steps else (marker or {}).get("global_step")
+        step = step if _count(step) else None
         latest: dict[str, Any] = {}
         for r in records:
             latest.update({k: r[k] for k in LATEST if k in r})
@@ -240,7 +246,8 @@ class RunsDir:
         gap = self._typical_gap(config, started, activity, step)
         status, why = run_status(marker, marker_problem, activity, gap, now or time.time())
         stage = record.get("stage") or config.get("stage")
-        method = record.get("pref_loss") or config.get("pref_loss") if stage == "dpo" else stage
+        method = (record.get("pref_loss") or config.get("pref_loss")) if stage == "dpo" else stage
+        max_steps = config.get("max_steps")
         return {
             "id": run.id,
             "name": run.name,
@@ -251,7 +258,7 @@ class RunsDir:
             "model": record.get("model_name_or_path") or config.get("model_name_or_path"),
             "settings": key_settings(config),
             "step": step,
-            "max_steps": config.get("max_steps") if (config.get("max_steps") or 0) > 0 else None,
+            "max_steps": max_steps if _count(max_steps) else None,
             "latest": latest,
             "updated": activity,
             "train_seconds": (marker or {}).get("train_seconds"),
@@ -274,10 +281,10 @@ class RunsDir:
         config: dict[str, Any], started: float | None, activity: float | None, step: Any
     ) -> float | None:
         """Seconds between log records so far: (last write - start) / records logged."""
-        if started is None or activity is None or not isinstance(step, int) or step <= 0:
+        if started is None or activity is None or not _count(step):
             return None
         every = config.get("logging_steps")
-        logged = step / every if isinstance(every, int | float) and every > 0 else step
+        logged = step / every if _count(every) else step
         return max(0.0, activity - started) / max(1.0, logged)
 
     def config(self, run: Folder) -> dict[str, Any]:

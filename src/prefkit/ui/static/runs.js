@@ -1,6 +1,6 @@
 // The Runs tab: the list of runs, one run (live curves, config, evaluations), and runs overlaid.
 
-import { getJSON } from "./api.js";
+import { AuthError, getJSON } from "./api.js";
 import { COLOURS, lineChart, pointsOf } from "./chart.js";
 import { ago, append, clear, fmt, h } from "./dom.js";
 
@@ -91,17 +91,24 @@ export class MetricsFeed {
   }
 }
 
-// A view that refreshes itself; stop() ends its timer when the page moves on.
+// A view that refreshes itself; stop() ends its timer when the page moves on. After an error it says so
+// and tries again a little later (a server restarting, a run folder being replaced), except when the key
+// is refused: then the page asks for it and rebuilds the view.
 function every(ms, work, onError) {
   let timer = null;
   let stopped = false;
   const run = async () => {
+    let next = ms;
     try {
-      const next = await work();
-      if (!stopped) timer = setTimeout(run, typeof next === "number" ? next : ms);
+      const asked = await work();
+      if (typeof asked === "number") next = asked;
     } catch (err) {
-      if (!stopped) onError(err);
+      if (stopped) return;
+      onError(err);
+      if (err instanceof AuthError) return;
+      next = Math.max(ms, IDLE_POLL_MS);
     }
+    if (!stopped) timer = setTimeout(run, next);
   };
   run();
   return () => {
