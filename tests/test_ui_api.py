@@ -322,7 +322,7 @@ def test_the_page_builds_no_html_from_strings_and_loads_nothing_from_elsewhere()
         assert not urls, (path.name, urls)
 
 
-def test_the_ui_command_refuses_a_missing_folder_and_adapters_without_a_model(tmp_path):
+def test_the_commands_refuse_a_missing_runs_folder_and_adapters_without_a_model(tmp_path):
     def prefkit(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "prefkit", *args], capture_output=True, text=True, timeout=120
@@ -332,3 +332,6 @@ def test_the_ui_command_refuses_a_missing_folder_and_adapters_without_a_model(tm
     assert missing.returncode == 2 and f"--runs {tmp_path / 'nope'}: not a folder" in missing.stderr
     lonely = prefkit("ui", "--runs", str(tmp_path), "--adapter", f"a={tmp_path}")
     assert lonely.returncode == 2 and "--adapter needs --model" in lonely.stderr
+    # serve: --runs alone turns the page on, and its folder is checked before any model is loaded.
+    serve = prefkit("serve", "--model", str(tmp_path / "no-model"), "--runs", str(tmp_path / "nope"))
+    assert serve.returncode == 2 and f"--runs {tmp_path / 'nope'}: not a folder" in serve.stderr

@@ -40,6 +40,18 @@ def runs_dir(browser_paths, tiny_model_dir, tmp_path_factory) -> Path:
     train_run(root, "sigmoid", tiny_model_dir)
     train_run(root, "simpo", tiny_model_dir, "pref_loss=simpo", "learning_rate=1e-2")
     shutil.copytree(root / "sigmoid", root / HOSTILE)
+    # A `prefkit eval` report in the sigmoid run: eval.json, eval.md and generations.jsonl as it writes them.
+    report = root / "sigmoid" / "eval-test"
+    report.mkdir()
+    settings = {"model": "tiny", "adapter": str(root / "sigmoid"), "data": ["test.jsonl"], "pairs": 16}
+    metrics = {"preference": {"accuracy": 0.875, "margin": 0.5}, "generation": {"relevance": 0.25}}
+    baseline = {"preference": {"accuracy": 0.5, "margin": 0.0}, "generation": {"relevance": 0.2}}
+    (report / "eval.json").write_text(
+        json.dumps({"settings": settings, "model": metrics, "baseline": baseline})
+    )
+    (report / "eval.md").write_text("# prefkit eval: tiny\n\n<script>window.__pwned=4</script>\n")
+    sample = {"prompt": "Can you help?", "reply": "<b>Yes</b>", "baseline_reply": "No."}
+    (report / "generations.jsonl").write_text(json.dumps(sample) + "\n")
     return root
 
 
@@ -129,6 +141,17 @@ new MutationObserver(() => {
 """
 
 
+# Records when the page starts each request to /v1/chat/completions.
+SENT = """
+window.__sent = [];
+const fetch = window.fetch;
+window.fetch = (url, ...rest) => {
+  if (String(url).includes('chat/completions')) window.__sent.push(performance.now());
+  return fetch(url, ...rest);
+};
+"""
+
+
 def send(driver, view: str, text: str) -> None:
     box = driver.find_element("css selector", f"#{view} textarea")
     box.send_keys(text)
@@ -189,6 +212,12 @@ def test_a_run_shows_its_curves_and_its_config(driver, runs_dir):
         ".map(r => [r.cells[0]?.textContent, r.cells[1]?.textContent]))",
     )
     assert config["pref_loss"] == "sigmoid" and config["learning_rate"] == "0.005"
+    evaluation = wait(driver, "return document.querySelector('#view-runs article.eval')?.textContent")
+    assert "sigmoid/eval-test" in evaluation and "accuracy0.50.875+0.375" in evaluation
+    assert "<b>Yes</b>" in evaluation and "<script>window.__pwned=4</script>" in evaluation  # as text
+    assert driver.execute_script("return document.querySelectorAll('main script').length") == 0
+    bold = driver.execute_script("return [...document.querySelectorAll('main b')].map(b => b.textContent)")
+    assert set(bold) <= {"baseline: ", "model: "}  # the page's own labels; the reply's <b> stayed text
     shot(driver, "run")
 
 
@@ -235,14 +264,14 @@ def test_side_by_side_streams_two_models_at_once(driver, client):
     assert models == ["tiny", "sigmoid"]  # the base and the first adapter
     set_chat_settings(driver, "view-side")
     driver.execute_script(WATCH, "view-side")
+    driver.execute_script(SENT)
     prompt = "Tell me about real-time bidding."
     send(driver, "view-side", prompt)
     wait(driver, all_done("view-side"))
     assert replies(driver, "view-side") == [greedy_reply(client, m, prompt) for m in models]
-    seen = driver.execute_script("return window.__seen")
-    first = {p: min(t for q, t, n, _ in seen if q == p and n > 0) for p in (0, 1)}
-    done = {p: min(t for q, t, _, s in seen if q == p and s == "done") for p in (0, 1)}
-    assert first[0] < done[1] and first[1] < done[0], (first, done)  # both streams were in flight together
+    sent = driver.execute_script("return window.__sent")
+    done = [t for _, t, _, state in driver.execute_script("return window.__seen") if state == "done"]
+    assert len(sent) == 2 and max(sent) < min(done), (sent, done)  # both requests were in flight together
     shot(driver, "side-by-side")
 
 

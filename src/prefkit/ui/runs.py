@@ -27,6 +27,7 @@ import hashlib
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,10 +97,10 @@ def scan(root: Path) -> Scan:
     """Every run and evaluation folder under ``root`` (resolved), breadth first."""
     runs: dict[str, Folder] = {}
     evals: dict[str, Folder] = {}
-    queue: list[tuple[Path, str, int]] = [(root, ".", 0)]
+    queue: deque[tuple[Path, str, int]] = deque([(root, ".", 0)])
     visited = 0
     while queue and visited < MAX_FOLDERS:
-        path, name, depth = queue.pop(0)
+        path, name, depth = queue.popleft()
         visited += 1
         try:
             with os.scandir(path) as entries:
@@ -205,8 +206,11 @@ class RunsDir:
         return runs
 
     def scan(self, fresh: bool = False) -> Scan:
+        """The folders found; ``fresh`` rescans unless the last scan is under half a second old (so that
+        requests naming ids that do not exist cannot make the server walk the folder again and again)."""
         with self._lock:
-            if fresh or self._scan is None or time.monotonic() - self._scanned_at > self.ttl:
+            age = time.monotonic() - self._scanned_at
+            if self._scan is None or age > self.ttl or (fresh and age > 0.5):
                 self._scan = scan(self.root)
                 self._scanned_at = time.monotonic()
             return self._scan

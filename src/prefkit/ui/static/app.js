@@ -1,6 +1,6 @@
 // The page: tabs (Runs, Chat, Side by side), the address bar's #hash as the route, and the API key.
 
-import { AuthError, forgetApiKey, getJSON, setApiKey } from "./api.js";
+import { AuthError, apiKey, forgetApiKey, getJSON, setApiKey } from "./api.js";
 import { chatView } from "./chat.js";
 import { append, clear, h } from "./dom.js";
 import { compareView, evalView, runView, runsList } from "./runs.js";
@@ -86,12 +86,12 @@ async function start() {
   try {
     info = await getJSON("ui/api/info");
   } catch (err) {
-    if (err instanceof AuthError) return askForKey(sessionStorage.length ? err.message : "");
+    if (err instanceof AuthError) return askForKey(apiKey() ? err.message : ""); // no reproach the first time
     append(clear(views.runs), [h("p", { class: "error" }, `Cannot reach the server: ${err.message}`)]);
     views.runs.hidden = false;
     return;
   }
-  forgetButton.hidden = !sessionStorage.getItem("prefkit.apiKey");
+  forgetButton.hidden = !apiKey();
   document.getElementById("where").textContent = `runs in ${info.runs_dir}${info.chat ? "" : " · no model served"}`;
   route();
 }
