@@ -24,6 +24,7 @@ interrupted for a while and comes back to running at its next write. A marker th
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 import time
@@ -146,7 +147,7 @@ def run_status(
     if marker is not None:
         status = marker.get("status") if isinstance(marker, dict) else None
         if status == "finished":
-            return "finished", "the run marker says finished"
+            return "finished", ""
         if status not in UNFINISHED:
             return "unknown", f"{RUN_MARKER}: status {str(status)[:40]!r} is not one prefkit writes"
     if activity is None:
@@ -360,8 +361,6 @@ NOT_COMPARED = {"output_dir", "overwrite_output_dir", "resume_from_checkpoint", 
 
 def differing_settings(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """{setting: its value in each run} for the resolved settings whose values are not all equal."""
-    import json
-
     keys = sorted({k for c in configs for k in c} - NOT_COMPARED)
     out = {}
     for key in keys:

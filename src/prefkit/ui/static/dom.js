@@ -37,7 +37,7 @@ export function fmt(value) {
   if (typeof value === "number") {
     if (Number.isInteger(value) && Math.abs(value) < 1e7) return String(value);
     const abs = Math.abs(value);
-    if (abs !== 0 && (abs < 1e-3 || abs >= 1e6)) return value.toExponential(2);
+    if (abs !== 0 && (abs < 1e-3 || abs >= 1e6)) return Number(value.toPrecision(4)).toExponential();
     return String(Number(value.toPrecision(4)));
   }
   if (typeof value === "object") return JSON.stringify(value);
