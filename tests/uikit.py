@@ -107,11 +107,12 @@ def find_browser() -> tuple[str, str] | str:
         (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
     )
     driver = os.environ.get("PREFKIT_CHROMEDRIVER") or shutil.which("chromedriver")
+    binary, driver = (p if p and os.access(p, os.X_OK) else None for p in (binary, driver))
     if not binary or not driver:
         missing = " and ".join(n for n, p in (("chromium", binary), ("chromedriver", driver)) if not p)
         return (
-            f"no {missing} found: install them (Debian: apt-get install chromium chromium-driver; .ci/run "
-            "does) or set PREFKIT_CHROMIUM / PREFKIT_CHROMEDRIVER"
+            f"no {missing} found: install chromium and its driver (Debian: apt-get install chromium "
+            "chromium-driver; .ci/run does) or set PREFKIT_CHROMIUM / PREFKIT_CHROMEDRIVER"
         )
     return binary, driver
 
