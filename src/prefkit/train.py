@@ -23,6 +23,7 @@ from prefkit.data.load import prepare_data
 from prefkit.distributed import mislaunch_warning
 from prefkit.env import cache_dir
 from prefkit.errors import PrefkitError
+from prefkit.evaluate.training import generation_eval_for
 from prefkit.losses import LOSSES, LossParams
 from prefkit.models import load_for_training, resolve_first, trainable_parameters
 from prefkit.runs import RUN_FILE, clear_run, plan_start, write_json_atomic
@@ -164,6 +165,7 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
     model = model_path(config)
     loaded = load_for_training(config, model, needs_reference)
     prepared = prepare_data(config, loaded.tokenizer)
+    generation_eval = generation_eval_for(config, loaded.tokenizer, prepared.eval_examples)
     args = training_arguments(config)
     if config.eval_strategy != "no" and prepared.eval is None:
         raise PrefkitError(
@@ -218,6 +220,7 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
         eval_dataset=prepared.eval,
         data_collator=collator,
         callbacks=[MetricsJsonl(output_dir / METRICS_FILE), *(callbacks or [])],
+        generation_eval=generation_eval,
     )
     if state.is_main_process:
         write_json_atomic(

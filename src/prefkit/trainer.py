@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,7 @@ class PrefTrainer(Trainer):
         loaded: LoadedModel,
         pref_loss: str = "sigmoid",
         loss_params: LossParams | None = None,
+        generation_eval: Callable[[Any], dict[str, Any]] | None = None,
         **kwargs: Any,
     ) -> None:
         if kwargs.get("data_collator") is not None:
@@ -102,6 +104,9 @@ class PrefTrainer(Trainer):
         self._tokens_since_log = 0
         self._last_log_time = time.perf_counter()
         self._staging: Path | None = None
+        # eval_generate: called with the model at each evaluation; its metrics join the eval logs (and so
+        # are visible to metric_for_best_model). See prefkit.evaluate.training.
+        self.generation_eval = generation_eval
         self.nonfinite = NonFiniteGuard(
             getattr(self.args, "max_nonfinite_steps", 3),
             any_process=self._any_process,
@@ -230,6 +235,8 @@ class PrefTrainer(Trainer):
         prefix = "eval_" if mode == "eval" else ""
         logs.update({prefix + k: v for k, v in averaged.items()})
         self._metrics[mode].clear()
+        if mode == "eval" and self.generation_eval is not None:
+            logs.update({f"eval_{k}": v for k, v in self.generation_eval(self.model).items()})
         if mode == "train" and "loss" in logs:
             now = time.perf_counter()
             logs["tokens_per_second"] = self._tokens_since_log / max(now - self._last_log_time, 1e-9)
