@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from uikit import train_run
+from uikit import train_run, write_eval
 
 from prefkit.serve.process import ServerProcess
 from prefkit.ui.metrics import read_since
@@ -83,22 +83,9 @@ def runs_dir(trained, tmp_path_factory) -> Path:
     (leaky / "training_config.json").symlink_to(outside / "secret.txt")
     (leaky / "metrics.jsonl").symlink_to(outside / "secret.txt")
     # Evaluations: one inside a run, one elsewhere naming a run as its adapter, one of no run here.
-    report = {
-        "settings": {"model": "tiny", "adapter": str(root / "finished"), "data": ["test.jsonl"], "pairs": 4},
-        "model": {"preference": {"accuracy": 0.75, "margin": float("nan")}, "generation": {"relevance": 0.5}},
-        "baseline": {"preference": {"accuracy": 0.5}, "generation": {"relevance": 0.4}},
-    }
-    for folder, settings in (
-        (root / "finished" / "eval-inside", {}),
-        (root / "evals" / "named", {}),
-        (root / "evals" / "loose", {"adapter": "/somewhere/else"}),
-    ):
-        folder.mkdir(parents=True)
-        (folder / "eval.json").write_text(
-            json.dumps({**report, "settings": {**report["settings"], **settings}})
-        )
-        (folder / "eval.md").write_text("# prefkit eval\n<script>alert(1)</script>\n")
-        (folder / "generations.jsonl").write_text(json.dumps({"prompt": "p", "reply": "<b>r</b>"}) + "\n")
+    write_eval(root / "finished" / "eval-inside", root / "finished")
+    write_eval(root / "evals" / "named", root / "finished")
+    write_eval(root / "evals" / "loose", Path("/somewhere/else"))
     return root
 
 
@@ -275,8 +262,9 @@ def test_evaluations_belong_to_their_runs(server):
     status, evals = get_json(server, f"/ui/api/runs/{runs['finished']['id']}/evals")
     assert status == 200 and len(evals["evals"]) == 2
     one = evals["evals"][0]
-    assert one["report"]["model"]["preference"] == {"accuracy": 0.75, "margin": None}
-    assert "<script>" in one["markdown"] and one["samples"] == [{"prompt": "p", "reply": "<b>r</b>"}]
+    assert one["report"]["model"]["preference"] == {"accuracy": 0.875, "margin": None}  # NaN: null
+    assert one["markdown"].startswith("# prefkit eval: tiny + ") and "<script>" in one["markdown"]
+    assert [s["reply"] for s in one["samples"]] == ["<b>Yes</b>"] and one["problems"] == []
     status, loose = get_json(server, f"/ui/api/evals/{listing['evals'][0]['id']}")
     assert status == 200 and loose["report"]["settings"]["adapter"] == "/somewhere/else"
 

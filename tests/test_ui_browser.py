@@ -15,7 +15,7 @@ from pathlib import Path
 import openai
 import pytest
 from transformers import TrainerCallback
-from uikit import ARTIFACTS, build_reply_adapter, find_browser, start_browser, train_run
+from uikit import ARTIFACTS, build_reply_adapter, find_browser, start_browser, train_run, write_eval
 
 from prefkit.serve.process import ServerProcess
 from prefkit.ui.runs import folder_id
@@ -40,18 +40,7 @@ def runs_dir(browser_paths, tiny_model_dir, tmp_path_factory) -> Path:
     train_run(root, "sigmoid", tiny_model_dir)
     train_run(root, "simpo", tiny_model_dir, "pref_loss=simpo", "learning_rate=1e-2")
     shutil.copytree(root / "sigmoid", root / HOSTILE)
-    # A `prefkit eval` report in the sigmoid run: eval.json, eval.md and generations.jsonl as it writes them.
-    report = root / "sigmoid" / "eval-test"
-    report.mkdir()
-    settings = {"model": "tiny", "adapter": str(root / "sigmoid"), "data": ["test.jsonl"], "pairs": 16}
-    metrics = {"preference": {"accuracy": 0.875, "margin": 0.5}, "generation": {"relevance": 0.25}}
-    baseline = {"preference": {"accuracy": 0.5, "margin": 0.0}, "generation": {"relevance": 0.2}}
-    (report / "eval.json").write_text(
-        json.dumps({"settings": settings, "model": metrics, "baseline": baseline})
-    )
-    (report / "eval.md").write_text("# prefkit eval: tiny\n\n<script>window.__pwned=4</script>\n")
-    sample = {"prompt": "Can you help?", "reply": "<b>Yes</b>", "baseline_reply": "No."}
-    (report / "generations.jsonl").write_text(json.dumps(sample) + "\n")
+    write_eval(root / "sigmoid" / "eval-test", root / "sigmoid")  # a prefkit eval report in the run
     return root
 
 
@@ -215,6 +204,7 @@ def test_a_run_shows_its_curves_and_its_config(driver, runs_dir):
     evaluation = wait(driver, "return document.querySelector('#view-runs article.eval')?.textContent")
     assert "sigmoid/eval-test" in evaluation and "accuracy0.50.875+0.375" in evaluation
     assert "<b>Yes</b>" in evaluation and "<script>window.__pwned=4</script>" in evaluation  # as text
+    assert "# prefkit eval: tiny" in evaluation  # eval.md, as text
     assert driver.execute_script("return document.querySelectorAll('main script').length") == 0
     bold = driver.execute_script("return [...document.querySelectorAll('main b')].map(b => b.textContent)")
     assert set(bold) <= {"baseline: ", "model: "}  # the page's own labels; the reply's <b> stayed text

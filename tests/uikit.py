@@ -46,6 +46,32 @@ def train_run(
     return root / name
 
 
+def write_eval(folder: Path, adapter: Path, reply: str = "<b>Yes</b>") -> Path:
+    """An evaluation folder as `prefkit eval --baseline` writes it (eval.json, eval.md, generations.jsonl),
+    with made-up scores: the page's tests need its files, not a real measurement."""
+    from prefkit.evaluate.report import write_reports
+
+    report = {
+        "settings": {
+            "model": "tiny",
+            "adapter": str(adapter),
+            "data": ["test.jsonl"],
+            "pairs": 16,
+            "sampling": {"do_sample": False, "max_new_tokens": 32},
+        },
+        "model": {
+            "preference": {"accuracy": 0.875, "margin": float("nan")},
+            "generation": {"relevance": 0.25},
+        },
+        "baseline": {"preference": {"accuracy": 0.5, "margin": 0.0}, "generation": {"relevance": 0.2}},
+        "judge": None,
+    }
+    prompt = "Can you help? <script>window.__pwned=4</script>"
+    generations = [{"prompt": prompt, "chosen": "Yes.", "reply": reply, "baseline_reply": "No."}]
+    write_reports(folder, report, generations)
+    return folder
+
+
 def build_reply_adapter(model_dir: Path, path: Path, reply: str) -> Path:
     """A LoRA adapter on the tiny model whose greedy reply to any chat prompt is exactly ``reply``.
 

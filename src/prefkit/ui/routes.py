@@ -19,10 +19,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from prefkit.evaluate.compare import Run, differing_settings
 from prefkit.serve.auth import check_api_key
 from prefkit.serve.errors import APIError
 from prefkit.ui.metrics import read_since
-from prefkit.ui.runs import METRICS, RunsDir, differing_settings
+from prefkit.ui.runs import METRICS, RunsDir
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -146,11 +147,13 @@ def ui_router(runs: RunsDir, *, api_key: str | None, chat: bool) -> APIRouter:
         if not 1 <= len(run_id) <= MAX_COMPARED:
             raise APIError(400, f"name 1 to {MAX_COMPARED} runs: ?id=A&id=B", param="id")
         chosen = [find(i) for i in run_id]
-        configs = [runs.config(run)["record"] or {} for run in chosen]
-        resolved = [c.get("config") if isinstance(c.get("config"), dict) else {} for c in configs]
-        return _json(
-            {"runs": [runs.summary(run) for run in chosen], "differing": differing_settings(resolved)}
+        records = [runs.config(run)["record"] or {} for run in chosen]
+        resolved = [r.get("config") if isinstance(r.get("config"), dict) else {} for r in records]
+        # prefkit compare's own rule for which settings differ (output_dir and the like left out)
+        differing = differing_settings(
+            [Run(r.name, r.path, c, [], {}) for r, c in zip(chosen, resolved, strict=True)]
         )
+        return _json({"runs": [runs.summary(run) for run in chosen], "differing": differing})
 
     router.include_router(api)
     return router

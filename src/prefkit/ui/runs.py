@@ -24,7 +24,6 @@ interrupted for a while and comes back to running at its next write. A marker th
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 import time
@@ -353,19 +352,3 @@ class RunsDir:
             "samples": samples,
             "problems": [p for p in (problem, md_problem) if p],
         }
-
-
-# Settings that differ between any two runs by nature, not by choice (as prefkit compare leaves them out).
-NOT_COMPARED = {"output_dir", "overwrite_output_dir", "resume_from_checkpoint", "config_file"}
-
-
-def differing_settings(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """{setting: its value in each run} for the resolved settings whose values are not all equal."""
-    keys = sorted({k for c in configs for k in c} - NOT_COMPARED)
-    out = {}
-    for key in keys:
-        values = [c.get(key) for c in configs]
-        shown = {json.dumps(v, sort_keys=True, default=str) for v in values}
-        if len(shown) > 1:
-            out[key] = values
-    return out
