@@ -25,7 +25,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Check and convert datasets.")
 app.add_typer(data_app, name="data")
-app.add_typer(use_app)  # chat, generate, export, serve
+app.add_typer(use_app)  # chat, generate, export, serve, ui
 app.add_typer(sweep_app)  # sweep
 
 console = Console(soft_wrap=True)  # never wrap: lines carry paths people copy

@@ -1,5 +1,5 @@
-"""The commands that use a trained model: `prefkit chat`, `generate`, `export` and `serve` (a thin skin
-over prefkit.chat, prefkit.batch_generate, prefkit.export and prefkit.serve)."""
+"""The commands that use a trained model: `prefkit chat`, `generate`, `export`, `serve` and `ui` (a thin
+skin over prefkit.chat, prefkit.batch_generate, prefkit.export, prefkit.serve and prefkit.ui)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,14 @@ TopP = Annotated[
 TopK = Annotated[int | None, typer.Option(help="Sample among the k most likely tokens (0: off).")]
 RepetitionPenalty = Annotated[float | None, typer.Option(help="Penalty for repeated tokens (1: off).")]
 Seed = Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")]
+ApiKey = Annotated[
+    str | None,
+    typer.Option(
+        envvar="PREFKIT_API_KEY",
+        help="Require 'Authorization: Bearer KEY' on /v1 and /ui/api (or $PREFKIT_API_KEY).",
+    ),
+]
+LogLevel = Annotated[str, typer.Option(help="uvicorn log level: debug, info, warning, error.")]
 
 
 def _candidates(model: str) -> str | list[str]:
@@ -290,12 +298,7 @@ def serve(
     ] = None,
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0: any free one).")] = 8000,
-    api_key: Annotated[
-        str | None,
-        typer.Option(
-            envvar="PREFKIT_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1 (or $PREFKIT_API_KEY)."
-        ),
-    ] = None,
+    api_key: ApiKey = None,
     served_model_name: Annotated[
         str | None, typer.Option(help="The base model's name in the API (default: --model).")
     ] = None,
@@ -317,7 +320,14 @@ def serve(
     dtype: Dtype = "auto",
     device: Device = "auto",
     threads: Threads = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level: debug, info, warning, error.")] = "info",
+    log_level: LogLevel = "info",
+    ui: Annotated[
+        bool, typer.Option("--ui", help="Also serve the web page at / (runs and a chat; see docs/ui.md).")
+    ] = False,
+    runs: Annotated[
+        Path | None,
+        typer.Option(help="The folder whose prefkit runs the page shows (implies --ui; default: here)."),
+    ] = None,
 ) -> None:
     """An OpenAI-compatible HTTP server for the model and its adapters (/v1/chat/completions, ...)."""
     from prefkit.cli import _fail, _setup_logging
@@ -355,6 +365,58 @@ def serve(
             device=device,
             threads=threads,
             log_level=log_level,
+            ui_runs=runs if runs is not None else (Path(".") if ui else None),
+        )
+    except USER_ERRORS as err:
+        raise _fail(str(err)) from None
+
+
+@use_app.command()
+def ui(
+    runs: Annotated[
+        Path, typer.Option(help="The folder whose prefkit runs (and evaluations) the page shows.")
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(help="Also serve this base model for the page's chat (as prefkit serve --model)."),
+    ] = None,
+    adapter: Annotated[
+        list[str] | None, typer.Option(help="NAME=PATH of a LoRA adapter to chat with; repeatable.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0: any free one).")] = 8000,
+    api_key: ApiKey = None,
+    served_model_name: Annotated[
+        str | None, typer.Option(help="The base model's name in the chat (default: --model).")
+    ] = None,
+    template: Template = None,
+    dtype: Dtype = "auto",
+    device: Device = "auto",
+    threads: Threads = None,
+    log_level: LogLevel = "info",
+) -> None:
+    """The web page for a folder of runs: status, live curves, configs, evaluations, overlays; with
+    --model, a chat with the model and its adapters (prefkit serve --ui with fewer options)."""
+    from prefkit.cli import _fail, _setup_logging
+    from prefkit.errors import USER_ERRORS
+    from prefkit.inference import parse_adapters
+    from prefkit.ui import serve_ui
+
+    _setup_logging()
+    if adapter and model is None:
+        raise _fail("--adapter needs --model (the base model the adapters were trained on)")
+    options = {"served_model_name": served_model_name, "template": template, "dtype": dtype}
+    options |= {"device": device, "threads": threads}
+    try:
+        serve_ui(
+            runs,
+            _candidates(model) if model is not None else None,
+            parse_adapters(adapter or []),
+            host=host,
+            port=port,
+            api_key=api_key or os.environ.get("PREFKIT_API_KEY") or None,
+            log_level=log_level,
+            **(options if model is not None else {}),
         )
     except USER_ERRORS as err:
         raise _fail(str(err)) from None

@@ -5,6 +5,7 @@
 
 It binds a free loopback port (``--port 0``), waits until ``/health`` answers, and on exit stops the
 server with SIGTERM (SIGKILL if it does not stop in time). The server's output goes to ``log``.
+``command="ui"`` runs ``prefkit ui`` instead (the web page, with or without a model).
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ class ServerProcess:
         log: Path | None = None,
         env: dict[str, str] | None = None,
         startup_timeout: float = 120.0,
+        command: str = "serve",
     ) -> None:
         self.args = args
+        self.command = command
         self._own_log = log is None  # a temporary file, removed on stop
         self.log_path = log or Path(tempfile.mkstemp(prefix="prefkit-serve-", suffix=".log")[1])
         self.env = env
@@ -53,7 +56,17 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         log_path = self.log_path
         self._log = log_path.open("wb")
-        command = [sys.executable, "-m", "prefkit", "serve", "--host", "127.0.0.1", "--port", "0", *self.args]
+        command = [
+            sys.executable,
+            "-m",
+            "prefkit",
+            self.command,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            *self.args,
+        ]
         self.process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})}
         )
@@ -62,18 +75,20 @@ class ServerProcess:
             if self.process.poll() is not None:
                 tail = self._tail()
                 self.stop()
-                raise RuntimeError(f"prefkit serve exited with {self.process.returncode}: {tail}")
+                raise RuntimeError(f"prefkit {self.command} exited with {self.process.returncode}: {tail}")
             if time.monotonic() > deadline:
                 tail = self._tail()
                 self.stop()
-                raise RuntimeError(f"prefkit serve did not start within {self.startup_timeout:g} s: {tail}")
+                raise RuntimeError(
+                    f"prefkit {self.command} did not start within {self.startup_timeout:g} s: {tail}"
+                )
             match = _LISTENING.search(log_path.read_bytes())
             if match:
                 self.port = int(match.group(1))
             time.sleep(0.1)
         while not self.healthy():
             if time.monotonic() > deadline:
-                raise RuntimeError("prefkit serve is listening but /health does not answer")
+                raise RuntimeError(f"prefkit {self.command} is listening but /health does not answer")
             time.sleep(0.1)
         return self
 

@@ -7,6 +7,8 @@ import logging
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from prefkit.engine import Engine
 from prefkit.errors import PrefkitError
@@ -60,6 +62,57 @@ def build_state(
     return ServerState(loaded, scheduler, limits, models, max_len, api_key)
 
 
+def warn_if_open(host: str, api_key: str | None) -> None:
+    if not _is_loopback(host) and api_key is None:
+        logger.warning(
+            "serving on %s without an API key: anyone who can reach this port can use it "
+            "(set --api-key or $PREFKIT_API_KEY)",
+            host,
+        )
+
+
+def run_app(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    limits: ServeLimits,
+    log_level: str,
+    command: str = "prefkit serve",
+    what: str = "OpenAI API under /v1",
+) -> None:
+    """Bind ``host:port``, print the address, and run ``app`` under uvicorn with the connection limits
+    until interrupted (Ctrl-C or SIGTERM stop it cleanly)."""
+    import uvicorn
+
+    protocol = type("GuardedH11", (GuardedH11Protocol,), {"header_timeout": limits.header_timeout})
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=protocol,
+        limit_concurrency=limits.max_connections,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=5,
+        log_level=log_level,
+    )
+    # Bind here rather than in uvicorn: port 0 becomes a real port we can print whatever the log level.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        raise PrefkitError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    print(f"{command}: listening on http://{shown}:{bound} ({what})", file=sys.stderr, flush=True)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
 def serve(
     model: str | Sequence[str],
     adapters: Sequence[AdapterSpec] = (),
@@ -74,16 +127,16 @@ def serve(
     device: str = "auto",
     threads: int | None = None,
     log_level: str = "info",
+    ui_runs: str | Path | None = None,
 ) -> None:
-    """Serve until interrupted (Ctrl-C or SIGTERM stop it cleanly)."""
-    import uvicorn
+    """Serve until interrupted (Ctrl-C or SIGTERM stop it cleanly). ``ui_runs``: also serve the web page
+    at ``/`` (runs under that folder, and a chat with the served models; see prefkit.ui)."""
+    warn_if_open(host, api_key)
+    runs = None
+    if ui_runs is not None:  # checked before the model loads, which can take minutes
+        from prefkit.ui import RunsDir
 
-    if not _is_loopback(host) and api_key is None:
-        logger.warning(
-            "serving on %s without an API key: anyone who can reach this port can use the model "
-            "(set --api-key or $PREFKIT_API_KEY)",
-            host,
-        )
+        runs = RunsDir.open(ui_runs)
     state = build_state(
         model,
         adapters,
@@ -95,45 +148,23 @@ def serve(
         device=device,
         threads=threads,
     )
-    names = ", ".join(f"'{m}'" for m in state.models)
-    logger.info(
-        "serving %s (max_model_len %d, max_batch %d, max_queue %d, max_tokens %d)%s",
-        names,
-        state.max_model_len,
-        state.limits.max_batch,
-        state.limits.max_queue,
-        state.limits.max_tokens,
-        "; API key required" if api_key else "",
-    )
-    protocol = type("GuardedH11", (GuardedH11Protocol,), {"header_timeout": state.limits.header_timeout})
-    config = uvicorn.Config(
-        create_app(state),
-        host=host,
-        port=port,
-        http=protocol,
-        limit_concurrency=state.limits.max_connections,
-        timeout_keep_alive=5,
-        timeout_graceful_shutdown=5,
-        log_level=log_level,
-    )
-    # Bind here rather than in uvicorn: port 0 becomes a real port we can print whatever the log level.
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
-    except OSError as err:
-        state.scheduler.stop()
-        raise PrefkitError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
-    bound = sock.getsockname()[1]
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
-    print(
-        f"prefkit serve: listening on http://{shown}:{bound} (OpenAI API under /v1)",
-        file=sys.stderr,
-        flush=True,
-    )
-    try:
-        uvicorn.Server(config).run(sockets=[sock])
+        app = create_app(state)
+        if runs is not None:
+            from prefkit.ui import mount_ui
+
+            mount_ui(app, runs, api_key=api_key, chat=True)
+        names = ", ".join(f"'{m}'" for m in state.models)
+        logger.info(
+            "serving %s (max_model_len %d, max_batch %d, max_queue %d, max_tokens %d)%s",
+            names,
+            state.max_model_len,
+            state.limits.max_batch,
+            state.limits.max_queue,
+            state.limits.max_tokens,
+            "; API key required" if api_key else "",
+        )
+        what = "OpenAI API under /v1" + (", the web page at /" if runs is not None else "")
+        run_app(app, host=host, port=port, limits=state.limits, log_level=log_level, what=what)
     finally:
         state.scheduler.stop()
-        sock.close()

@@ -1,0 +1,325 @@
+"""The web page's server side: a real `prefkit ui` process (no model) over a runs directory holding real
+tiny runs in every state, driven over raw HTTP -- run statuses, incremental metrics, path safety, the API
+key, the security headers, evaluations, comparisons, and broken files that must never give a 500."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from uikit import train_run, write_eval
+
+from prefkit.serve.process import ServerProcess
+from prefkit.ui.metrics import read_since
+from prefkit.ui.runs import STALE_AFTER, folder_id, run_status
+
+KEY = "sk-ui-test-" + "0123456789"
+STATIC = Path(__file__).parents[1] / "src" / "prefkit" / "ui" / "static"
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, tmp_path_factory) -> Path:
+    """One real finished run (sigmoid, 10 steps)."""
+    return train_run(tmp_path_factory.mktemp("trained"), "run", tiny_model_dir)
+
+
+def _age(folder: Path, seconds: float) -> None:
+    old = time.time() - seconds
+    for path in [folder, *folder.rglob("*")]:
+        os.utime(path, (old, old), follow_symlinks=False)
+
+
+@pytest.fixture(scope="module")
+def runs_dir(trained, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("runs")
+    shutil.copytree(trained, root / "finished")
+    # prefkit 0.1.0 writes the marker only at the end: a run in progress has none.
+    shutil.copytree(trained, root / "main-format-running")
+    (root / "main-format-running" / "prefkit_run.json").unlink()
+    # A marker that says running (as prefkit writes from the start), but nothing written for an hour.
+    shutil.copytree(trained, root / "stopped")
+    marker = {
+        "status": "running",
+        "files": ["metrics.jsonl", "training_config.json"],
+        "prefkit_version": "0.2",
+    }
+    (root / "stopped" / "prefkit_run.json").write_text(json.dumps(marker))
+    _age(root / "stopped", 3600)
+    shutil.copytree(trained, root / "deep" / "er" / "nested")
+    broken = root / "broken"
+    broken.mkdir()
+    (broken / "prefkit_run.json").write_text("{not json")
+    (broken / "training_config.json").write_text("[1, 2")
+    (broken / "metrics.jsonl").write_bytes(
+        b'{"step": 1, "loss": NaN}\n\xff\xfe garbage\n[1, 2]\n{"step": 2, "loss": Infinity}\n{"step": 3, "lo'
+    )
+    odd = root / "odd-types"  # valid JSON, every field the wrong type
+    odd.mkdir()
+    (odd / "prefkit_run.json").write_text(json.dumps({"status": ["finished"], "global_step": "many"}))
+    (odd / "training_config.json").write_text(
+        json.dumps(
+            {"stage": ["dpo"], "config": {"max_steps": "ten", "logging_steps": {}, "learning_rate": []}}
+        )
+    )
+    (odd / "metrics.jsonl").write_text('{"step": "one", "loss": "low"}\n{"step": true}\n')
+    (root / ".hidden" / "run").mkdir(parents=True)
+    (root / ".hidden" / "run" / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    # Links that lead out of the runs directory: a folder, and a run's metrics file.
+    outside = tmp_path_factory.mktemp("outside")
+    shutil.copytree(trained, outside / "secret-run")
+    (outside / "secret.txt").write_text("SECRET-CONTENT\n")
+    (root / "linked-run").symlink_to(outside / "secret-run", target_is_directory=True)
+    leaky = root / "leaky"
+    leaky.mkdir()
+    (leaky / "training_config.json").symlink_to(outside / "secret.txt")
+    (leaky / "metrics.jsonl").symlink_to(outside / "secret.txt")
+    # Evaluations: one inside a run, one elsewhere naming a run as its adapter, one of no run here.
+    write_eval(root / "finished" / "eval-inside", root / "finished")
+    write_eval(root / "evals" / "named", root / "finished")
+    write_eval(root / "evals" / "loose", Path("/somewhere/else"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(runs_dir, tmp_path_factory):
+    log = tmp_path_factory.mktemp("ui-server") / "server.log"
+    args = ["--runs", str(runs_dir), "--log-level", "warning"]
+    with ServerProcess(args, log=log, env={"PREFKIT_API_KEY": KEY}, command="ui") as process:
+        yield process
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} in a JSON answer: a browser's JSON.parse rejects it")
+
+
+def get(server, path: str, key: str | None = KEY) -> tuple[int, dict, str]:
+    """(status, headers, body) of a GET sent with ``path`` exactly as given (no normalisation)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"Bearer {key}"} if key else {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read().decode()
+    finally:
+        conn.close()
+
+
+def get_json(server, path: str, key: str | None = KEY) -> tuple[int, dict]:
+    status, _, body = get(server, path, key)
+    return status, json.loads(body, parse_constant=_no_constants)
+
+
+def runs_by_name(server) -> dict[str, dict]:
+    status, body = get_json(server, "/ui/api/runs")
+    assert status == 200
+    return {r["name"]: r for r in body["runs"]}
+
+
+def test_the_runs_list_finds_every_run_with_its_status(server):
+    runs = runs_by_name(server)
+    assert set(runs) == {
+        "finished", "main-format-running", "stopped", "deep/er/nested", "broken", "leaky", "odd-types"
+    }  # fmt: skip
+    assert runs["finished"]["status"] == "finished"
+    assert runs["main-format-running"]["status"] == "running"
+    assert runs["stopped"]["status"] == "interrupted"
+    assert "resume" in runs["stopped"]["status_detail"] and "1 h" in runs["stopped"]["status_detail"]
+    assert runs["broken"]["status"] == "unknown" and "not valid JSON" in runs["broken"]["status_detail"]
+    done = runs["finished"]
+    assert (done["stage"], done["method"], done["step"], done["max_steps"]) == ("dpo", "sigmoid", 10, 10)
+    assert done["model"].endswith("model")
+    assert done["settings"]["learning_rate"] == 5e-3 and done["settings"]["pref_beta"] == 0.1
+    assert "num_train_epochs" not in done["settings"]  # max_steps decides the length
+    assert set(done["latest"]) >= {"loss", "rewards/margins", "rewards/accuracies"}
+    assert done["id"] == folder_id("run", "finished")
+
+
+def test_status_goes_interrupted_after_a_quiet_spell_scaled_by_the_runs_pace():
+    now = 10_000.0
+    running = {"status": "running", "files": []}
+    assert run_status(running, None, now - 60, 5.0, now)[0] == "running"
+    assert run_status(running, None, now - STALE_AFTER - 1, 5.0, now)[0] == "interrupted"
+    # A run that logs every 100 s is not called interrupted after 6 quiet minutes.
+    assert run_status(running, None, now - 400, 100.0, now)[0] == "running"
+    assert run_status(None, None, now - 400, 100.0, now)[0] == "running"  # prefkit 0.1.0: no marker yet
+    assert run_status({"status": "finished"}, None, now - 1e6, None, now)[0] == "finished"
+    assert run_status({"status": "exploded"}, None, now, None, now)[0] == "unknown"
+
+
+def test_metrics_arrive_incrementally_and_a_line_being_written_waits(server, runs_dir, trained):
+    run_id = folder_id("run", "finished")
+    status, first = get_json(server, f"/ui/api/runs/{run_id}/metrics")
+    assert status == 200 and not first["reset"] and not first["more"]
+    steps = [r["step"] for r in first["records"] if "loss" in r]
+    assert steps == list(range(1, 11))
+    assert first["records"] == [
+        json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()
+    ]
+    status, again = get_json(server, f"/ui/api/runs/{run_id}/metrics?since={first['cursor']}")
+    assert again["records"] == [] and again["cursor"] == first["cursor"]
+
+    path = runs_dir / "finished" / "metrics.jsonl"
+    original = path.read_bytes()
+    try:
+        with path.open("ab") as f:  # what the trainer does: one record per line, appended
+            f.write(b'{"step": 11, "loss": 0.5')
+        _, partial = get_json(server, f"/ui/api/runs/{run_id}/metrics?since={first['cursor']}")
+        assert partial["records"] == []  # half a record is not shown, nor called broken
+        with path.open("ab") as f:
+            f.write(b', "rewards/margins": 1.5}\n')
+        _, whole = get_json(server, f"/ui/api/runs/{run_id}/metrics?since={partial['cursor']}")
+        assert whole["records"] == [{"step": 11, "loss": 0.5, "rewards/margins": 1.5}] and not whole["reset"]
+        # A resumed run rewrites the file without the records after its checkpoint: the client starts over.
+        tmp = path.with_name(".metrics.jsonl.tmp")
+        tmp.write_bytes(b"".join(original.splitlines(keepends=True)[:5]))
+        os.replace(tmp, path)
+        _, replaced = get_json(server, f"/ui/api/runs/{run_id}/metrics?since={whole['cursor']}")
+        assert replaced["reset"] and [r["step"] for r in replaced["records"]] == [1, 2, 3, 4, 5]
+    finally:
+        path.write_bytes(original)
+
+
+def test_broken_files_are_named_and_never_a_500(server):
+    run_id = folder_id("run", "broken")
+    status, metrics = get_json(server, f"/ui/api/runs/{run_id}/metrics")  # NaN and Infinity become null
+    assert status == 200
+    assert metrics["records"] == [{"step": 1, "loss": None}, {"step": 2, "loss": None}]
+    assert metrics["problems"] == [
+        "metrics.jsonl:2: not a JSON record; left out",
+        "metrics.jsonl:3: a JSON list, not a record; left out",
+    ]
+    status, config = get_json(server, f"/ui/api/runs/{run_id}/config")
+    assert status == 200 and config["record"] is None
+    assert any("training_config.json: not valid JSON" in p for p in config["problems"])
+    status, detail = get_json(server, f"/ui/api/runs/{run_id}")
+    assert status == 200 and detail["status"] == "unknown" and detail["step"] == 2
+    odd = folder_id("run", "odd-types")
+    for path in ("", "/metrics", "/config", "/evals"):
+        assert get_json(server, f"/ui/api/runs/{odd}{path}")[0] == 200, path
+    detail = get_json(server, f"/ui/api/runs/{odd}")[1]
+    assert (detail["status"], detail["step"], detail["max_steps"]) == ("unknown", None, None)
+
+
+def test_nothing_outside_the_runs_directory_is_read(server):
+    runs = runs_by_name(server)
+    assert "linked-run" not in runs  # a symlinked folder is not entered
+    leaky = runs["leaky"]
+    assert any("outside the runs directory" in p for p in leaky["problems"])
+    for path in (f"/ui/api/runs/{leaky['id']}/metrics", f"/ui/api/runs/{leaky['id']}/config"):
+        status, _, body = get(server, path)
+        assert status == 200 and "SECRET" not in body
+    for path in (
+        "/ui/api/runs/..",
+        "/ui/api/runs/../../etc/passwd",
+        "/ui/api/runs/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/ui/api/runs/..%2f..%2fetc%2fpasswd/metrics",
+        "/ui/api/runs/%2Fetc%2Fpasswd/config",
+        "/ui/api/runs//etc/passwd",
+        "/ui/api/runs/linked-run/metrics",
+        f"/ui/api/runs/{folder_id('run', 'linked-run')}/metrics",
+        "/ui/api/evals/..%2f..%2fetc%2fpasswd",
+        "/ui/static/..%2f..%2f__init__.py",
+        "/ui/static/../runs.py",
+    ):
+        status, _, body = get(server, path)
+        assert status == 404, (path, status, body[:200])
+        assert "root:" not in body and "SECRET" not in body and "import" not in body
+
+
+def test_the_api_needs_the_key_and_the_page_does_not(server):
+    assert get(server, "/ui/api/runs", key=None)[0] == 401
+    status, headers, body = get(server, "/ui/api/runs", key="sk-wrong")
+    assert status == 401 and json.loads(body)["error"]["code"] == "invalid_api_key"
+    assert headers["www-authenticate"] == "Bearer"
+    status, headers, page = get(server, "/", key=None)
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    csp = headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp
+    assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY"
+    for name in re.findall(r'(?:src|href)="ui/static/([^"]+)"', page):
+        status, headers, _ = get(server, f"/ui/static/{name}", key=None)
+        assert status == 200 and "content-security-policy" in headers, name
+    status, headers, _ = get(server, "/ui/static/app.js", key=None)
+    assert headers["content-type"].startswith("text/javascript")
+    assert get_json(server, "/ui/api/info") == (200, {"chat": False, "runs_dir": "runs0"})
+
+
+def test_evaluations_belong_to_their_runs(server):
+    runs = runs_by_name(server)
+    attached = {e["name"] for e in runs["finished"]["evals"]}
+    assert attached == {"finished/eval-inside", "evals/named"}  # inside it, and naming it as the adapter
+    _, listing = get_json(server, "/ui/api/runs")
+    assert [e["name"] for e in listing["evals"]] == ["evals/loose"]
+    status, evals = get_json(server, f"/ui/api/runs/{runs['finished']['id']}/evals")
+    assert status == 200 and len(evals["evals"]) == 2
+    one = evals["evals"][0]
+    assert one["report"]["model"]["preference"] == {"accuracy": 0.875, "margin": None}  # NaN: null
+    assert one["markdown"].startswith("# prefkit eval: tiny + ") and "<script>" in one["markdown"]
+    assert [s["reply"] for s in one["samples"]] == ["<b>Yes</b>"] and one["problems"] == []
+    status, loose = get_json(server, f"/ui/api/evals/{listing['evals'][0]['id']}")
+    assert status == 200 and loose["report"]["settings"]["adapter"] == "/somewhere/else"
+
+
+def test_compare_names_the_settings_that_differ(server, runs_dir):
+    runs = runs_by_name(server)
+    a, b = runs["finished"]["id"], runs["deep/er/nested"]["id"]
+    status, same = get_json(server, f"/ui/api/compare?id={a}&id={b}")
+    assert status == 200 and same["differing"] == {}  # output_dir differs by nature and is left out
+    assert [r["name"] for r in same["runs"]] == ["finished", "deep/er/nested"]
+    status, body = get_json(server, "/ui/api/compare")
+    assert status == 400 and body["error"]["param"] == "id"
+    assert get_json(server, f"/ui/api/compare?id={a}&id=nope")[0] == 404
+
+
+def test_reading_a_growing_file_never_returns_half_a_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 1}\n{"step": 2}\n{"st')
+    chunk = read_since(tmp_path, path, None)
+    assert [r["step"] for r in chunk.records] == [1, 2]
+    path.write_bytes(path.read_bytes() + b'ep": 3, "loss": NaN}\n')
+    chunk = read_since(tmp_path, path, chunk.cursor)
+    assert chunk.records == [{"step": 3, "loss": None}] and not chunk.reset
+    assert not any(isinstance(v, float) and math.isnan(v) for v in chunk.records[0].values())
+    assert read_since(tmp_path, path, "garbage-cursor").reset
+
+
+def test_the_page_builds_no_html_from_strings_and_loads_nothing_from_elsewhere():
+    for path in STATIC.iterdir():
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".js":
+            code = "\n".join(line for line in text.splitlines() if not line.strip().startswith("//"))
+            for sink in (
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                "eval(",
+                "Function(",
+            ):
+                assert sink not in code, (path.name, sink)
+        urls = set(re.findall(r"https?://[^\s\"')]+", text)) - {"http://www.w3.org/2000/svg"}
+        assert not urls, (path.name, urls)
+
+
+def test_the_commands_refuse_a_missing_runs_folder_and_adapters_without_a_model(tmp_path):
+    def prefkit(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "prefkit", *args], capture_output=True, text=True, timeout=120
+        )
+
+    missing = prefkit("ui", "--runs", str(tmp_path / "nope"), "--port", "0")
+    assert missing.returncode == 2 and f"--runs {tmp_path / 'nope'}: not a folder" in missing.stderr
+    lonely = prefkit("ui", "--runs", str(tmp_path), "--adapter", f"a={tmp_path}")
+    assert lonely.returncode == 2 and "--adapter needs --model" in lonely.stderr
+    # serve: --runs alone turns the page on, and its folder is checked before any model is loaded.
+    serve = prefkit("serve", "--model", str(tmp_path / "no-model"), "--runs", str(tmp_path / "nope"))
+    assert serve.returncode == 2 and f"--runs {tmp_path / 'nope'}: not a folder" in serve.stderr
