@@ -404,3 +404,29 @@ def test_the_same_sweep_on_a_local_ray_instance(tmp_path, tiny_model_dir):
         )
     rows = result.leaderboard.rows
     assert all(r.status == "evaluated" and r.rank for r in rows)
+
+
+def test_prepared_data_is_shared_only_where_the_data_is_the_same(tmp_path, tiny_model_dir):
+    from prefkit.config import load_config
+    from prefkit.data.load import prepare_data
+    from prefkit.data.shared import shared_preparation
+    from prefkit.models import load_tokenizer
+
+    path = base_config(tmp_path, tiny_model_dir)
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    with shared_preparation() as shared:
+        first = prepare_data(load_config(path), tokenizer)
+        # Training settings do not touch the data: the same preparation.
+        assert (
+            prepare_data(
+                load_config(path, ["learning_rate=1e-4", "pref_loss=simpo", "lora_rank=4"]), tokenizer
+            )
+            is first
+        )
+        # The tokenisation (cutoff_len) and the split (seed, with val_size) do: prepared again.
+        assert prepare_data(load_config(path, ["cutoff_len=48"]), tokenizer) is not first
+        assert prepare_data(load_config(path, ["seed=3"]), tokenizer) is not first
+        toy_pairs(tmp_path / "pairs.jsonl", n=17)  # the data file changed on disk
+        assert len(prepare_data(load_config(path), tokenizer).train_examples) == 13
+    assert (shared.computed, shared.reused) == (4, 1)
+    assert prepare_data(load_config(path), tokenizer) is not first  # outside the block nothing is kept
