@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from prefkit.runs import RUN_FILE, write_json_atomic
-from prefkit.sweep.spec import SPEC_FILE, SweepError
+from prefkit.sweep.spec import BASELINE, SPEC_FILE, SweepError
 
 STATE_FILE = "state.json"
 LOCK_FILE = ".sweep.lock"
@@ -97,8 +97,8 @@ def run_status(run_dir: Path) -> str:
     return PENDING
 
 
-def baseline_done(sweep_dir: Path, name: str) -> bool:
-    return (sweep_dir / name / EVAL_FILE).is_file()
+def baseline_done(sweep_dir: Path) -> bool:
+    return (sweep_dir / BASELINE / EVAL_FILE).is_file()
 
 
 @dataclass

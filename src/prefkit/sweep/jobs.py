@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prefkit.errors import USER_ERRORS
-from prefkit.sweep.folder import EVAL_FILE, EVALUATED, TRAINED, Attempt, run_status
+from prefkit.sweep.folder import EVALUATED, TRAINED, Attempt, baseline_done, run_status
 from prefkit.sweep.spec import BASELINE, SweepSpec
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def evaluate_baseline(spec: SweepSpec, sweep_dir: Path) -> None:
     on the same held-out pairs: the reference the leaderboard's guards compare against."""
     from prefkit.train import model_path
 
-    if (sweep_dir / BASELINE / EVAL_FILE).is_file():
+    if baseline_done(sweep_dir):
         return
     config = spec.base_config()
     logger.info("sweep: evaluating the base model on the held-out pairs")

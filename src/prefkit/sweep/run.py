@@ -232,7 +232,7 @@ def _execute(
         if spec.evaluation["data"] == HELDOUT_FILE and not (sweep_dir / HELDOUT_FILE).is_file():
             count = write_heldout(base, sweep_dir / HELDOUT_FILE)
             logger.info("sweep: %d held-out pairs in %s", count, sweep_dir / HELDOUT_FILE)
-        if not baseline_done(sweep_dir, BASELINE):
+        if not baseline_done(sweep_dir):
             # First and alone: every run starts from this model and is evaluated the same way, so what
             # fails here (a missing adapter, a broken scorer) would fail every run.
             dispatch([BASELINE])

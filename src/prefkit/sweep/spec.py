@@ -152,12 +152,13 @@ def plan_runs(
     by_identity = {run.identity: run for run in existing}
     planned: list[PlannedRun] = []
     new: list[PlannedRun] = []
-    problems: list[str] = []
+    problems: dict[str, list[str]] = {}  # each problem -> the combinations that have it
     for combo in combos:
         try:
             config = load_config(config_file, [*overrides, *combo.overrides])
         except ConfigError as err:
-            problems.append(f"{combo.label()}:\n  " + str(err).replace("\n", "\n  "))
+            for line in str(err).splitlines():
+                problems.setdefault(line.strip(), []).append(combo.label())
             continue
         values = _comparable(config)
         identity = _digest(values)
@@ -172,7 +173,11 @@ def plan_runs(
         planned.append(run)
         new.append(run)
     if problems:
-        raise SweepError("these combinations are not valid configs:\n" + "\n".join(problems))
+        listed = []
+        for problem, labels in problems.items():
+            more = f" and {len(labels) - 3} more" if len(labels) > 3 else ""
+            listed.append(f"{problem}\n  in {'; '.join(labels[:3])}{more}")
+        raise SweepError("some combinations are not valid configs:\n" + "\n".join(listed))
     return planned, new
 
 
