@@ -24,14 +24,27 @@ from pathlib import Path
 from typing import Any
 
 from prefkit.builtin import resolve_data_path
-from prefkit.data.examples import Location, Problem
-from prefkit.errors import PrefkitError
+from prefkit.data import jsontext
+from prefkit.data.examples import Location, Problem, Severity
+from prefkit.data.jsontext import Decoded, JsonProblem
+from prefkit.errors import BadDataError, PrefkitError
 
 _BOM = b"\xef\xbb\xbf"
 
 
-class DataFileError(PrefkitError):
-    """A whole file cannot be read (missing, unsupported extension, not Parquet at all, ...)."""
+class DataFileError(BadDataError):
+    """A whole file cannot be read (not Parquet at all, a JSON top level that holds no records, ...)."""
+
+
+class DataPathError(DataFileError):
+    """The path itself is wrong: no such file, a folder, an extension prefkit does not read."""
+
+    exit_code = PrefkitError.exit_code
+
+
+# The kind of a problem after which the rest of a file could not be read: the records it hides are
+# unknown, so `on_bad_example: skip` cannot skip them -- training refuses such a file.
+UNREAD_REST = "unread_rest"
 
 
 @dataclass
@@ -73,18 +86,20 @@ def read_records(path: str | os.PathLike[str], *, file_label: str | None = None)
     label = file_label if file_label is not None else str(path)
     reader = READERS.get(p.suffix.lower())
     if reader is None:
-        raise DataFileError(
+        raise DataPathError(
             f"{label}: unsupported file type {p.suffix or '(no extension)'!r}; "
             f"supported: {', '.join(sorted(READERS))}"
         )
     if not p.exists():
-        raise DataFileError(f"{label}: no such file")
+        raise DataPathError(f"{label}: no such file")
     if p.is_dir():
-        raise DataFileError(f"{label}: is a folder, not a data file")
+        raise DataPathError(f"{label}: is a folder, not a data file")
+    if not p.is_file():  # a FIFO or a device such as /dev/zero would be read forever
+        raise DataPathError(f"{label}: is not a regular file")
     try:
         return reader(p, label)
     except OSError as exc:  # permissions, I/O errors: the file as a whole is unusable
-        raise DataFileError(f"{label}: cannot read the file: {exc.strerror or exc}") from exc
+        raise DataPathError(f"{label}: cannot read the file: {exc.strerror or exc}") from exc
 
 
 def supported_extensions() -> list[str]:
@@ -101,10 +116,23 @@ def _utf8_problem(raw: bytes, exc: UnicodeDecodeError) -> str:
     return f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {column})"
 
 
-def _looks_cut_off(text: str, exc: json.JSONDecodeError) -> bool:
+def _looks_cut_off(text: str, problem: JsonProblem) -> bool:
     # A file cut off mid-record fails at its very end or inside a string that never closes; a
     # last line broken elsewhere (",," in the middle) is ordinary malformed JSON.
-    return exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
+    return (problem.pos is not None and problem.pos >= len(text.rstrip())) or problem.message.startswith(
+        "Unterminated string"
+    )
+
+
+def _add_decoded(out: RawRecords, loc: Location, decoded: Decoded) -> None:
+    """Keep a decoded record, unless a key given twice with different values makes it ambiguous."""
+    conflicting = [d for d in decoded.duplicates if not d.same_value]
+    if conflicting:
+        out._bad(loc, str(conflicting[0]), "duplicate_key")
+        return
+    for duplicate in dict.fromkeys(decoded.duplicates):
+        out.problems.append(Problem(loc, str(duplicate), Severity.WARNING, "duplicate_key"))
+    out.records.append((loc, decoded.value))
 
 
 def _read_jsonl(path: Path, label: str) -> RawRecords:
@@ -133,17 +161,17 @@ def _read_jsonl(path: Path, label: str) -> RawRecords:
                 out._bad(loc, _utf8_problem(raw, exc), "encoding")
             continue
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            if is_last_unterminated and _looks_cut_off(text, exc):
+            decoded = jsontext.decode(text, len(text) - len(text.lstrip()))
+            if text[decoded.end :].strip():
+                column = decoded.end + 1
+                raise JsonProblem(f"extra data after the record (column {column}): one record a line", column)
+        except JsonProblem as problem:
+            if is_last_unterminated and _looks_cut_off(text, problem):
                 out._bad(loc, "truncated last line: the file seems to have been cut off", "truncated")
             else:
-                out._bad(loc, f"malformed JSON: {exc.msg} (column {exc.colno})", "malformed_json")
+                out._bad(loc, f"malformed JSON: {problem.message}", "malformed_json")
             continue
-        except RecursionError:
-            out._bad(loc, "malformed JSON: nested too deeply", "malformed_json")
-            continue
-        out.records.append((loc, value))
+        _add_decoded(out, loc, decoded)
     return out
 
 
@@ -165,9 +193,6 @@ def _skip_ws(text: str, pos: int) -> int:
     while pos < len(text) and text[pos] in " \t\r\n":
         pos += 1
     return pos
-
-
-_DECODER = json.JSONDecoder()
 
 
 def _bad_utf8_lines(data: bytes) -> dict[int, str]:
@@ -193,6 +218,28 @@ def _decode_whole(path: Path) -> tuple[str, dict[int, str]]:
         return data.decode("utf-8", errors="replace"), _bad_utf8_lines(data)
 
 
+# A record of a list that was broken mid-way starts again where an object closes, a comma follows and
+# a new object opens; resynchronising there keeps the records after the damage.
+_NEXT_RECORD = re.compile(r"\}\s*,?\s*(?=\{)")
+_RESYNC_TRIES = 20
+
+
+def _resync(text: str, pos: int) -> int | None:
+    """The offset of the next record after damage at ``pos`` that decodes and is followed by ',' or ']'."""
+    for tries, match in enumerate(_NEXT_RECORD.finditer(text, pos)):
+        if tries >= _RESYNC_TRIES:
+            return None
+        start = match.end()
+        try:
+            end = jsontext.decode(text, start).end
+        except JsonProblem:
+            continue
+        after = _skip_ws(text, end)
+        if after < len(text) and text[after] in ",]":
+            return start
+    return None
+
+
 def _read_json(path: Path, label: str) -> RawRecords:
     text, bad_lines = _decode_whole(path)
     lines = _LineIndex(text)
@@ -205,68 +252,89 @@ def _read_json(path: Path, label: str) -> RawRecords:
         pos = _find_single_list(text, pos, label, lines)
     elif text[pos] != "[":
         raise DataFileError(
-            f"{label}: expected a JSON list of records (or an object holding one list), "
-            f"found {text[pos : pos + 20]!r} at line {lines.line(pos)}"
+            f"{label}:{lines.line(pos)}: expected a JSON list of records (or an object holding one list), "
+            f"found {_shown(text[pos : pos + 20])}"
         )
 
     # Element by element, so that each record knows its line and a syntax error mid-list keeps
-    # every record before it.
+    # every record before it -- and, where the next record can be found, every record after it.
     pos = _skip_ws(text, pos + 1)
     if pos < len(text) and text[pos] == "]":
         return out
     while True:
         start = pos
         try:
-            value, end = _DECODER.raw_decode(text, pos)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            _rest_unreadable(out, label, lines, text, start, exc)
-            return out
-        first, last = lines.line(start), lines.line(end - 1)
+            decoded = jsontext.decode(text, pos)
+        except JsonProblem as problem:
+            if start >= len(text) or _looks_cut_off(text, problem):
+                out._bad(
+                    Location(label, line=lines.line(start)),
+                    "truncated: the file seems to have been cut off in this record",
+                    "truncated",
+                )
+                return out
+            where = problem.pos if problem.pos is not None else start
+            pos = _resync(text, where) or -1
+            if pos < 0:
+                out._bad(
+                    Location(label, line=lines.line(where)),
+                    f"malformed JSON: {problem.message}; the rest of the file from here could not be read",
+                    UNREAD_REST,
+                )
+                return out
+            out._bad(
+                Location(label, line=lines.line(where)),
+                f"malformed JSON: {problem.message}; reading went on at line {lines.line(pos)}",
+                "malformed_json",
+            )
+            continue
+        first, last = lines.line(start), lines.line(decoded.end - 1)
         spoiled = [n for n in range(first, last + 1) if n in bad_lines]
         if spoiled:
             out._bad(Location(label, line=spoiled[0]), bad_lines[spoiled[0]], "encoding")
         else:
-            out.records.append((Location(label, line=first), value))
-        pos = _skip_ws(text, end)
+            _add_decoded(out, Location(label, line=first), decoded)
+        pos = _skip_ws(text, decoded.end)
         if pos < len(text) and text[pos] == ",":
             pos = _skip_ws(text, pos + 1)
             continue
         if pos < len(text) and text[pos] == "]":
             break
-        where = Location(label, line=lines.line(pos))
-        found = "the end of the file" if pos >= len(text) else repr(text[pos])
-        kind = "truncated" if pos >= len(text) else "malformed_json"
+        if pos >= len(text):
+            out._bad(
+                Location(label, line=lines.line(pos)),
+                "truncated: the file ends without the list's closing ']'; it seems to have been cut off",
+                "truncated",
+            )
+            return out
+        # A missing comma ("} {"): the next record starts right here.
+        resumed = pos if text[pos] == "{" else _resync(text, pos)
+        found = _shown(text[pos])
+        if resumed is None:
+            out.problems.append(
+                Problem(
+                    Location(label, line=lines.line(pos)),
+                    f"malformed JSON: expected ',' or ']' after a record, found {found}; "
+                    "the rest of the file from here could not be read",
+                    kind=UNREAD_REST,
+                )
+            )
+            return out
         out.problems.append(
             Problem(
-                where,
-                f"malformed JSON: expected ',' or ']' after a record, found {found}; "
-                "the rest of the file from here could not be read",
-                kind=kind,
+                Location(label, line=lines.line(pos)),
+                f"malformed JSON: expected ',' or ']' after a record, found {found}; reading went on "
+                f"at line {lines.line(resumed)}",
+                kind="malformed_json",
             )
         )
-        return out
+        pos = resumed
     return out
 
 
-def _rest_unreadable(
-    out: RawRecords, label: str, lines: _LineIndex, text: str, start: int, exc: Exception
-) -> None:
-    if isinstance(exc, json.JSONDecodeError):
-        if _looks_cut_off(text, exc):
-            out._bad(
-                Location(label, line=lines.line(start)),
-                "truncated: the file seems to have been cut off in this record",
-                "truncated",
-            )
-            return
-        where, what = exc.pos, f"{exc.msg} (column {exc.colno})"
-    else:
-        where, what = start, "nested too deeply"
-    out._bad(
-        Location(label, line=lines.line(where)),
-        f"malformed JSON: {what}; the rest of the file from here could not be read",
-        "malformed_json",
-    )
+def _shown(snippet: str) -> str:
+    """A few characters of the file for a message, control characters escaped."""
+    return repr(snippet)
 
 
 def _find_single_list(text: str, pos: int, label: str, lines: _LineIndex) -> int:
@@ -279,35 +347,40 @@ def _find_single_list(text: str, pos: int, label: str, lines: _LineIndex) -> int
     try:
         pos = _skip_ws(text, pos + 1)
         while pos < len(text) and text[pos] != "}":
-            key, pos = _DECODER.raw_decode(text, pos)
-            pos = _skip_ws(text, pos)
+            key = jsontext.decode(text, pos)
+            if not isinstance(key.value, str):
+                raise JsonProblem("expected a key (a string in double quotes)", pos)
+            pos = _skip_ws(text, key.end)
             if text[pos : pos + 1] != ":":
-                raise json.JSONDecodeError("Expecting ':' delimiter", text, pos)
+                raise JsonProblem("Expecting ':' delimiter", pos)
             pos = _skip_ws(text, pos + 1)
             value_start = pos
             try:
-                value, pos = _DECODER.raw_decode(text, pos)
-            except (json.JSONDecodeError, RecursionError):
-                if text[value_start] == "[" and not list_starts:
+                value = jsontext.decode(text, pos)
+            except JsonProblem:
+                if text[value_start : value_start + 1] == "[" and not list_starts:
                     # A broken list is most likely the records: read it element by element so
                     # that the records before the damage survive and the damage gets its line.
                     return value_start
                 raise
-            keys.append(str(key))
-            if isinstance(value, list):
-                list_starts[str(key)] = value_start
-            pos = _skip_ws(text, pos)
+            keys.append(key.value)
+            if isinstance(value.value, list):
+                list_starts[key.value] = value_start
+            pos = _skip_ws(text, value.end)
             if text[pos : pos + 1] == ",":
                 pos = _skip_ws(text, pos + 1)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        at = exc.pos if isinstance(exc, json.JSONDecodeError) else pos
-        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        raise DataFileError(f"{label}:{lines.line(at)}: malformed JSON: {msg}") from exc
+            elif text[pos : pos + 1] != "}":
+                raise JsonProblem("Expecting ',' delimiter", pos)
+        if pos >= len(text):
+            raise JsonProblem("the object never closes: the file seems to have been cut off", pos)
+    except JsonProblem as problem:
+        at = problem.pos if problem.pos is not None else pos
+        raise DataFileError(f"{label}:{lines.line(at)}: malformed JSON: {problem.message}") from None
     if len(list_starts) != 1:
+        shown = ", ".join(repr(k[:40]) for k in keys[:10]) + (", ..." if len(keys) > 10 else "")
         raise DataFileError(
-            f"{label}: the top-level JSON object must hold exactly one list of records "
-            f'(like {{"data": [...]}}); it has keys {keys} of which '
-            f"{len(list_starts)} hold lists"
+            f"{label}:{lines.line(pos)}: the top-level JSON object must hold exactly one list of records "
+            f'(like {{"data": [...]}}); it has keys [{shown}] of which {len(list_starts)} hold lists'
         )
     return next(iter(list_starts.values()))
 
@@ -326,6 +399,17 @@ class _FieldSizeLimit:
         csv.field_size_limit(self._old)
 
 
+def _check_header(header: list[str], label: str, line: int) -> None:
+    seen: dict[str, int] = {}
+    for number, name in enumerate(header, start=1):
+        if name in seen:
+            raise DataFileError(
+                f"{label}:{line}: header: column {name[:60]!r} appears twice (columns {seen[name]} and "
+                f"{number}); every row would keep only one of the two values: rename one"
+            )
+        seen[name] = number
+
+
 def _read_csv(path: Path, label: str) -> RawRecords:
     text, bad_lines = _decode_whole(path)
     out = RawRecords()
@@ -341,12 +425,20 @@ def _read_csv(path: Path, label: str) -> RawRecords:
             except StopIteration:
                 break
             except csv.Error as exc:
-                out._bad(
-                    Location(label, line=start),
-                    f"malformed CSV: {exc}; the rest of the file from here could not be read",
-                    "malformed_csv",
-                )
-                break
+                end = reader.line_num
+                if "unexpected end of data" in str(exc):
+                    # A quote that never closes swallows every line after it into one cell.
+                    out._bad(
+                        Location(label, line=start),
+                        f"malformed CSV: a quoted cell that starts on this line never closes, so lines "
+                        f"{start}-{end} (the rest of the file) could not be read",
+                        UNREAD_REST,
+                    )
+                    break
+                if header is None:
+                    raise DataFileError(f"{label}:{start}: header row: malformed CSV: {exc}") from None
+                out._bad(Location(label, line=start), f"malformed CSV: {exc}", "malformed_csv")
+                continue
             end = reader.line_num
             if not row:  # a blank line
                 continue
@@ -355,6 +447,7 @@ def _read_csv(path: Path, label: str) -> RawRecords:
             if header is None:
                 if spoiled:
                     raise DataFileError(f"{label}:{spoiled[0]}: header row: {bad_lines[spoiled[0]]}")
+                _check_header(row, label, start)
                 header = row
                 continue
             if spoiled:
