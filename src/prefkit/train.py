@@ -1,31 +1,56 @@
 """`prefkit train`: one function from a Config to a finished output folder.
 
-    config -> output folder rules -> model (+ reference) -> data -> PrefTrainer -> save -> plots
+    config -> output folder rules -> resume checks -> pre-flight -> model (+ reference) -> data
+           -> claim the folder -> PrefTrainer -> final save -> plots -> finished
 
 What a finished run leaves in ``output_dir``: the adapter (or full model) and tokenizer, loadable with
 ``PeftModel.from_pretrained`` / ``AutoModelForCausalLM.from_pretrained``; ``training_config.json``;
 ``metrics.jsonl``; ``loss.png`` (+ ``rewards.png`` for preference stages); ``checkpoint-N/`` folders;
-and last, ``prefkit_run.json`` with ``"status": "finished"``.
+and ``prefkit_run.json``, the run marker (see prefkit.runs), with ``"status": "finished"``.
+
+Nothing touches the output folder until the config, the folder, the model and the data have passed
+their checks, so a run refused for any reason leaves a previous run exactly as it was. From the first
+write on, a run killed at any moment resumes: from its newest checkpoint, or -- killed after training
+-- by finishing the final save without training again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import prefkit
-from prefkit.callbacks import METRICS_FILE, MetricsJsonl, plot_run, read_metrics, truncate_metrics
+from prefkit.callbacks import (
+    METRICS_FILE,
+    MetricsJsonl,
+    plot_names,
+    plot_run,
+    read_metrics,
+    truncate_metrics,
+)
 from prefkit.data.collate import PreferenceCollator, SFTCollator
 from prefkit.data.load import prepare_data
 from prefkit.distributed import mislaunch_warning
 from prefkit.env import cache_dir
-from prefkit.errors import PrefkitError
+from prefkit.errors import PrefkitError, TrainingInterrupted
 from prefkit.losses import LOSSES, LossParams
 from prefkit.models import load_for_training, resolve_first, trainable_parameters
-from prefkit.runs import RUN_FILE, clear_run, plan_start, write_json_atomic
+from prefkit.preflight import preflight
+from prefkit.resume import TRAINING_CONFIG, check_resume
+from prefkit.runs import (
+    RunFolder,
+    StartPlan,
+    check_not_overlapping,
+    crash_point,
+    plan_start,
+    write_json_atomic,
+)
+from prefkit.signals import GracefulStop
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback, TrainingArguments
@@ -134,6 +159,95 @@ def training_config_record(
     )
 
 
+def _read_paths(config: Config) -> dict[str, list[Path]]:
+    """The local paths a run reads (hub ids and builtin names are not paths and are left out)."""
+    models = config.model_name_or_path or []
+    data = [p for p in (config.train_file, config.eval_file) if p and not p.startswith("builtin:")]
+    return {
+        "the model": [Path(m) for m in ([models] if isinstance(models, str) else models)],
+        "the adapter": [Path(config.adapter_name_or_path)] if config.adapter_name_or_path else [],
+        "the data": [Path(p) for p in data]
+        + ([Path(config.dataset_dir)] if config.dataset or config.eval_dataset else []),
+    }
+
+
+def _integration_dirs(config: Config) -> list[str]:
+    """Folders reporting integrations write inside output_dir (TensorBoard's `runs/`)."""
+    report_to = [config.report_to] if isinstance(config.report_to, str) else list(config.report_to)
+    return ["runs"] if {"tensorboard", "all"} & set(report_to) else []
+
+
+def _defaults() -> dict[str, Any]:
+    from prefkit.config import Config
+
+    return Config().resolved()
+
+
+def _write_plots(folder: RunFolder, config: Config) -> None:
+    if config.plot_loss:
+        preference = config.stage == "dpo"
+        for name in plot_names(preference):
+            folder.claim_name(name)
+        plot_run(folder.path, preference=preference)
+
+
+def _finish_saved_run(config: Config, plan: StartPlan, output_dir: Path) -> TrainResult:
+    """The run was killed after its final model was saved (marker status saving-final, the files all
+    there): move the last files into place, plot, mark it finished. No model is loaded."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    assert plan.marker is not None
+    step = int(plan.marker.fields["global_step"])
+    if state.is_main_process:
+        folder = RunFolder(output_dir, plan.marker)
+        folder.complete_final()
+        crash_point("final-moved")
+        _write_plots(folder, config)
+        folder.finish(global_step=step, world_size=state.num_processes)
+    state.wait_for_everyone()
+    logger.info("the run in %s was stopped while saving its final model; it is finished now", output_dir)
+    return TrainResult(output_dir, step, read_metrics(output_dir / METRICS_FILE), None, 0.0)
+
+
+def _save_final(trainer: Any, folder: RunFolder | None, state: Any) -> None:
+    """Save the final model into the staging folder, then (marker: saving-final) move it into place --
+    so a kill at any point leaves either a resumable run or one the next start only has to finish."""
+    import shutil
+
+    staging = folder.final_staging if folder is not None else None
+    if staging is not None:
+        folder.claim_name(staging.parent.name)
+        shutil.rmtree(staging, ignore_errors=True)
+    state.wait_for_everyone()
+    trainer.save_model(str(staging) if staging is not None else None)
+    state.wait_for_everyone()
+    if folder is not None and staging is not None:
+        crash_point("final-staged")
+        folder.begin_final(sorted(p.name for p in staging.iterdir()), trainer.state.global_step)
+        crash_point("final-marked")
+        folder.complete_final()
+        crash_point("final-moved")
+
+
+def _record_config(
+    folder: RunFolder, record: dict[str, Any], plan: StartPlan, step: int | None, changed: list[str]
+) -> None:
+    """training_config.json: the run's settings; a resume adds a line of history instead of erasing the
+    settings the run started with from view."""
+    path = folder.claim_name(TRAINING_CONFIG)
+    history: list[Any] = []
+    if plan.action == "resume" and path.is_file():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+            history = list(previous.get("resumed", [])) if isinstance(previous, dict) else []
+        except (OSError, ValueError):
+            history = []
+    if plan.resume_from is not None:
+        history.append({"from": str(plan.resume_from), "step": step, "changed": changed})
+    write_json_atomic(path, {**record, "resumed": history} if history else record)
+
+
 def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     from accelerate import PartialState
     from transformers import set_seed
@@ -145,11 +259,22 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
         logger.warning(warning)
     output_dir = Path(config.output_dir)
     # Every rank decides the same way (errors included); only the main process changes files.
-    resume_from, clear = plan_start(output_dir, config.overwrite_output_dir, config.resume_from_checkpoint)
+    check_not_overlapping(output_dir, _read_paths(config))
+    plan = plan_start(output_dir, config.overwrite_output_dir, config.resume_from_checkpoint)
+    if plan.action == "finish":
+        return _finish_saved_run(config, plan, output_dir)
+    resumed_step, changed = None, []
+    if plan.resume_from is not None:
+        run_dir = output_dir if plan.action == "resume" else plan.resume_from.parent
+        resumed_step, changed = check_resume(plan.resume_from, config.resolved(), _defaults(), run_dir)
+        for line in changed:
+            logger.info("resuming with a changed setting that does not alter the result: %s", line)
 
-    set_seed(config.seed)  # before the adapter is created: its initial weights are part of the run
     needs_reference = config.stage == "dpo" and LOSSES[config.pref_loss].needs_reference
     model = model_path(config)
+    check_not_overlapping(output_dir, {"the model": [Path(model)]})
+    preflight(config, model, needs_reference)
+    set_seed(config.seed)  # before the adapter is created: its initial weights are part of the run
     loaded = load_for_training(config, model, needs_reference)
     prepared = prepare_data(config, loaded.tokenizer)
     args = training_arguments(config)
@@ -160,19 +285,19 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
         )
     # Only now, with the model and data known good, touch the output folder: a run that fails its
     # checks leaves the previous one exactly as it was.
+    folder = None
     if state.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        if clear:
-            clear_run(output_dir)
-        metrics_path = output_dir / METRICS_FILE
-        if resume_from is None:
+        folder = RunFolder.claim(output_dir, plan.marker, clear=plan.clear, resume=plan.action == "resume")
+        for name in _integration_dirs(config):
+            folder.claim_name(name)
+        metrics_path = folder.claim_name(METRICS_FILE)
+        if plan.resume_from is None:
             metrics_path.unlink(missing_ok=True)
         else:
-            step = int(resume_from.name.rsplit("-", 1)[1])
-            dropped = truncate_metrics(metrics_path, step)
+            dropped = truncate_metrics(metrics_path, resumed_step or 0)
             logger.info(
                 "resuming from %s%s",
-                resume_from,
+                plan.resume_from,
                 f" (dropped {dropped} metrics records logged after it)" if dropped else "",
             )
     state.wait_for_everyone()
@@ -196,6 +321,7 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
         label_smoothing=config.dpo_label_smoothing,
         ftx=config.pref_ftx,
     )
+    stop = GracefulStop()
     trainer = PrefTrainer(
         stage=config.stage,
         loaded=loaded,
@@ -205,37 +331,39 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
         train_dataset=prepared.train,
         eval_dataset=prepared.eval,
         data_collator=collator,
-        callbacks=[MetricsJsonl(output_dir / METRICS_FILE), *(callbacks or [])],
+        callbacks=[MetricsJsonl(output_dir / METRICS_FILE), stop, *(callbacks or [])],
     )
-    if state.is_main_process:
-        write_json_atomic(
-            output_dir / "training_config.json", training_config_record(config, model, args, loaded, prepared)
-        )
+    trainer.run_folder = folder
+    if folder is not None:
+        record = training_config_record(config, model, args, loaded, prepared)
+        _record_config(folder, record, plan, resumed_step, changed)
 
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    with stop.handling():
+        trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
     train_seconds = time.perf_counter() - started
+    if stop.signum is not None:
+        name = signal.Signals(stop.signum).name
+        raise TrainingInterrupted(
+            f"stopped by {name} after step {stop.stopped_at}, with checkpoint-{stop.stopped_at} saved in "
+            f"{output_dir}: run the same command again to resume from it",
+            stop.signum,
+        )
 
-    trainer.save_model(str(output_dir))
-    if state.is_main_process:
-        if config.plot_loss:
-            plot_run(output_dir, preference=config.stage == "dpo")
-        write_json_atomic(
-            output_dir / RUN_FILE,
-            {
-                "status": "finished",
-                "global_step": trainer.state.global_step,
-                "train_seconds": round(train_seconds, 2),
-                "resumed_from": str(resume_from) if resume_from else None,
-                "world_size": state.num_processes,
-                "prefkit_version": prefkit.__version__,
-            },
+    _save_final(trainer, folder, state)
+    if folder is not None:
+        _write_plots(folder, config)
+        folder.finish(
+            global_step=trainer.state.global_step,
+            train_seconds=round(train_seconds, 2),
+            resumed_from=str(plan.resume_from) if plan.resume_from else None,
+            world_size=state.num_processes,
         )
     state.wait_for_everyone()
     return TrainResult(
         output_dir,
         trainer.state.global_step,
         read_metrics(output_dir / METRICS_FILE),
-        resume_from,
+        plan.resume_from,
         train_seconds,
     )

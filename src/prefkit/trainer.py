@@ -9,25 +9,20 @@ and averaged over the logging window, under TRL's names.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from prefkit.checkpointing import AtomicCheckpoints
 from prefkit.logps import sequence_logps
 from prefkit.losses import LOSSES, LossOutput, LossParams, PolicyLogps
 from prefkit.models import LoadedModel
 
-STAGING_DIR = ".staging"  # checkpoints are written here, then renamed into place
 
-
-class PrefTrainer(Trainer):
+class PrefTrainer(AtomicCheckpoints, Trainer):
     def __init__(
         self,
         *,
@@ -50,7 +45,6 @@ class PrefTrainer(Trainer):
         }
         self._tokens_since_log = 0
         self._last_log_time = time.perf_counter()
-        self._staging: Path | None = None
 
     # -- loss -----------------------------------------------------------------------------------------
     def compute_loss(
@@ -133,30 +127,3 @@ class PrefTrainer(Trainer):
             logs["tokens_per_second"] = self._tokens_since_log / max(now - self._last_log_time, 1e-9)
             self._tokens_since_log, self._last_log_time = 0, now
         super().log(logs, start_time)
-
-    # -- checkpoints ----------------------------------------------------------------------------------
-    def _get_output_dir(self, trial: Any) -> str:
-        return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
-
-    def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        """Write ``checkpoint-N`` under a staging folder, then rename it into place: a checkpoint that
-        exists under its real name is always complete, so resume never picks a half-written one."""
-        run_dir = Path(super()._get_output_dir(trial))
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        self._staging = run_dir / STAGING_DIR
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._staging = None
-        self.accelerator.wait_for_everyone()  # every rank has written its RNG state
-        if self.args.should_save:
-            final = run_dir / name
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(run_dir / STAGING_DIR / name, final)
-            best = self.state.best_model_checkpoint
-            if best and Path(best).parent == run_dir / STAGING_DIR:
-                self.state.best_model_checkpoint = str(run_dir / Path(best).name)
-                self.state.save_to_json(str(final / "trainer_state.json"))  # as saved, it named the staging
-            rotate_checkpoints(str(run_dir), self.args.save_total_limit, self.state.best_model_checkpoint)
-        self.accelerator.wait_for_everyone()
