@@ -89,6 +89,43 @@ def checkpoint_step(checkpoint: Path) -> int:
     return step
 
 
+# What a checkpoint holds besides the model files save_model writes: the state to go on training.
+TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json", "rng_state")
+
+
+def trainer_state(checkpoint: Path) -> dict[str, Any]:
+    state = _read_json(checkpoint / "trainer_state.json", "the checkpoint's trainer state")
+    if not isinstance(state, dict):
+        raise ResumeError(f"{checkpoint / 'trainer_state.json'}: expected a JSON object")
+    return state
+
+
+def training_complete(checkpoint: Path, max_steps: int, changed: list[str]) -> bool:
+    """Whether the checkpoint was saved at the run's last step (the run was stopped after training,
+    before its final model was in place). transformers, resumed from such a checkpoint, would train one
+    step too many; prefkit finishes from the checkpoint instead."""
+    state = trainer_state(checkpoint)
+    step, planned = state.get("global_step"), state.get("max_steps")
+    if max_steps > 0:
+        return isinstance(step, int) and step >= max_steps
+    epochs_grew = any(line.startswith("num_train_epochs:") for line in changed)
+    return isinstance(step, int) and isinstance(planned, int) and step >= planned and not epochs_grew
+
+
+def final_model_source(checkpoint: Path, load_best: bool) -> Path:
+    """The checkpoint whose model is the run's final model: the last one, or the best one when
+    load_best_model_at_end asked for it (as transformers would have loaded it)."""
+    best = trainer_state(checkpoint).get("best_model_checkpoint") if load_best else None
+    if isinstance(best, str) and (checkpoint.parent / Path(best).name / "trainer_state.json").is_file():
+        return checkpoint.parent / Path(best).name
+    return checkpoint
+
+
+def model_files(checkpoint: Path) -> list[Path]:
+    """The files of a checkpoint that save_model writes (what a final model folder holds)."""
+    return sorted(p for p in checkpoint.iterdir() if not p.name.startswith(TRAINING_STATE))
+
+
 def _grew(key: str, saved: Any, now: Any) -> bool:
     if key == "max_steps":
         return isinstance(saved, int) and isinstance(now, int) and 0 < saved <= now

@@ -293,6 +293,8 @@ class RunFolder:
         shutil.rmtree(self.final_staging, ignore_errors=True)
 
     def finish(self, **fields: Any) -> None:
+        if self.owns(STAGING_DIR):
+            self.remove(STAGING_DIR)  # empty by now; a finished run folder holds only results
         self.marker.status = "finished"
         self.marker.fields.pop("final_files", None)
         self.marker.fields.update(fields, prefkit_version=prefkit.__version__)

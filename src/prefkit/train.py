@@ -41,7 +41,13 @@ from prefkit.errors import PrefkitError, TrainingInterrupted
 from prefkit.losses import LOSSES, LossParams
 from prefkit.models import load_for_training, resolve_first, trainable_parameters
 from prefkit.preflight import preflight
-from prefkit.resume import TRAINING_CONFIG, check_resume
+from prefkit.resume import (
+    TRAINING_CONFIG,
+    check_resume,
+    final_model_source,
+    model_files,
+    training_complete,
+)
 from prefkit.runs import (
     RunFolder,
     StartPlan,
@@ -210,6 +216,42 @@ def _finish_saved_run(config: Config, plan: StartPlan, output_dir: Path) -> Trai
     return TrainResult(output_dir, step, read_metrics(output_dir / METRICS_FILE), None, 0.0)
 
 
+def _finish_from_checkpoint(config: Config, plan: StartPlan, output_dir: Path, step: int) -> TrainResult:
+    """The run's newest checkpoint is at its last step: training is over, only the final model was not
+    in place (killed after training). Its model files are the final model; no model is loaded."""
+    import shutil
+
+    from accelerate import PartialState
+
+    state = PartialState()
+    assert plan.resume_from is not None
+    load_best = bool(config.training_arguments.get("load_best_model_at_end"))
+    source = final_model_source(plan.resume_from, load_best)
+    if state.is_main_process:
+        folder = RunFolder.claim(output_dir, plan.marker, clear=False, resume=True)
+        truncate_metrics(folder.claim_name(METRICS_FILE), step)
+        staging = folder.final_staging
+        folder.claim_name(staging.parent.name)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for item in model_files(source):
+            if item.is_dir():
+                shutil.copytree(item, staging / item.name)
+            else:
+                shutil.copy2(item, staging / item.name)
+        folder.begin_final(sorted(p.name for p in staging.iterdir()), step)
+        folder.complete_final()
+        _write_plots(folder, config)
+        folder.finish(global_step=step, resumed_from=str(plan.resume_from), world_size=state.num_processes)
+    state.wait_for_everyone()
+    logger.info(
+        "training had finished in %s (%s is its last step); the final model is in place now",
+        output_dir,
+        plan.resume_from.name,
+    )
+    return TrainResult(output_dir, step, read_metrics(output_dir / METRICS_FILE), plan.resume_from, 0.0)
+
+
 def _save_final(trainer: Any, folder: RunFolder | None, state: Any) -> None:
     """Save the final model into the staging folder, then (marker: saving-final) move it into place --
     so a kill at any point leaves either a resumable run or one the next start only has to finish."""
@@ -269,6 +311,8 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
         resumed_step, changed = check_resume(plan.resume_from, config.resolved(), _defaults(), run_dir)
         for line in changed:
             logger.info("resuming with a changed setting that does not alter the result: %s", line)
+        if plan.action == "resume" and training_complete(plan.resume_from, config.max_steps, changed):
+            return _finish_from_checkpoint(config, plan, output_dir, resumed_step)
 
     needs_reference = config.stage == "dpo" and LOSSES[config.pref_loss].needs_reference
     model = model_path(config)
