@@ -364,6 +364,11 @@ def plan_start(output_dir: Path, overwrite: bool, resume: str | bool) -> StartPl
             f"{' (overwrite_output_dir cannot apply)' if overwrite else ''}: choose another output_dir, or "
             "remove that run yourself"
         )
+    if marker.finished and not overwrite:
+        raise OutputDirError(
+            f"output_dir {output_dir} holds a finished run; the model is in {output_dir}. prefkit will not "
+            "overwrite it: choose another output_dir, or set overwrite_output_dir: true to replace it."
+        )
     folder = RunFolder(output_dir, marker)
     foreign = [
         n
@@ -372,19 +377,15 @@ def plan_start(output_dir: Path, overwrite: bool, resume: str | bool) -> StartPl
     ]
     if foreign:
         raise OutputDirError(
-            f"output_dir {output_dir} is a prefkit run, but {_describe(foreign)} in it are not the run's "
-            "own (its marker does not list them) and prefkit would have to write over them: move them out"
+            f"output_dir {output_dir} is a prefkit run, but it also holds {_describe(foreign)}, which "
+            "the run's marker does not list (not written by the run): prefkit will not write over a file "
+            "it did not write. Move them out of the folder"
         )
     if overwrite:
         logger.warning(
             "overwrite_output_dir: true -- replacing the run in %s (its own files only)", output_dir
         )
         return StartPlan("fresh", marker, clear=True)
-    if marker.finished:
-        raise OutputDirError(
-            f"output_dir {output_dir} holds a finished run; the model is in {output_dir}. prefkit will not "
-            "overwrite it: choose another output_dir, or set overwrite_output_dir: true to replace it."
-        )
     if marker.status == "saving-final" and folder.final_is_complete():
         return StartPlan("finish", marker)
     latest = folder.checkpoints()[-1] if folder.checkpoints() else None
