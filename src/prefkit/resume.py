@@ -64,6 +64,10 @@ NEUTRAL_KEYS = frozenset(
     }
 )
 GROWABLE_KEYS = ("max_steps", "num_train_epochs")  # training for longer continues the same run
+# Keys holding a path: `data/x.jsonl` and `/home/me/data/x.jsonl` naming one file are no change.
+PATH_KEYS = frozenset(
+    {"model_name_or_path", "adapter_name_or_path", "train_file", "eval_file", "dataset_dir"}
+)
 
 
 class ResumeError(PrefkitError):
@@ -143,7 +147,7 @@ def config_changes(
         missing = object()
         old = saved.get(key, defaults.get(key, missing))
         new = now.get(key, defaults.get(key, missing))
-        if old == new:
+        if old == new or (key in PATH_KEYS and _same_path(old, new)):
             continue
         line = f"{key}: {_shown(old)} -> {_shown(new)}"
         if key in NEUTRAL_KEYS or (key in GROWABLE_KEYS and _grew(key, old, new)):
@@ -151,6 +155,15 @@ def config_changes(
         else:
             blocking.append(line)
     return blocking, allowed
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return False
+    try:
+        return Path(a).exists() and Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError):
+        return False
 
 
 def _shown(value: Any) -> str:
