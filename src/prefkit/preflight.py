@@ -69,7 +69,7 @@ def check_writable(output_dir: Path) -> None:
     where = existing_ancestor(output_dir)
     if not where.is_dir():
         raise PreflightError(
-            f"output_dir {output_dir}: {where} is not a folder, so the folder cannot be made"
+            f"output_dir {output_dir}: {where} is not a folder, so output_dir cannot be made in it"
         )
     try:
         fd, probe = tempfile.mkstemp(prefix=".prefkit-write-test-", dir=where)
