@@ -230,10 +230,12 @@ class RunFolder:
         self._save()
 
     def clear(self) -> None:
-        """Remove every listed path (overwrite_output_dir): the staging folder last, as removing a
-        checkpoint passes through it."""
-        for name in sorted(self.files, key=lambda n: n == STAGING_DIR):
+        """Remove every listed path (overwrite_output_dir). The staging folder goes last: removing a
+        checkpoint passes through it (and lists it, if a finished run had already removed it)."""
+        for name in [n for n in self.files if n != STAGING_DIR]:
             self.remove(name)
+        if self.owns(STAGING_DIR):
+            self.remove(STAGING_DIR)
 
     def checkpoints(self) -> list[Path]:
         """This run's complete checkpoints, oldest first (in the order they were saved)."""

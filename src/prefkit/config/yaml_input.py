@@ -57,25 +57,25 @@ def _loader(text: str, where: str) -> YamlLoader:
 
 
 def _too_big(node: yaml.Node) -> str | None:
-    """Why ``node`` must not be constructed (too deep, too many values once aliases expand), or None.
+    """Why ``node`` must not be constructed (too deep, too many values once aliases expand, an alias
+    inside its own anchor), or None.
 
-    Iterative, so a deep tree cannot exhaust the stack here; an alias is the same node object as its
-    anchor, so the expanded size is summed over node identities (a DAG walk), never materialised."""
+    A depth-first walk with an explicit stack, so a deep tree cannot exhaust Python's; an alias is the
+    same node object as its anchor, so each node is entered once and the expanded size is summed over
+    node identities -- a bomb is measured, never materialised."""
     sizes: dict[int, int] = {}
+    entered: set[int] = set()
     stack: list[tuple[yaml.Node, int, bool]] = [(node, 1, False)]
     while stack:
-        current, depth, children_done = stack.pop()
-        if depth > MAX_DEPTH:
-            return f"nested more than {MAX_DEPTH} levels deep"
-        if isinstance(current, yaml.ScalarNode):
-            sizes[id(current)] = 1
-            continue
+        current, depth, leaving = stack.pop()
         children = (
-            [item for pair in current.value for item in pair]
+            []
+            if isinstance(current, yaml.ScalarNode)
+            else [item for pair in current.value for item in pair]
             if isinstance(current, yaml.MappingNode)
             else list(current.value)
         )
-        if children_done:
+        if leaving:
             sizes[id(current)] = 1 + sum(sizes[id(child)] for child in children)
             if sizes[id(current)] > MAX_VALUES:
                 return (
@@ -84,9 +84,14 @@ def _too_big(node: yaml.Node) -> str | None:
                 )
             continue
         if id(current) in sizes:
-            continue
+            continue  # an alias of a node already measured
+        if id(current) in entered:
+            return "holds an alias inside its own anchor (a value that contains itself)"
+        if depth > MAX_DEPTH:
+            return f"nested more than {MAX_DEPTH} levels deep"
+        entered.add(id(current))
         stack.append((current, depth, True))
-        stack.extend((child, depth + 1, False) for child in children if id(child) not in sizes)
+        stack.extend((child, depth + 1, False) for child in children)
     return None
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prefkit.data.dataset_info import resolve_dataset
+from prefkit.data.dataset_info import DATASET_INFO, resolve_dataset
 from prefkit.data.examples import (
     Example,
     Location,
@@ -60,7 +60,8 @@ def _files(path: str | Path) -> list[Path]:
     path = Path(path)
     if path.is_dir():
         suffixes = set(supported_extensions())
-        return sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+        # A LLaMA-Factory data folder holds its dataset_info.json beside the data: an index, not data.
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes and p.name != DATASET_INFO)
     return [path]
 
 
