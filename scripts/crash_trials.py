@@ -1,14 +1,16 @@
 """The crash suite's long run: kill real `prefkit train` processes and check every rerun.
 
-    python scripts/crash_trials.py [--random 30] [--per-phase 2] [--rekill 0.3] [--seed 0] [--workdir DIR]
+    python scripts/crash_trials.py [--random 30] [--per-phase 2] [--sigterm 3] [--rekill 0.3] [--seed 0]
+                                   [--workdir DIR]
 
 For each phase boundary prefkit marks (tests/crashkit.PHASES) it SIGKILLs a run exactly there
 ``--per-phase`` times; then it SIGKILLs ``--random`` runs at a random moment of their life (import,
-data checks, training, checkpoint saves, the final save). Each killed run is run again -- and with
-probability ``--rekill`` that rerun is itself killed at a random moment, then run once more -- and the
-result must equal an uninterrupted run's: same losses at every step, each step once in metrics.jsonl,
-the same final adapter, marker "finished", no staging left. Prints one line per trial and a summary;
-exits 1 if any trial failed. The tiny model is built in-repo (tests/tiny.py); no network.
+data checks, training, checkpoint saves, the final save); and it stops ``--sigterm`` runs with SIGTERM
+once training is under way (they must exit 143). Each killed run is run again -- and with probability
+``--rekill`` that rerun is itself killed at a random moment, then run once more -- and the result must
+equal an uninterrupted run's: same losses at every step, each step once in metrics.jsonl, the same
+final adapter, marker "finished", no staging left. Prints one line per trial and a summary; exits 1 if
+any trial failed. The tiny model is built in-repo (tests/tiny.py); no network.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from crashkit import PHASES, kill_at_random, start, verify, wait, write_config
+from crashkit import PHASES, kill_at_random, sigterm_when_training, start, verify, wait, write_config
 from tiny import build_tiny_model
 from toydata import toy_pairs
 
@@ -55,6 +57,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--random", type=int, default=30, help="runs killed at a random moment")
     parser.add_argument("--per-phase", type=int, default=2, help="runs killed at each phase boundary")
+    parser.add_argument("--sigterm", type=int, default=3, help="runs stopped by SIGTERM mid-training")
     parser.add_argument("--rekill", type=float, default=0.3, help="chance a rerun is killed too")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None)
@@ -81,26 +84,30 @@ def main() -> int:
 
     trials = [(f"{phase}", phase) for phase in PHASES for _ in range(args.per_phase)]
     trials += [("random", None) for _ in range(args.random)]
+    trials += [("sigterm", "sigterm") for _ in range(args.sigterm)]
     failures = 0
     killed_again_total = 0
     for number, (label, phase) in enumerate(trials, start=1):
         out = work / f"trial-{number:03d}"
         log = work / f"trial-{number:03d}.log"
-        process = start(config, out, log, phase)
+        process = start(config, out, log, phase if phase in PHASES else None)
         how = label
-        if phase is None:
+        if phase == "sigterm":
+            sigterm_when_training(process, out, after_records=rng.randint(1, 6))
+        elif phase is None:
             # Random moments from just before the folder is claimed to the end: the kills that matter.
             delay = kill_at_random(process, rng, longest * 1.05, earliest=0.9 * claimed)
             how = f"random at {delay:.1f} s"
         code = wait(process)
         if code == 0:
             how += " (finished before the kill)"
+        early = [f"SIGTERM gave exit {code}, not 143"] if phase == "sigterm" and code not in (0, 143) else []
         try:
             reruns, again = rerun_until_done(
                 config, out, work / f"trial-{number:03d}-rerun.log", rng, args.rekill, longest
             )
             killed_again_total += again
-            problems = verify(out, reference, model) if out.exists() else ["no output folder"]
+            problems = early + (verify(out, reference, model) if out.exists() else ["no output folder"])
         except Exception as exc:  # a report, not a traceback: the summary must still print
             reruns, again, problems = 0, 0, [f"{type(exc).__name__}: {exc}"]
         failures += bool(problems)
@@ -111,7 +118,8 @@ def main() -> int:
         )
     at_phases = len(PHASES) * args.per_phase
     print(
-        f"\n{len(trials)} trials ({at_phases} at phase boundaries, {args.random} at random moments), "
+        f"\n{len(trials)} trials ({at_phases} at phase boundaries, {args.random} at random moments, "
+        f"{args.sigterm} SIGTERM), "
         f"{killed_again_total} reruns killed again; {len(trials) - failures} survived, {failures} failed"
     )
     return 1 if failures else 0

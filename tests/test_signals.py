@@ -39,12 +39,11 @@ class SignalAt(TrainerCallback):
             os.kill(os.getpid(), self.signum)
 
 
-@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_saves_a_checkpoint_and_the_same_command_resumes(tmp_path, tiny_model_dir, signum, code):
+def test_a_signal_saves_a_checkpoint_and_the_same_command_resumes(tmp_path, tiny_model_dir):
     cfg = config(tmp_path, tiny_model_dir, "max_steps=6", "save_steps=100", "plot_loss=false")
     with pytest.raises(TrainingInterrupted) as err:
-        train(cfg, callbacks=[SignalAt(3, signum)])
-    assert err.value.exit_code == code
+        train(cfg, callbacks=[SignalAt(3, signal.SIGTERM)])
+    assert err.value.exit_code == 143  # 128 + 15, as a shell reports it; SIGINT gives 130
     assert "after step 3, with checkpoint-3 saved" in str(err.value)
     assert "run the same command again to resume" in str(err.value)
     out = tmp_path / "run"
