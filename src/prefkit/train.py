@@ -49,6 +49,8 @@ from prefkit.resume import (
     training_complete,
 )
 from prefkit.runs import (
+    FINAL_DIR,
+    STAGING_DIR,
     RunFolder,
     StartPlan,
     check_not_overlapping,
@@ -231,7 +233,7 @@ def _finish_from_checkpoint(config: Config, plan: StartPlan, output_dir: Path, s
         folder = RunFolder.claim(output_dir, plan.marker, clear=False, resume=True)
         truncate_metrics(folder.claim_name(METRICS_FILE), step)
         staging = folder.final_staging
-        folder.claim_name(staging.parent.name)
+        folder.claim_name(STAGING_DIR)
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         for item in model_files(source):
@@ -252,19 +254,21 @@ def _finish_from_checkpoint(config: Config, plan: StartPlan, output_dir: Path, s
     return TrainResult(output_dir, step, read_metrics(output_dir / METRICS_FILE), plan.resume_from, 0.0)
 
 
-def _save_final(trainer: Any, folder: RunFolder | None, state: Any) -> None:
+def _save_final(trainer: Any, folder: RunFolder | None, state: Any, output_dir: Path) -> None:
     """Save the final model into the staging folder, then (marker: saving-final) move it into place --
-    so a kill at any point leaves either a resumable run or one the next start only has to finish."""
+    so a kill at any point leaves either a resumable run or one the next start only has to finish.
+    Every process calls save_model with the same folder (DeepSpeed and FSDP gather collectively);
+    the main one (``folder``) writes and moves."""
     import shutil
 
-    staging = folder.final_staging if folder is not None else None
-    if staging is not None:
-        folder.claim_name(staging.parent.name)
+    staging = output_dir / STAGING_DIR / FINAL_DIR
+    if folder is not None:
+        folder.claim_name(STAGING_DIR)
         shutil.rmtree(staging, ignore_errors=True)
     state.wait_for_everyone()
-    trainer.save_model(str(staging) if staging is not None else None)
+    trainer.save_model(str(staging))
     state.wait_for_everyone()
-    if folder is not None and staging is not None:
+    if folder is not None:
         crash_point("final-staged")
         folder.begin_final(sorted(p.name for p in staging.iterdir()), trainer.state.global_step)
         crash_point("final-marked")
@@ -394,7 +398,7 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
             stop.signum,
         )
 
-    _save_final(trainer, folder, state)
+    _save_final(trainer, folder, state, output_dir)
     if folder is not None:
         _write_plots(folder, config)
         folder.finish(

@@ -11,67 +11,37 @@ file pyarrow cannot open) raise :class:`DataFileError`.
 
 from __future__ import annotations
 
-import bisect
 import csv
 import io
 import json
 import os
-import re
 import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prefkit.builtin import resolve_data_path
-from prefkit.data import jsontext
-from prefkit.data.examples import Location, Problem, Severity
-from prefkit.data.jsontext import Decoded, JsonProblem
-from prefkit.errors import BadDataError, PrefkitError
+from prefkit.data.examples import Location
+from prefkit.data.json_readers import read_json, read_jsonl
+from prefkit.data.records import (
+    UNREAD_REST,
+    DataFileError,
+    DataPathError,
+    RawRecords,
+    decode_whole,
+)
 
-_BOM = b"\xef\xbb\xbf"
-
-
-class DataFileError(BadDataError):
-    """A whole file cannot be read (not Parquet at all, a JSON top level that holds no records, ...)."""
-
-
-class DataPathError(DataFileError):
-    """The path itself is wrong: no such file, a folder, an extension prefkit does not read."""
-
-    exit_code = PrefkitError.exit_code
-
-
-# The kind of a problem after which the rest of a file could not be read: the records it hides are
-# unknown, so `on_bad_example: skip` cannot skip them -- training refuses such a file.
-UNREAD_REST = "unread_rest"
-
-
-@dataclass
-class RawRecords:
-    """The records of one file, in order, and the problems met while reading it.
-
-    Unpacks as ``records, problems = read_records(path)``.
-    """
-
-    records: list[tuple[Location, Any]] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    # Records that were in the file but could not be decoded at all (each has a problem above);
-    # kept so that "N records" counts what the user sees in the file, not what survived.
-    unreadable: int = 0
-
-    @property
-    def total(self) -> int:
-        return len(self.records) + self.unreadable
-
-    def __iter__(self) -> Iterator[Any]:
-        yield self.records
-        yield self.problems
-
-    def _bad(self, location: Location, message: str, kind: str) -> None:
-        self.problems.append(Problem(location, message, kind=kind))
-        self.unreadable += 1
-
+__all__ = [
+    "READERS",
+    "UNREAD_REST",
+    "WRITERS",
+    "DataFileError",
+    "DataPathError",
+    "RawRecords",
+    "read_records",
+    "supported_extensions",
+    "write_records",
+]
 
 Reader = Callable[[Path, str], RawRecords]
 
@@ -106,285 +76,6 @@ def supported_extensions() -> list[str]:
     return sorted(READERS)
 
 
-# --------------------------------------------------------------------------------------------- JSONL
-
-
-def _utf8_problem(raw: bytes, exc: UnicodeDecodeError) -> str:
-    # The prefix before the bad byte decodes cleanly (it is where decoding stopped), so its length
-    # in characters is the column an editor shows.
-    column = len(raw[: exc.start].decode("utf-8")) + 1
-    return f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {column})"
-
-
-def _looks_cut_off(text: str, problem: JsonProblem) -> bool:
-    # A file cut off mid-record fails at its very end or inside a string that never closes; a
-    # last line broken elsewhere (",," in the middle) is ordinary malformed JSON.
-    return (problem.pos is not None and problem.pos >= len(text.rstrip())) or problem.message.startswith(
-        "Unterminated string"
-    )
-
-
-def _add_decoded(out: RawRecords, loc: Location, decoded: Decoded) -> None:
-    """Keep a decoded record, unless a key given twice with different values makes it ambiguous."""
-    conflicting = [d for d in decoded.duplicates if not d.same_value]
-    if conflicting:
-        out._bad(loc, str(conflicting[0]), "duplicate_key")
-        return
-    for duplicate in dict.fromkeys(decoded.duplicates):
-        out.problems.append(Problem(loc, str(duplicate), Severity.WARNING, "duplicate_key"))
-    out.records.append((loc, decoded.value))
-
-
-def _read_jsonl(path: Path, label: str) -> RawRecords:
-    data = path.read_bytes()
-    if data.startswith(_BOM):
-        data = data[len(_BOM) :]
-    out = RawRecords()
-    lines = data.split(b"\n")
-    # With a trailing newline the split ends with b""; without one the last line may be cut off.
-    last_index = len(lines) - 1
-    ends_cleanly = data.endswith(b"\n")
-    for index, raw in enumerate(lines):
-        lineno = index + 1
-        raw = raw.removesuffix(b"\r")
-        if not raw.strip():
-            continue
-        loc = Location(label, line=lineno)
-        is_last_unterminated = index == last_index and not ends_cleanly
-        # Each line is decoded on its own, so one bad byte costs one line, not the file.
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            if is_last_unterminated and exc.end >= len(raw) and "unexpected end" in exc.reason:
-                out._bad(loc, "truncated last line: the file seems to have been cut off", "truncated")
-            else:
-                out._bad(loc, _utf8_problem(raw, exc), "encoding")
-            continue
-        try:
-            decoded = jsontext.decode(text, len(text) - len(text.lstrip()))
-            if text[decoded.end :].strip():
-                column = decoded.end + 1
-                raise JsonProblem(f"extra data after the record (column {column}): one record a line", column)
-        except JsonProblem as problem:
-            if is_last_unterminated and _looks_cut_off(text, problem):
-                out._bad(loc, "truncated last line: the file seems to have been cut off", "truncated")
-            else:
-                out._bad(loc, f"malformed JSON: {problem.message}", "malformed_json")
-            continue
-        _add_decoded(out, loc, decoded)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------- JSON
-
-
-class _LineIndex:
-    """Offset -> 1-based line number, by bisecting the newline positions once computed."""
-
-    def __init__(self, text: str) -> None:
-        self._newlines = [m.start() for m in re.finditer("\n", text)]
-
-    def line(self, offset: int) -> int:
-        # Lines before the offset = newlines strictly before it.
-        return bisect.bisect_left(self._newlines, offset) + 1
-
-
-def _skip_ws(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in " \t\r\n":
-        pos += 1
-    return pos
-
-
-def _bad_utf8_lines(data: bytes) -> dict[int, str]:
-    """Line number -> message for every line holding bytes that are not UTF-8."""
-    bad: dict[int, str] = {}
-    for index, raw in enumerate(data.split(b"\n")):
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            bad[index + 1] = _utf8_problem(raw.removesuffix(b"\r"), exc)
-    return bad
-
-
-def _decode_whole(path: Path) -> tuple[str, dict[int, str]]:
-    data = path.read_bytes()
-    if data.startswith(_BOM):
-        data = data[len(_BOM) :]
-    try:
-        return data.decode("utf-8"), {}
-    except UnicodeDecodeError:
-        # Keep going with replacement characters; the records that span a bad line are dropped
-        # with a problem at that line, the rest of the file stays usable.
-        return data.decode("utf-8", errors="replace"), _bad_utf8_lines(data)
-
-
-# A record of a list that was broken mid-way starts again where an object closes, a comma follows and
-# a new object opens; resynchronising there keeps the records after the damage.
-_NEXT_RECORD = re.compile(r"\}\s*,?\s*(?=\{)")
-_RESYNC_TRIES = 20
-
-
-def _resync(text: str, pos: int) -> int | None:
-    """The offset of the next record after damage at ``pos`` that decodes and is followed by ',' or ']'."""
-    for tries, match in enumerate(_NEXT_RECORD.finditer(text, pos)):
-        if tries >= _RESYNC_TRIES:
-            return None
-        start = match.end()
-        try:
-            end = jsontext.decode(text, start).end
-        except JsonProblem:
-            continue
-        after = _skip_ws(text, end)
-        if after < len(text) and text[after] in ",]":
-            return start
-    return None
-
-
-def _read_json(path: Path, label: str) -> RawRecords:
-    text, bad_lines = _decode_whole(path)
-    lines = _LineIndex(text)
-    out = RawRecords()
-    pos = _skip_ws(text, 0)
-    if pos == len(text):
-        return out  # an empty file holds no records; whether that is a problem is for the caller
-
-    if text[pos] == "{":
-        pos = _find_single_list(text, pos, label, lines)
-    elif text[pos] != "[":
-        raise DataFileError(
-            f"{label}:{lines.line(pos)}: expected a JSON list of records (or an object holding one list), "
-            f"found {_shown(text[pos : pos + 20])}"
-        )
-
-    # Element by element, so that each record knows its line and a syntax error mid-list keeps
-    # every record before it -- and, where the next record can be found, every record after it.
-    pos = _skip_ws(text, pos + 1)
-    if pos < len(text) and text[pos] == "]":
-        return out
-    while True:
-        start = pos
-        try:
-            decoded = jsontext.decode(text, pos)
-        except JsonProblem as problem:
-            if start >= len(text) or _looks_cut_off(text, problem):
-                out._bad(
-                    Location(label, line=lines.line(start)),
-                    "truncated: the file seems to have been cut off in this record",
-                    "truncated",
-                )
-                return out
-            where = problem.pos if problem.pos is not None else start
-            pos = _resync(text, where) or -1
-            if pos < 0:
-                out._bad(
-                    Location(label, line=lines.line(where)),
-                    f"malformed JSON: {problem.message}; the rest of the file from here could not be read",
-                    UNREAD_REST,
-                )
-                return out
-            out._bad(
-                Location(label, line=lines.line(where)),
-                f"malformed JSON: {problem.message}; reading went on at line {lines.line(pos)}",
-                "malformed_json",
-            )
-            continue
-        first, last = lines.line(start), lines.line(decoded.end - 1)
-        spoiled = [n for n in range(first, last + 1) if n in bad_lines]
-        if spoiled:
-            out._bad(Location(label, line=spoiled[0]), bad_lines[spoiled[0]], "encoding")
-        else:
-            _add_decoded(out, Location(label, line=first), decoded)
-        pos = _skip_ws(text, decoded.end)
-        if pos < len(text) and text[pos] == ",":
-            pos = _skip_ws(text, pos + 1)
-            continue
-        if pos < len(text) and text[pos] == "]":
-            break
-        if pos >= len(text):
-            out._bad(
-                Location(label, line=lines.line(pos)),
-                "truncated: the file ends without the list's closing ']'; it seems to have been cut off",
-                "truncated",
-            )
-            return out
-        # A missing comma ("} {"): the next record starts right here.
-        resumed = pos if text[pos] == "{" else _resync(text, pos)
-        found = _shown(text[pos])
-        if resumed is None:
-            out.problems.append(
-                Problem(
-                    Location(label, line=lines.line(pos)),
-                    f"malformed JSON: expected ',' or ']' after a record, found {found}; "
-                    "the rest of the file from here could not be read",
-                    kind=UNREAD_REST,
-                )
-            )
-            return out
-        out.problems.append(
-            Problem(
-                Location(label, line=lines.line(pos)),
-                f"malformed JSON: expected ',' or ']' after a record, found {found}; reading went on "
-                f"at line {lines.line(resumed)}",
-                kind="malformed_json",
-            )
-        )
-        pos = resumed
-    return out
-
-
-def _shown(snippet: str) -> str:
-    """A few characters of the file for a message, control characters escaped."""
-    return repr(snippet)
-
-
-def _find_single_list(text: str, pos: int, label: str, lines: _LineIndex) -> int:
-    """For ``{"data": [...]}``: the offset of the one list-valued key's ``[``.
-
-    Walks the object key by key (rather than ``json.loads``) to learn where each value starts.
-    """
-    list_starts: dict[str, int] = {}
-    keys: list[str] = []
-    try:
-        pos = _skip_ws(text, pos + 1)
-        while pos < len(text) and text[pos] != "}":
-            key = jsontext.decode(text, pos)
-            if not isinstance(key.value, str):
-                raise JsonProblem("expected a key (a string in double quotes)", pos)
-            pos = _skip_ws(text, key.end)
-            if text[pos : pos + 1] != ":":
-                raise JsonProblem("Expecting ':' delimiter", pos)
-            pos = _skip_ws(text, pos + 1)
-            value_start = pos
-            try:
-                value = jsontext.decode(text, pos)
-            except JsonProblem:
-                if text[value_start : value_start + 1] == "[" and not list_starts:
-                    # A broken list is most likely the records: read it element by element so
-                    # that the records before the damage survive and the damage gets its line.
-                    return value_start
-                raise
-            keys.append(key.value)
-            if isinstance(value.value, list):
-                list_starts[key.value] = value_start
-            pos = _skip_ws(text, value.end)
-            if text[pos : pos + 1] == ",":
-                pos = _skip_ws(text, pos + 1)
-            elif text[pos : pos + 1] != "}":
-                raise JsonProblem("Expecting ',' delimiter", pos)
-        if pos >= len(text):
-            raise JsonProblem("the object never closes: the file seems to have been cut off", pos)
-    except JsonProblem as problem:
-        at = problem.pos if problem.pos is not None else pos
-        raise DataFileError(f"{label}:{lines.line(at)}: malformed JSON: {problem.message}") from None
-    if len(list_starts) != 1:
-        shown = ", ".join(repr(k[:40]) for k in keys[:10]) + (", ..." if len(keys) > 10 else "")
-        raise DataFileError(
-            f"{label}:{lines.line(pos)}: the top-level JSON object must hold exactly one list of records "
-            f'(like {{"data": [...]}}); it has keys [{shown}] of which {len(list_starts)} hold lists'
-        )
-    return next(iter(list_starts.values()))
-
-
 # ----------------------------------------------------------------------------------------------- CSV
 
 
@@ -411,7 +102,7 @@ def _check_header(header: list[str], label: str, line: int) -> None:
 
 
 def _read_csv(path: Path, label: str) -> RawRecords:
-    text, bad_lines = _decode_whole(path)
+    text, bad_lines = decode_whole(path)
     out = RawRecords()
     # newline="" so that quoted cells keep their own newlines and line_num counts physical lines.
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
@@ -480,9 +171,9 @@ def _read_parquet(path: Path, label: str) -> RawRecords:
 
 
 READERS: dict[str, Reader] = {
-    ".jsonl": _read_jsonl,
-    ".ndjson": _read_jsonl,
-    ".json": _read_json,
+    ".jsonl": read_jsonl,
+    ".ndjson": read_jsonl,
+    ".json": read_json,
     ".csv": _read_csv,
     ".parquet": _read_parquet,
 }
