@@ -28,8 +28,6 @@ import prefkit
 from prefkit.callbacks import (
     METRICS_FILE,
     MetricsJsonl,
-    plot_names,
-    plot_run,
     read_metrics,
     truncate_metrics,
 )
@@ -38,26 +36,13 @@ from prefkit.data.load import prepare_data
 from prefkit.distributed import mislaunch_warning
 from prefkit.env import cache_dir
 from prefkit.errors import PrefkitError, TrainingInterrupted
+from prefkit.finish import finish_from_checkpoint, finish_saved_run, save_final, write_plots
 from prefkit.losses import LOSSES, LossParams
 from prefkit.models import load_for_training, resolve_first, trainable_parameters
 from prefkit.preflight import preflight
-from prefkit.resume import (
-    TRAINING_CONFIG,
-    check_resume,
-    final_model_source,
-    model_files,
-    training_complete,
-)
-from prefkit.runs import (
-    FINAL_DIR,
-    STAGING_DIR,
-    RunFolder,
-    StartPlan,
-    check_not_overlapping,
-    crash_point,
-    plan_start,
-    write_json_atomic,
-)
+from prefkit.resume import TRAINING_CONFIG, check_resume, training_complete
+from prefkit.run_start import StartPlan, check_not_overlapping, plan_start
+from prefkit.runs import RunFolder, write_json_atomic
 from prefkit.signals import GracefulStop
 
 if TYPE_CHECKING:
@@ -191,91 +176,6 @@ def _defaults() -> dict[str, Any]:
     return Config().resolved()
 
 
-def _write_plots(folder: RunFolder, config: Config) -> None:
-    if config.plot_loss:
-        preference = config.stage == "dpo"
-        for name in plot_names(preference):
-            folder.claim_name(name)
-        plot_run(folder.path, preference=preference)
-
-
-def _finish_saved_run(config: Config, plan: StartPlan, output_dir: Path) -> TrainResult:
-    """The run was killed after its final model was saved (marker status saving-final, the files all
-    there): move the last files into place, plot, mark it finished. No model is loaded."""
-    from accelerate import PartialState
-
-    state = PartialState()
-    assert plan.marker is not None
-    step = int(plan.marker.fields["global_step"])
-    if state.is_main_process:
-        folder = RunFolder(output_dir, plan.marker)
-        folder.complete_final()
-        crash_point("final-moved")
-        _write_plots(folder, config)
-        folder.finish(global_step=step, world_size=state.num_processes)
-    state.wait_for_everyone()
-    logger.info("the run in %s was stopped while saving its final model; it is finished now", output_dir)
-    return TrainResult(output_dir, step, read_metrics(output_dir / METRICS_FILE), None, 0.0)
-
-
-def _finish_from_checkpoint(config: Config, plan: StartPlan, output_dir: Path, step: int) -> TrainResult:
-    """The run's newest checkpoint is at its last step: training is over, only the final model was not
-    in place (killed after training). Its model files are the final model; no model is loaded."""
-    import shutil
-
-    from accelerate import PartialState
-
-    state = PartialState()
-    assert plan.resume_from is not None
-    load_best = bool(config.training_arguments.get("load_best_model_at_end"))
-    source = final_model_source(plan.resume_from, load_best)
-    if state.is_main_process:
-        folder = RunFolder.claim(output_dir, plan.marker, clear=False, resume=True)
-        truncate_metrics(folder.claim_name(METRICS_FILE), step)
-        staging = folder.final_staging
-        folder.claim_name(STAGING_DIR)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        for item in model_files(source):
-            if item.is_dir():
-                shutil.copytree(item, staging / item.name)
-            else:
-                shutil.copy2(item, staging / item.name)
-        folder.begin_final(sorted(p.name for p in staging.iterdir()), step)
-        folder.complete_final()
-        _write_plots(folder, config)
-        folder.finish(global_step=step, resumed_from=str(plan.resume_from), world_size=state.num_processes)
-    state.wait_for_everyone()
-    logger.info(
-        "training had finished in %s (%s is its last step); the final model is in place now",
-        output_dir,
-        plan.resume_from.name,
-    )
-    return TrainResult(output_dir, step, read_metrics(output_dir / METRICS_FILE), plan.resume_from, 0.0)
-
-
-def _save_final(trainer: Any, folder: RunFolder | None, state: Any, output_dir: Path) -> None:
-    """Save the final model into the staging folder, then (marker: saving-final) move it into place --
-    so a kill at any point leaves either a resumable run or one the next start only has to finish.
-    Every process calls save_model with the same folder (DeepSpeed and FSDP gather collectively);
-    the main one (``folder``) writes and moves."""
-    import shutil
-
-    staging = output_dir / STAGING_DIR / FINAL_DIR
-    if folder is not None:
-        folder.claim_name(STAGING_DIR)
-        shutil.rmtree(staging, ignore_errors=True)
-    state.wait_for_everyone()
-    trainer.save_model(str(staging))
-    state.wait_for_everyone()
-    if folder is not None:
-        crash_point("final-staged")
-        folder.begin_final(sorted(p.name for p in staging.iterdir()), trainer.state.global_step)
-        crash_point("final-marked")
-        folder.complete_final()
-        crash_point("final-moved")
-
-
 def _record_config(
     folder: RunFolder, record: dict[str, Any], plan: StartPlan, step: int | None, changed: list[str]
 ) -> None:
@@ -308,7 +208,8 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
     check_not_overlapping(output_dir, _read_paths(config))
     plan = plan_start(output_dir, config.overwrite_output_dir, config.resume_from_checkpoint)
     if plan.action == "finish":
-        return _finish_saved_run(config, plan, output_dir)
+        step = finish_saved_run(config, plan, output_dir)
+        return TrainResult(output_dir, step, read_metrics(output_dir / METRICS_FILE), None, 0.0)
     resumed_step, changed = None, []
     if plan.resume_from is not None:
         run_dir = output_dir if plan.action == "resume" else plan.resume_from.parent
@@ -316,7 +217,9 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
         for line in changed:
             logger.info("resuming with a changed setting that does not alter the result: %s", line)
         if plan.action == "resume" and training_complete(plan.resume_from, config.max_steps, changed):
-            return _finish_from_checkpoint(config, plan, output_dir, resumed_step)
+            finish_from_checkpoint(config, plan, output_dir, resumed_step)
+            metrics = read_metrics(output_dir / METRICS_FILE)
+            return TrainResult(output_dir, resumed_step, metrics, plan.resume_from, 0.0)
 
     needs_reference = config.stage == "dpo" and LOSSES[config.pref_loss].needs_reference
     model = model_path(config)
@@ -398,9 +301,9 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
             stop.signum,
         )
 
-    _save_final(trainer, folder, state, output_dir)
+    save_final(trainer, folder, state, output_dir)
     if folder is not None:
-        _write_plots(folder, config)
+        write_plots(folder, config)
         folder.finish(
             global_step=trainer.state.global_step,
             train_seconds=round(train_seconds, 2),
