@@ -37,13 +37,32 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-def overrides(model: Path, data: Path, out: Path, batch: int) -> list[str]:
+# Rank 1 alone gets an infinite loss on its 3rd batch (its gradient stays finite: the inf is a constant
+# added to the loss), so only an all-reduced decision makes rank 0 skip that step too.
+POISON = textwrap.dedent("""
+    import dataclasses, torch
+    from prefkit import losses
+
+    spec, calls = losses.LOSSES["sigmoid"], []
+
+    def poisoned(p, params):
+        out = spec.fn(p, params)
+        calls.append(1)
+        if torch.distributed.get_rank() == 1 and len(calls) == 3:
+            out.loss = out.loss + float("inf")
+        return out
+
+    losses.LOSSES["sigmoid"] = dataclasses.replace(spec, fn=poisoned)
+""")
+
+
+def overrides(model: Path, data: Path, out: Path, batch: int, loss: str = "sigmoid") -> list[str]:
     return [
         f"model_name_or_path={model}",
         f"train_file={data}",
         f"output_dir={out}",
         "stage=dpo",
-        "pref_loss=sigmoid",
+        f"pref_loss={loss}",
         "lora_rank=8",
         "learning_rate=5e-3",
         f"per_device_train_batch_size={batch}",
@@ -56,13 +75,17 @@ def overrides(model: Path, data: Path, out: Path, batch: int) -> list[str]:
 
 
 def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    # Keep a PYTHONPATH that points at the source under test (a worktree), with the tests' helpers first.
+    path = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 
 
-def test_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir):
+# kto_pair's KL reference points are batch means: they must be means over both processes' rows.
+@pytest.mark.parametrize("loss", ["sigmoid", "kto_pair"])
+def test_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir, loss):
     data = toy_pairs(tmp_path / "pairs.jsonl")
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
@@ -77,7 +100,7 @@ def test_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir):
             "--nproc_per_node=2",
             str(driver),
             str(out),
-            *overrides(tiny_model_dir, data, out, batch=2),
+            *overrides(tiny_model_dir, data, out, batch=2, loss=loss),
         ],
         tmp_path,
     )
@@ -88,15 +111,44 @@ def test_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir):
         assert torch.equal(rank0[name], rank1[name]), name
     assert json.loads((out / "prefkit_run.json").read_text())["world_size"] == 2
 
-    single = train(load_config(None, overrides(tiny_model_dir, data, tmp_path / "single", batch=4)))
+    single = train(
+        load_config(None, overrides(tiny_model_dir, data, tmp_path / "single", batch=4, loss=loss))
+    )
     ddp_loss = [r["loss"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
     one_loss = [r["loss"] for r in single.metrics if "loss" in r]
     assert len(ddp_loss) == len(one_loss) == 6
     assert ddp_loss == pytest.approx(one_loss, rel=1e-4)
-    ddp_acc = [r["rewards/margins"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
-    assert ddp_acc == pytest.approx(
-        [r["rewards/margins"] for r in single.metrics if "loss" in r], rel=1e-3, abs=1e-6
-    )
+    keys = ["rewards/margins"] + (["kl/chosen", "kl/rejected"] if loss == "kto_pair" else [])
+    for key in keys:
+        ddp_values = [r[key] for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+        assert ddp_values == pytest.approx(
+            [r[key] for r in single.metrics if "loss" in r], rel=1e-3, abs=1e-6
+        )
+
+
+def test_a_nonfinite_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path, tiny_model_dir):
+    data = toy_pairs(tmp_path / "pairs.jsonl")
+    driver = tmp_path / "driver.py"
+    driver.write_text(POISON + DRIVER)
+    out = tmp_path / "ddp"
+    out.mkdir()
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(driver),
+    ]
+    result = run([*command, str(out), *overrides(tiny_model_dir, data, out, batch=2)], tmp_path)
+
+    rank0, rank1 = (torch.load(out / f"params-rank{r}.pt") for r in (0, 1))
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name  # no rank stepped alone
+    records = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
+    assert [r["nonfinite_steps"] for r in records] == [0, 0, 1, 1, 1, 1]
+    assert result.stderr.count("step 3: non-finite loss") == 1  # logged once, by the main process
+    assert f"{data}:" in result.stderr.split("step 3: non-finite loss")[1].splitlines()[0]
 
 
 def test_nproc_shortcut_and_mislaunch_warning(tmp_path, tiny_model_dir):

@@ -30,8 +30,9 @@ def test_prepare_tokenises_and_splits(tmp_path, tokenizer):
     cfg = load_config(None, [f"train_file={data}", "val_size=0.25", "cutoff_len=64", "template=chatml"])
     prepared = prepare_data(cfg, tokenizer)
     assert len(prepared.train) == 15 and len(prepared.eval) == 5
-    assert set(prepared.train.column_names) == {"prompt_ids", "chosen_ids", "rejected_ids"}
+    assert set(prepared.train.column_names) == {"prompt_ids", "chosen_ids", "rejected_ids", "example_id"}
     first = prepared.train_examples[0]
+    assert prepared.train[0]["example_id"] == str(first.location)  # "d.jsonl:N", for messages about a batch
     assert tokenizer.decode(prepared.train[0]["chosen_ids"]) == f"{first.chosen}<|im_end|>\n"
     train_prompts = {e.prompt for e in prepared.train_examples}
     assert not train_prompts & {e.prompt for e in prepared.eval_examples}
@@ -126,7 +127,8 @@ def test_no_data_configured():
 def test_sft_on_a_preference_file_trains_prompt_and_chosen(tmp_path, tokenizer):
     data = write_jsonl(tmp_path / "d.jsonl", rows(3))
     prepared = prepare_data(load_config(None, ["stage=sft", f"train_file={data}"]), tokenizer)
-    assert len(prepared.train) == 3 and set(prepared.train.column_names) == {"input_ids", "labels"}
+    assert len(prepared.train) == 3
+    assert set(prepared.train.column_names) == {"input_ids", "labels", "example_id"}
     trained = [
         t
         for t, label in zip(prepared.train[0]["input_ids"], prepared.train[0]["labels"], strict=True)

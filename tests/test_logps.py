@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -55,7 +57,7 @@ def test_sequence_logps_on_a_model(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float64)
     input_ids = torch.randint(3, 100, (2, 9))
     labels = input_ids.clone()
-    labels[:, :4] = IGNORE_INDEX
+    labels[0, :4] = IGNORE_INDEX  # row 1 is labelled from position 0, which nothing predicts
     labels[1, 7:] = IGNORE_INDEX
     attention_mask = torch.ones_like(input_ids)
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
@@ -63,4 +65,44 @@ def test_sequence_logps_on_a_model(tiny_model_dir):
     full = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
     expected = naive(full, labels[:, 1:]).sum(-1)
     torch.testing.assert_close(sums.double(), expected, atol=1e-5, rtol=1e-5)
-    assert counts.tolist() == [5, 3]
+    assert counts.tolist() == [5, 6]
+
+
+def test_sequence_logps_reads_the_models_logits_without_a_copy(tiny_model_dir, monkeypatch):
+    """The logits tensor is the largest of a step; slicing it to align with the labels would make the
+    reshape below copy it whole. The labels are shifted instead."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    seen: dict[str, object] = {}
+    model.register_forward_hook(lambda module, args, output: seen.update(model=output.logits.data_ptr()))
+    plain = logps._label_logps
+
+    def spy(logits, labels):
+        seen.update(given=logits.data_ptr(), contiguous=logits.is_contiguous())
+        return plain(logits, labels)
+
+    monkeypatch.setattr(logps, "_label_logps", spy)
+    input_ids = torch.randint(3, 100, (2, 9))
+    labels = input_ids.clone()
+    labels[:, :4] = IGNORE_INDEX
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+    _, counts, _ = logps.sequence_logps(model, batch)
+    assert seen["given"] == seen["model"] and seen["contiguous"]
+    assert counts.tolist() == [5, 5]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nonfinite_logits_at_unlabelled_positions_do_not_leak(dtype):
+    """A padding position's logits can be NaN (attention with nothing to attend to); it carries no label,
+    so neither the values nor the gradient may see it."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 11, dtype=torch.float64).to(dtype)
+    logits[1, 3] = math.nan
+    logits.requires_grad_()
+    labels = torch.randint(0, 11, (2, 4))
+    labels[1, 3] = IGNORE_INDEX
+    values, _ = logps.token_logps(logits, labels)
+    values.sum().backward()
+    assert torch.isfinite(values).all() and values[1, 3] == 0
+    assert torch.isfinite(logits.grad).all() and torch.all(logits.grad[1, 3] == 0)

@@ -8,6 +8,7 @@ the very same sequences with our log-prob code: loss and rewards must agree to 1
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import warnings
 
@@ -93,17 +94,8 @@ def test_dpo_family_matches_trl(models, tmp_path, loss_type):
         trl_loss = trl.compute_loss(trl.model, batch)
     trl_metrics = {k: v[-1] for k, v in trl._metrics["train"].items()}
 
-    # The same log-probs for both: TRL's own per-sequence log-prob sums of this batch. Its fused LM head
-    # computes them in float32 whatever the model's dtype, so we take those float32 sums as they are
-    # and run our loss on them in float64.
-    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, IGNORE_INDEX)
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}
-    with torch.no_grad():
-        sums = trl.model(**inputs, fused_lm_head=True).log_probs.sum(-1).double()
-        ref_sums = trl.ref_model(**inputs, fused_lm_head=True).log_probs.sum(-1).double()
-    counts = (labels[:, 1:] != IGNORE_INDEX).sum(-1).double()
+    p, inputs, sums, counts = _trl_logps(trl, batch)
     h = counts.shape[0] // 2
-    p = PolicyLogps(sums[:h], sums[h:], counts[:h], counts[h:], ref_sums[:h], ref_sums[h:])
     out = preference_loss(loss_type, p, LossParams(beta=beta))
 
     assert out.loss.item() == pytest.approx(trl_loss.item(), abs=TOL)
@@ -122,6 +114,62 @@ def test_dpo_family_matches_trl(models, tmp_path, loss_type):
     assert (logit_sums[:h].sum() / counts[:h].sum()).item() == pytest.approx(
         trl_metrics["logits/chosen"], abs=1e-5
     )
+
+
+def _trl_logps(trl, batch) -> tuple[PolicyLogps, dict, torch.Tensor, torch.Tensor]:
+    """The same log-probs for both sides: TRL's own per-sequence log-prob sums of a DPOTrainer batch. Its
+    fused LM head computes them in float32 whatever the model's dtype, so we take those float32 sums as
+    they are and run our loss on them in float64."""
+    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, IGNORE_INDEX)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}
+    with torch.no_grad():
+        sums = trl.model(**inputs, fused_lm_head=True).log_probs.sum(-1).double()
+        ref_sums = trl.ref_model(**inputs, fused_lm_head=True).log_probs.sum(-1).double()
+    counts = (labels[:, 1:] != IGNORE_INDEX).sum(-1).double()
+    h = counts.shape[0] // 2
+    return (
+        PolicyLogps(sums[:h], sums[h:], counts[:h], counts[h:], ref_sums[:h], ref_sums[h:]),
+        inputs,
+        sums,
+        counts,
+    )
+
+
+def test_conservative_dpo_matches_trl(models, tmp_path):
+    """cDPO (``dpo_label_smoothing``): -(1-e) log s(beta h) - e log s(-beta h). TRL 1.16's ``sigmoid`` no
+    longer takes label smoothing; its ``aot`` loss applies exactly this formula to the sorted differences
+    of policy and reference log-ratios, which for a batch of one pair is h itself. So TRL's aot on
+    one-pair batches is TRL computing cDPO."""
+    from trl import DPOConfig, DPOTrainer
+
+    tokenizer, policy, reference = models
+    beta, smoothing = 0.3, 0.2
+    args = DPOConfig(
+        output_dir=str(tmp_path),
+        loss_type=["aot"],
+        label_smoothing=smoothing,
+        beta=beta,
+        use_cpu=True,
+        per_device_train_batch_size=1,
+        report_to="none",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trl = DPOTrainer(
+            model=policy, ref_model=reference, args=args, train_dataset=pairs(), processing_class=tokenizer
+        )
+    trl.model.train()
+    compared = 0
+    for batch in trl.get_train_dataloader():
+        with torch.no_grad():
+            trl_loss = trl.compute_loss(trl.model, batch)
+        p, _, _, _ = _trl_logps(trl, batch)
+        out = preference_loss("sigmoid", p, LossParams(beta=beta, label_smoothing=smoothing))
+        plain = preference_loss("sigmoid", p, LossParams(beta=beta))
+        assert out.loss.item() == pytest.approx(trl_loss.item(), abs=TOL)
+        assert abs(out.loss.item() - plain.loss.item()) > 1e-3  # the smoothing did change the loss
+        compared += 1
+    assert compared == 4
 
 
 def _stack_cpo_batch(batch) -> dict[str, torch.Tensor]:
@@ -186,10 +234,31 @@ def test_reference_free_methods_match_trl(models, tmp_path, method):
         float(trl_metrics["rewards/rejected"]), abs=TOL
     )
     if method == "orpo":
-        # TRL's ORPO NLL also trains on prompt tokens; prefkit's (like LLaMA-Factory's and its SFT) is the
-        # chosen response only. The odds-ratio term and rewards must agree exactly.
+        # TRL's ORPO NLL covers every non-pad token of the chosen sequence, prompt included; prefkit's (like
+        # LLaMA-Factory's and its SFT) the chosen response only. Each NLL, worked out here from the model's
+        # plain full-vocabulary log-softmax with that token set, must equal its own side's; and TRL's whole
+        # loss must be its NLL plus prefkit's odds-ratio term.
+        stacked = _stack_cpo_batch(batch)
+        rows = batch["chosen_input_ids"].shape[0]
+
+        def nll(labels: torch.Tensor) -> float:
+            with torch.no_grad():
+                logits = policy(input_ids=stacked["input_ids"][:rows]).logits[:, :-1]
+            logp = torch.log_softmax(logits.double(), -1)
+            target = labels[:, 1:]
+            mask = target != IGNORE_INDEX
+            picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            return (-(picked * mask).sum() / mask.sum()).item()
+
+        all_tokens = stacked["input_ids"][:rows].masked_fill(
+            stacked["attention_mask"][:rows] == 0, IGNORE_INDEX
+        )
+        response_only = stacked["labels"][:rows]
+        assert (response_only != IGNORE_INDEX).sum() < (all_tokens != IGNORE_INDEX).sum()
+        assert float(trl_metrics["nll_loss"]) == pytest.approx(nll(all_tokens), abs=TOL)
+        assert out.metrics["nll_loss"].item() == pytest.approx(nll(response_only), abs=TOL)
         odds_term = (out.loss - out.metrics["nll_loss"]).item()
-        assert odds_term == pytest.approx(trl_loss.item() - float(trl_metrics["nll_loss"]), abs=TOL)
+        assert trl_loss.item() == pytest.approx(nll(all_tokens) + odds_term, abs=TOL)
         assert out.metrics["log_odds_ratio"].item() == pytest.approx(
             float(trl_metrics["log_odds_ratio"]), abs=TOL
         )
@@ -212,22 +281,58 @@ def logps(chosen, rejected, ref_chosen=None, ref_rejected=None, n_chosen=None, n
     )
 
 
-def test_kto_pair_worked_example():
-    """Two pairs, beta = 0.5.
+def test_kto_pair_from_the_papers_definition():
+    """KTO (Ethayarajh et al. 2024, eq. 6-8) with lambda_D = lambda_U = 1, on two pairs, beta = 0.5.
 
-    log-ratios: chosen  r_c = (-4 - -5, -3 - -2) = (1, -1),  rejected r_r = (-6 - -5, -2 - -4) = (-1, 2)
-    KL (batch means, clamped at 0): KL_c = max(0, mean(1, -1)) = 0,  KL_r = max(0, mean(-1, 2)) = 0.5
-    desirable   1 - s(0.5 * (r_c - KL_r)) = 1 - s(0.25), 1 - s(-0.75)
-    undesirable 1 - s(0.5 * (KL_c - r_r)) = 1 - s(0.5),  1 - s(-1.0)
-    loss = mean of all four terms; rewards = beta * log-ratios.
+    The paper's loss for an example (x, y) with reward r = log pi(y|x) - log pi_ref(y|x):
+        desirable y:   1 - s(beta (r - z0)),   undesirable y:   1 - s(beta (z0 - r)),
+    where z0, the reference point, estimates KL(pi || pi_ref) from outputs that are not the example's
+    own, is clamped at 0, and is not back-propagated through. In the paired form each chosen reply is
+    desirable with z0 from the rejected replies, each rejected reply undesirable with z0 from the chosen
+    ones (a batch mean of their rewards). The loss is the mean over all 2B examples.
+
+    policy  chosen (-4, -3)   rejected (-6, -2)      reference chosen (-5, -2)   rejected (-5, -4)
+    r_c = (-4+5, -3+2) = (1, -1)                     r_r = (-6+5, -2+4) = (-1, 2)
+    z0 for the chosen   = max(0, (-1 + 2)/2) = 0.5   z0 for the rejected = max(0, (1 - 1)/2) = 0
+    desirable:   1 - s(0.5 (1 - 0.5)) = 1 - s(0.25),     1 - s(0.5 (-1 - 0.5)) = 1 - s(-0.75)
+    undesirable: 1 - s(0.5 (0 - -1)) = 1 - s(0.5),       1 - s(0.5 (0 - 2))   = 1 - s(-1)
+    loss = (sum of the four) / 4
+
+    Gradient (z0 held fixed): d/dr [1 - s(beta u)] = -beta s(beta u)(1 - s(beta u)) for u = r - z0, so
+    d loss / d pi_c[0] = -0.5 s(0.25) (1 - s(0.25)) / 4, and for the undesirable side u = z0 - r:
+    d loss / d pi_r[1] = +0.5 s(-1) (1 - s(-1)) / 4. Were z0 differentiated, pi_r[1] would also move z0
+    for the chosen half and its gradient would differ.
     """
     s = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
-    out = preference_loss("kto_pair", logps([-4, -3], [-6, -2], [-5, -2], [-5, -4]), LossParams(beta=0.5))
+    p = logps([-4, -3], [-6, -2], [-5, -2], [-5, -4])
+    p.chosen.requires_grad_(True)
+    p.rejected.requires_grad_(True)
+    out = preference_loss("kto_pair", p, LossParams(beta=0.5))
     expected = ((1 - s(0.25)) + (1 - s(-0.75)) + (1 - s(0.5)) + (1 - s(-1.0))) / 4
     assert out.loss.item() == pytest.approx(expected, abs=1e-12)
+    out.loss.backward()
+    assert p.chosen.grad[0].item() == pytest.approx(-0.5 * s(0.25) * (1 - s(0.25)) / 4, abs=1e-12)
+    assert p.rejected.grad[1].item() == pytest.approx(0.5 * s(-1.0) * (1 - s(-1.0)) / 4, abs=1e-12)
     assert out.chosen_rewards.tolist() == pytest.approx([0.5, -0.5])
     assert out.rejected_rewards.tolist() == pytest.approx([-0.5, 1.0])
     assert out.metrics["kl/chosen"].item() == 0.0 and out.metrics["kl/rejected"].item() == 0.5
+
+
+def test_kto_pair_reference_points_come_from_the_whole_batch():
+    """Under DDP each process holds part of the batch; the trainer passes a mean over all of them. Here a
+    fake "other process" with rejected rewards (3, 3) joins the batch mean: z0 for the chosen becomes
+    max(0, mean(-1, 2, 3, 3)) = 1.75 instead of 0.5."""
+    s = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    other = torch.tensor([3.0, 3.0], dtype=torch.float64)
+    p = logps([-4, -3], [-6, -2], [-5, -2], [-5, -4])
+    p = dataclasses.replace(p, batch_mean=lambda x: torch.cat([x, other if x[1] == 2 else -other]).mean())
+    out = preference_loss("kto_pair", p, LossParams(beta=0.5))
+    assert out.metrics["kl/rejected"].item() == pytest.approx(1.75)
+    desirable = (1 - s(0.5 * (1 - 1.75))) + (1 - s(0.5 * (-1 - 1.75)))
+    undesirable = (1 - s(0.5 * (0 + 1))) + (
+        1 - s(0.5 * (0 - 2))
+    )  # z0 for the rejected: max(0, mean(1,-1,-3,-3))
+    assert out.loss.item() == pytest.approx((desirable + undesirable) / 4, abs=1e-12)
 
 
 def test_conservative_dpo_label_smoothing():

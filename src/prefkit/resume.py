@@ -61,6 +61,7 @@ NEUTRAL_KEYS = frozenset(
         "dataloader_pin_memory",
         "dataloader_persistent_workers",
         "dataloader_prefetch_factor",
+        "max_nonfinite_steps",  # when to give up on non-finite steps, not what a finite step does
     }
 )
 GROWABLE_KEYS = ("max_steps", "num_train_epochs")  # training for longer continues the same run

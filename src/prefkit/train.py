@@ -75,12 +75,23 @@ def model_path(config: Config) -> str:
 
 def training_arguments(config: Config) -> TrainingArguments:
     import torch
-    from transformers import TrainingArguments
+
+    from prefkit.env import bf16_supported
+    from prefkit.trainer import PrefTrainingArguments
 
     if config.fp16 and not torch.cuda.is_available():
         raise PrefkitError(
             "fp16: true needs a CUDA GPU; on a CPU use bf16: true (where `prefkit env` says bf16: yes)"
         )
+    if config.bf16 and not bf16_supported():
+        device = "GPU" if torch.cuda.is_available() else "CPU"
+        raise PrefkitError(
+            f"bf16: true, but this {device} has no bfloat16 support (`prefkit env` says bf16: no): set bf16: "
+            "false" + (" or fp16: true" if torch.cuda.is_available() else "")
+        )
+    # The user's own `warmup_steps` (a count, or a ratio below 1) wins; else warmup_ratio, turned into a
+    # number of steps once the trainer knows how many there are (see PrefTrainingArguments).
+    warmup_ratio = None if "warmup_steps" in config.training_arguments else config.warmup_ratio
     kwargs: dict[str, Any] = {
         "output_dir": config.output_dir,
         "do_train": config.do_train,
@@ -89,7 +100,8 @@ def training_arguments(config: Config) -> TrainingArguments:
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "learning_rate": config.learning_rate,
         "lr_scheduler_type": config.lr_scheduler_type,
-        "warmup_steps": config.warmup_ratio,  # transformers v5: a value < 1 is a ratio
+        "warmup_ratio": warmup_ratio,
+        "max_nonfinite_steps": config.max_nonfinite_steps,
         "num_train_epochs": config.num_train_epochs,
         "max_steps": config.max_steps,
         "bf16": config.bf16,
@@ -107,7 +119,7 @@ def training_arguments(config: Config) -> TrainingArguments:
         **config.training_arguments,  # TrainingArguments fields the user set by name win
     }
     try:
-        return TrainingArguments(**kwargs)
+        return PrefTrainingArguments(**kwargs)
     except (ValueError, ImportError, OSError) as err:  # e.g. deepspeed not installed, inconsistent strategies
         raise PrefkitError(f"transformers.TrainingArguments rejected these settings: {err}") from err
 

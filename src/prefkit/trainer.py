@@ -1,25 +1,74 @@
-"""prefkit's trainer: transformers.Trainer with the SFT and preference losses, TRL-named metrics and
-atomic checkpoints.
+"""prefkit's trainer: transformers.Trainer with the SFT and preference losses, TRL-named metrics, a guard
+against non-finite steps and atomic checkpoints.
 
 One forward pass over ``[chosen; rejected]`` gives the policy's per-sequence log-prob sums; the
 reference's come from the same model with the adapter off (or a frozen copy) under ``no_grad``; the
 loss is whatever :data:`prefkit.losses.LOSSES` says. Metrics are gathered across processes every step
-and averaged over the logging window, under TRL's names.
+and averaged over the logging window, under TRL's names. A step whose loss or gradient is not finite is
+skipped and named (see :mod:`prefkit.nonfinite`).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from prefkit.checkpointing import AtomicCheckpoints
 from prefkit.logps import sequence_logps
 from prefkit.losses import LOSSES, LossOutput, LossParams, PolicyLogps
-from prefkit.models import LoadedModel
+from prefkit.models import LoadedModel, builtin_origin, place_like
+from prefkit.nonfinite import NonFiniteGuard, NonFiniteWeightsError, nonfinite_parameters
+
+EXAMPLE_IDS = "example_ids"  # the batch key carrying each row's "file:line"
+
+
+@dataclass
+class PrefTrainingArguments(TrainingArguments):
+    """TrainingArguments with the two settings prefkit's trainer reads from them."""
+
+    # transformers v5 reads a `warmup_steps` of 1.0 as one step, so a ratio of 1.0 (all warm-up) cannot be
+    # passed through it; the ratio is kept here and turned into steps once the number of steps is known.
+    warmup_ratio: float | None = field(default=None, metadata={"help": "fraction of steps spent warming up"})
+    max_nonfinite_steps: int = field(default=3, metadata={"help": "skipped steps in a row before stopping"})
+
+    def get_warmup_steps(self, num_training_steps: int) -> int:
+        if self.warmup_ratio is not None:
+            return math.ceil(num_training_steps * self.warmup_ratio)
+        return super().get_warmup_steps(num_training_steps)
+
+
+@dataclass
+class ExampleIdCollator:
+    """Wraps a collator so each batch also carries its examples' ids (``file:line``), in row order, for
+    messages about a batch. The wrapped collators read only their own keys."""
+
+    collator: Any
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.collator(features)
+        batch[EXAMPLE_IDS] = [str(f.get("example_id", "")) for f in features]
+        return batch
+
+
+class _NonFiniteCheck(TrainerCallback):
+    """Asks the guard, once per optimiser step on every process, just before the step."""
+
+    def __init__(self, trainer: PrefTrainer) -> None:
+        self.trainer = trainer
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        t = self.trainer
+        # With fp16's gradient scaler, infinite gradients are the scaler's to handle (it skips and rescales).
+        check_gradients = t.accelerator.scaler is None
+        t.nonfinite.decide(state.global_step + 1, t.model.parameters(), check_gradients=check_gradients)
 
 
 class PrefTrainer(AtomicCheckpoints, Trainer):
@@ -32,9 +81,13 @@ class PrefTrainer(AtomicCheckpoints, Trainer):
         loss_params: LossParams | None = None,
         **kwargs: Any,
     ) -> None:
+        if kwargs.get("data_collator") is not None:
+            kwargs["data_collator"] = ExampleIdCollator(kwargs["data_collator"])
         super().__init__(model=loaded.model, processing_class=loaded.tokenizer, **kwargs)
         self.stage = stage
         self.loaded = loaded
+        if loaded.reference is not None:
+            place_like(loaded.reference, self.model)  # the Trainer placed the policy; the copy follows
         self.loss_spec = LOSSES[pref_loss]
         self.loss_params = loss_params
         # A preference loss is a mean over this micro-batch: the Trainer divides it for accumulation.
@@ -45,8 +98,43 @@ class PrefTrainer(AtomicCheckpoints, Trainer):
         }
         self._tokens_since_log = 0
         self._last_log_time = time.perf_counter()
+        self.nonfinite = NonFiniteGuard(
+            getattr(self.args, "max_nonfinite_steps", 3),
+            any_process=self._any_process,
+            gather_ids=self._gather_ids,
+            is_main=self.is_world_process_zero(),
+        )
+        self.add_callback(_NonFiniteCheck(self))
+
+    # -- across processes -----------------------------------------------------------------------------
+    def _any_process(self, flag: bool) -> bool:
+        if self.accelerator.num_processes == 1:
+            return flag
+        total = self.accelerator.reduce(torch.tensor(float(flag), device=self.args.device), "sum")
+        return bool(total.item() > 0)
+
+    def _gather_ids(self, ids: list[str]) -> list[str]:
+        if self.accelerator.num_processes == 1:
+            return ids
+        from accelerate.utils import gather_object
+
+        return list(gather_object(ids))
+
+    def _batch_mean(self, values: torch.Tensor) -> torch.Tensor:
+        """The mean of per-example values over every process's rows (unequal batch sizes included)."""
+        if self.accelerator.num_processes == 1:
+            return values.mean()
+        total = torch.stack([values.sum(), values.new_tensor(float(values.numel()))])
+        total = self.accelerator.reduce(total, "sum")
+        return total[0] / total[1]
+
+    def create_optimizer(self, model: Any = None) -> Any:
+        optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        self.nonfinite.wrap_step(optimizer)
+        return optimizer
 
     # -- loss -----------------------------------------------------------------------------------------
+
     def compute_loss(
         self,
         model: Any,
@@ -55,23 +143,38 @@ class PrefTrainer(AtomicCheckpoints, Trainer):
         num_items_in_batch: Any = None,
     ) -> Any:
         mode = "train" if model.training else "eval"
+        example_ids = inputs.pop(EXAMPLE_IDS, None)
         if mode == "train":
             tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum().detach())
             self._tokens_since_log += int(tokens.sum().item())
         if self.stage == "sft":
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if mode == "train":
+                self.nonfinite.observe(result[0] if return_outputs else result, example_ids)
+            return result
 
         logps, counts, logit_sums = sequence_logps(model, inputs)
         half = logps.shape[0] // 2
         ref_chosen = ref_rejected = None
         if self.loss_spec.needs_reference:
-            with torch.no_grad(), self.loaded.reference_mode() as reference:
+            # A frozen copy is not the prepared model: its forward runs under the policy's mixed-precision
+            # autocast only if given it here (for the LoRA reference it is the same forward, already in it).
+            with torch.no_grad(), self.loaded.reference_mode() as reference, self.accelerator.autocast():
                 ref_logps, _, _ = sequence_logps(reference, inputs)
             ref_chosen, ref_rejected = ref_logps[:half], ref_logps[half:]
         policy = PolicyLogps(
-            logps[:half], logps[half:], counts[:half], counts[half:], ref_chosen, ref_rejected
+            logps[:half],
+            logps[half:],
+            counts[:half],
+            counts[half:],
+            ref_chosen,
+            ref_rejected,
+            batch_mean=self._batch_mean,
         )
+
         out = self.loss_spec.fn(policy, self.loss_params)
+        if mode == "train":
+            self.nonfinite.observe(out.loss, example_ids)
 
         self._record(mode, out, policy, logit_sums, counts, half)
         return (out.loss, {"losses": out.losses}) if return_outputs else out.loss
@@ -108,6 +211,7 @@ class PrefTrainer(AtomicCheckpoints, Trainer):
         prediction_loss_only: bool,
         ignore_keys: list[str] | None = None,
     ) -> Any:
+        inputs = {k: v for k, v in inputs.items() if k != EXAMPLE_IDS}
         if self.stage == "sft":
             return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
         inputs = self._prepare_inputs(inputs)
@@ -126,4 +230,43 @@ class PrefTrainer(AtomicCheckpoints, Trainer):
             now = time.perf_counter()
             logs["tokens_per_second"] = self._tokens_since_log / max(now - self._last_log_time, 1e-9)
             self._tokens_since_log, self._last_log_time = 0, now
+            logs["nonfinite_steps"] = self.nonfinite.skipped
+            if self.nonfinite.end_log_window():
+                logs["loss"] = math.nan  # not the 0.0 the Trainer's NaN filter leaves
         super().log(logs, start_time)
+
+    # -- saving ---------------------------------------------------------------------------------------
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Refuse to save non-finite weights (as a checkpoint or as the final model); record the base model
+        a user can load the adapter on."""
+        broken = nonfinite_parameters(self.model)
+        if self._any_process(bool(broken)):
+            where = output_dir or self.args.output_dir
+            raise NonFiniteWeightsError(
+                f"the trained weights hold NaN or infinite values ({len(broken)} tensors, e.g. "
+                f"{', '.join(broken[:3]) or 'on another process'}): refusing to save them to {where}. "
+                "Lower learning_rate, or resume from an earlier checkpoint."
+            )
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            record_base_model(Path(output_dir or self.args.output_dir), self.loaded.base_model_id)
+
+
+def record_base_model(folder: Path, base_model_id: str | None) -> None:
+    """Name ``base_model_id`` as the base in a saved adapter's ``adapter_config.json`` and model card, where
+    peft wrote the folder the weights were loaded from (for a builtin alias, prefkit's cache)."""
+    config_path = folder / "adapter_config.json"
+    if base_model_id is None or not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    written = config.get("base_model_name_or_path")
+    if not written or written == base_model_id:
+        return
+    config["base_model_name_or_path"] = base_model_id
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    card = folder / "README.md"
+    if card.is_file():
+        text = card.read_text(encoding="utf-8").replace(written, base_model_id)
+        if (note := builtin_origin(base_model_id)) is not None and note not in text:
+            text = text.rstrip("\n") + f"\n\n## Base model\n\n{note}\n"
+        card.write_text(text, encoding="utf-8")

@@ -201,6 +201,12 @@ class LossKeys(BaseModel):
         description="Assumed probability that a preference label is flipped (conservative DPO / robust "
         "DPO), for the `sigmoid` loss. Defaults to `0.0`. LLaMA-Factory key.",
     )
+    disable_dropout: bool = Field(
+        default=True,
+        description="Turn off the model's dropout in preference stages, as TRL does: with dropout the "
+        "policy's log-probs, rewards and loss are noisy samples (GPT-2-family models ship with dropout 0.1). "
+        "`lora_dropout` is kept as set; the reference pass never uses dropout. Defaults to `True`. TRL key.",
+    )
 
 
 class TrainingKeys(BaseModel):
@@ -325,4 +331,11 @@ class TrainingKeys(BaseModel):
         description="`auto` resumes from the newest checkpoint in `output_dir` if there is one; `false` "
         "(or `null`, as LLaMA-Factory writes it) starts afresh; any other string is the path of the "
         "checkpoint to resume from (`true` reads as `auto`). Defaults to `auto`. LLaMA-Factory key.",
+    )
+    max_nonfinite_steps: int = Field(
+        default=3,
+        gt=0,
+        description="An optimiser step whose loss or gradient is NaN or infinite is skipped (the weights and "
+        "optimiser state stay as they were) and logged with its examples; after this many such steps in a "
+        "row training stops with an error. Defaults to `3`. prefkit key.",
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 
+from prefkit.data.examples import ExampleError
 from prefkit.errors import PrefkitError
 
 # ChatML: <|im_start|>role\ncontent<|im_end|>\n  (SmolLM2, Qwen, TinySwallow, ...)
@@ -92,6 +93,23 @@ OWN = ("default", "auto", "own", "tokenizer")
 
 class TemplateError(PrefkitError):
     """A chat template that is unknown or cannot be used."""
+
+
+class ConversationRejected(TemplateError, ExampleError):
+    """The chat template itself refused a conversation with its ``raise_exception`` (Gemma's "System role
+    not supported", Mistral's and Gemma's user/assistant alternation). A problem of that one example, so
+    `prefkit data check` and `prefkit train` report it as ``file:line`` like any other."""
+
+    def __init__(self, reason: str) -> None:
+        hint = ""
+        if "system" in reason.lower():
+            hint = (
+                " -- remove the system message, or set `template:` to one that puts it in the first user "
+                "turn (prefkit's `gemma` and `mistral` do)"
+            )
+        ExampleError.__init__(
+            self, f"the model's chat template refuses this conversation: {reason}{hint}", "template"
+        )
 
 
 def resolve_template(name: str | None) -> str | None:

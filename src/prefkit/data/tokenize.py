@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefkit.data.examples import ExampleError, Message, PreferenceExample, SFTExample
-from prefkit.data.templates import TemplateError, resolve_template
+from prefkit.data.templates import ConversationRejected, TemplateError, resolve_template
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class EncodedPair:
     full_prompt_len: int
     full_chosen_len: int
     full_rejected_len: int
+    example_id: str = ""  # where the example came from ("data.jsonl:17"), for messages about a batch
 
     @property
     def truncated(self) -> bool:
@@ -83,6 +84,7 @@ class EncodedPair:
             "prompt_ids": self.prompt_ids,
             "chosen_ids": self.chosen_ids,
             "rejected_ids": self.rejected_ids,
+            "example_id": self.example_id,
         }
 
 
@@ -92,9 +94,10 @@ class EncodedSFT:
     labels: list[int]
     full_len: int  # before truncation
     full_response_len: int
+    example_id: str = ""
 
     def to_features(self) -> dict[str, Any]:
-        return {"input_ids": self.input_ids, "labels": self.labels}
+        return {"input_ids": self.input_ids, "labels": self.labels, "example_id": self.example_id}
 
 
 class ChatEncoder:
@@ -114,12 +117,17 @@ class ChatEncoder:
 
     # -- rendering ---------------------------------------------------------------------------
     def render(self, messages: Sequence[Message], add_generation_prompt: bool = False) -> str:
-        return self.tokenizer.apply_chat_template(
-            [m.to_dict() for m in messages],
-            chat_template=self.chat_template,
-            add_generation_prompt=add_generation_prompt,
-            tokenize=False,
-        )
+        from jinja2.exceptions import TemplateError as JinjaTemplateError
+
+        try:
+            return self.tokenizer.apply_chat_template(
+                [m.to_dict() for m in messages],
+                chat_template=self.chat_template,
+                add_generation_prompt=add_generation_prompt,
+                tokenize=False,
+            )
+        except JinjaTemplateError as err:  # the template's own raise_exception(...)
+            raise ConversationRejected(str(err)) from err
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
@@ -220,14 +228,35 @@ class ChatEncoder:
             )
         target_len = max(len(c.response), len(r.response))
         keep_source, keep_target = self._fit(c, target_len, self.cutoff_len)
+        chosen, rejected = c.response[:keep_target], r.response[:keep_target]
+        self._check_trainable(chosen, rejected, len(c.body) + len(c.header), target_len)
         return EncodedPair(
             prompt_ids=self._prompt(c, keep_source),
-            chosen_ids=c.response[:keep_target],
-            rejected_ids=r.response[:keep_target],
+            chosen_ids=chosen,
+            rejected_ids=rejected,
             full_prompt_len=len(c.body) + len(c.header),
             full_chosen_len=len(c.response),
             full_rejected_len=len(r.response),
+            example_id=str(example.location),
         )
+
+    def _check_trainable(
+        self, chosen: list[int], rejected: list[int], prompt_len: int, reply_len: int
+    ) -> None:
+        """A truncated pair must still teach something: both replies keep tokens and differ. Else its loss is
+        a constant with no gradient -- an unusable example, never a silent one."""
+        if not chosen or not rejected:
+            raise ExampleError(
+                f"cutoff_len {self.cutoff_len} leaves nothing of the reply: the prompt is {prompt_len} "
+                f"tokens and the longer reply {reply_len}; raise cutoff_len or shorten the prompt",
+                kind="too_long",
+            )
+        if chosen == rejected:
+            raise ExampleError(
+                f"truncated to cutoff_len {self.cutoff_len}, chosen and rejected are the same {len(chosen)} "
+                "tokens (they differ only further on), so the pair teaches nothing; raise cutoff_len",
+                kind="identical_after_truncation",
+            )
 
     def encode_sft(self, example: SFTExample) -> EncodedSFT:
         """input_ids and labels (-100 on every token that is not an assistant reply)."""
@@ -251,6 +280,7 @@ class ChatEncoder:
             labels=labels,
             full_len=sum(len(s.body) + len(s.header) + len(s.response) for s in segments),
             full_response_len=sum(len(s.response) for s in segments),
+            example_id=str(example.location),
         )
 
     def prompt_ids(self, prompt: Sequence[Message]) -> list[int]:

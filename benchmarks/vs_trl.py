@@ -1,0 +1,407 @@
+"""prefkit against TRL 1.16 on identical work, each side in its own fresh process.
+
+    python benchmarks/vs_trl.py [--model smollm2-135m-instruct] [--data builtin:tutor_train]
+                                [--methods sigmoid,simpo,orpo] [--steps 12] [--warmup 2]
+                                [--batch 4] [--grad-acc 1] [--cutoff 160] [--precision bf16|fp32]
+
+Both sides train the same model with LoRA on every linear layer (rank 8, alpha 16, no dropout), on the
+same pairs rendered with the model's chat template, with the same batch, precision, learning rate,
+steps and seed: DPO (sigmoid) against ``DPOTrainer``, SimPO against
+``CPOTrainer(loss_type="simpo", cpo_alpha=0)``, ORPO against ``ORPOTrainer``. Per side: trained
+tokens per second and seconds per step (after ``--warmup`` steps), peak memory (resident set on a
+CPU, allocated CUDA memory on a GPU), the step-1 loss. It also measures this machine's bf16 and fp32
+matmul throughput and reports prefkit's tokens/s as a fraction of the ceiling that FLOPs per token
+imply (LoRA: policy forward + input gradients about 4N, a reference forward 2N more; N = parameters).
+
+"Trained tokens" are counted the same way on both sides: the non-padding tokens of prompt + chosen and
+prompt + rejected of every pair trained on (what a padded batch holds). Where prefkit computes fewer
+(a shared prompt computed once), ``computed_tokens_per_second`` says so and the ceiling fraction uses it.
+
+Writes ``benchmarks/results/<device>-<date>.json``; prints a table. A benchmark, not a test: run it on a
+quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+FLOPS_PER_TOKEN = {"sigmoid": 6, "simpo": 4, "orpo": 4}  # x N, with LoRA (no weight gradients of the base)
+
+
+# ------------------------------------------------------------------------------------------ machine
+def matmul_ceiling(device: str, size: int = 2048, seconds: float = 3.0) -> dict[str, float]:
+    """GFLOP/s of a large square matmul in bf16 and fp32: the most this device's math units give."""
+    import torch
+
+    out = {}
+    for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        a = torch.randn(size, size, dtype=dtype, device=device)
+        b = torch.randn(size, size, dtype=dtype, device=device)
+        for _ in range(3):
+            a @ b  # warm-up: thread pools, kernel selection
+        _sync(device)
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            a @ b
+            count += 1
+            _sync(device)
+        out[name] = round(2 * size**3 * count / (time.perf_counter() - started) / 1e9, 1)
+    return out
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    from prefkit.env import device_report
+
+    report = device_report()
+    return {
+        "device": report["device"],
+        "name": report["name"],
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
+
+
+# --------------------------------------------------------------------------------------- one side
+class StepClock:
+    """A TrainerCallback that timestamps every optimiser step and reads the step-1 loss."""
+
+    def __init__(self, counter: dict[str, int]) -> None:
+        from transformers import TrainerCallback
+
+        clock = self
+
+        class _Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                clock.marks.append((time.perf_counter(), counter["tokens"], counter["computed"]))
+
+            def on_step_end(self, args, state, control, **kwargs):
+                clock.marks.append((time.perf_counter(), counter["tokens"], counter["computed"]))
+
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if logs and "loss" in logs and clock.first_loss is None:
+                    clock.first_loss = float(logs["loss"])
+
+        self.marks: list[tuple[float, int, int]] = []
+        self.first_loss: float | None = None
+        self.callback = _Callback()
+
+    def summary(self, warmup: int) -> dict[str, Any]:
+        steps = [
+            (t1 - t0, n1 - n0, c1 - c0)
+            for (t0, n0, c0), (t1, n1, c1) in zip(self.marks, self.marks[1:], strict=False)
+        ][warmup:]
+        seconds = sum(s for s, _, _ in steps)
+        return {
+            "measured_steps": len(steps),
+            "seconds_per_step": round(statistics.median(s for s, _, _ in steps), 3),
+            "tokens_per_second": round(sum(n for _, n, _ in steps) / seconds, 1),
+            "computed_tokens_per_second": round(sum(c for _, _, c in steps) / seconds, 1),
+            "step1_loss": self.first_loss,
+        }
+
+
+def peak_memory_gib(device: str) -> float:
+    if device == "cuda":
+        import torch
+
+        return round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 2**20, 3)
+    import psutil
+
+    return round(psutil.Process().memory_info().rss / 2**30, 3)
+
+
+def _conversational(data: str) -> list[dict[str, Any]]:
+    """The pairs as chat messages, so TRL applies the chat template exactly as prefkit does."""
+    from prefkit.data.formats import parse_file
+
+    rows = []
+    for example in parse_file(data, stage="dpo").examples:
+        rows.append(
+            {
+                "prompt": [m.to_dict() for m in example.prompt],
+                "chosen": [{"role": "assistant", "content": example.chosen}],
+                "rejected": [{"role": "assistant", "content": example.rejected}],
+            }
+        )
+    return rows
+
+
+def run_prefkit(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str, Any]:
+    import prefkit.train as train_module
+    from prefkit.config import load_config
+    from prefkit.data.collate import PreferenceCollator
+
+    counter = {"tokens": 0, "computed": 0}
+
+    class CountingCollator(PreferenceCollator):
+        def __call__(self, features):
+            batch = super().__call__(features)
+            counter["tokens"] += sum(
+                2 * len(f["prompt_ids"]) + len(f["chosen_ids"]) + len(f["rejected_ids"]) for f in features
+            )
+            counter["computed"] += int(batch["attention_mask"].sum())
+            return batch
+
+    train_module.PreferenceCollator = CountingCollator  # instrumentation only: counts what passes by
+    clock = StepClock(counter)
+    config = load_config(
+        None,
+        [
+            f"model_name_or_path={model_dir}",
+            f"train_file={args.data}",
+            f"output_dir={out}",
+            "stage=dpo",
+            f"pref_loss={args.method}",
+            f"lora_rank={args.lora_rank}",
+            f"lora_alpha={2 * args.lora_rank}",
+            "lora_target=all",
+            f"cutoff_len={args.cutoff}",
+            f"per_device_train_batch_size={args.batch}",
+            f"gradient_accumulation_steps={args.grad_acc}",
+            f"learning_rate={args.lr}",
+            "lr_scheduler_type=constant",
+            f"max_steps={args.steps}",
+            "logging_steps=1",
+            "save_steps=100000",
+            "plot_loss=false",
+            f"seed={args.seed}",
+            f"bf16={str(args.precision == 'bf16').lower()}",
+            *_method_overrides(args.method),
+        ],
+    )
+    train_module.train(config, callbacks=[clock.callback])
+    return clock.summary(args.warmup)
+
+
+def _method_overrides(method: str) -> list[str]:
+    # The same values TRL's configs get below.
+    return {
+        "sigmoid": ["pref_beta=0.1"],
+        "simpo": ["pref_beta=2.0", "simpo_gamma=0.5"],
+        "orpo": ["pref_beta=0.1"],
+    }[method]
+
+
+def run_trl(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str, Any]:
+    import warnings
+
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    counter = {"tokens": 0, "computed": 0}
+    clock = StepClock(counter)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    lora = LoraConfig(
+        r=args.lora_rank, lora_alpha=2 * args.lora_rank, lora_dropout=0.0, target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )  # fmt: skip
+    common = {
+        "output_dir": str(out),
+        "per_device_train_batch_size": args.batch,
+        "gradient_accumulation_steps": args.grad_acc,
+        "learning_rate": args.lr,
+        "lr_scheduler_type": "constant",
+        "max_steps": args.steps,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": args.seed,
+        "bf16": args.precision == "bf16",
+        "use_cpu": not torch.cuda.is_available(),
+        "max_length": args.cutoff,
+    }
+    if args.method == "sigmoid":
+        from trl import DPOConfig as Cfg
+        from trl import DPOTrainer as Trainer
+
+        config = Cfg(loss_type=["sigmoid"], beta=0.1, **common)
+    elif args.method == "simpo":
+        from trl.experimental.cpo import CPOConfig as Cfg
+        from trl.experimental.cpo import CPOTrainer as Trainer
+
+        config = Cfg(loss_type="simpo", cpo_alpha=0.0, beta=2.0, simpo_gamma=0.5, **common)
+    else:
+        from trl.experimental.orpo import ORPOConfig as Cfg
+        from trl.experimental.orpo import ORPOTrainer as Trainer
+
+        config = Cfg(beta=0.1, **common)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = Trainer(
+            model=model,
+            args=config,
+            train_dataset=Dataset.from_list(_conversational(args.data)),
+            processing_class=tokenizer,
+            peft_config=lora,
+            callbacks=[clock.callback],
+        )
+    collate = trainer.data_collator
+
+    def counting(features):
+        batch = collate(features)
+        # DPO stacks chosen and rejected rows (each prompt + reply) under `attention_mask`; CPO and ORPO
+        # keep them as `chosen_*`/`rejected_*`, each a whole prompt + reply sequence.
+        masks = ("chosen_attention_mask", "rejected_attention_mask")
+        if masks[0] not in batch:
+            masks = ("attention_mask",)
+        tokens = sum(int(batch[m].sum()) for m in masks)
+        counter["tokens"] += tokens
+        counter["computed"] += tokens
+        return batch
+
+    trainer.data_collator = counting
+    trainer.train()
+    return clock.summary(args.warmup)
+
+
+def side_main(args: argparse.Namespace) -> None:
+    import torch
+
+    from prefkit.env import cache_dir
+    from prefkit.models import resolve_first
+
+    model_dir = resolve_first(args.model, cache_dir())
+    with tempfile.TemporaryDirectory() as tmp:
+        result = (run_prefkit if args.side == "prefkit" else run_trl)(args, model_dir, Path(tmp) / "run")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    result["peak_memory_gib"] = peak_memory_gib(device)
+    print("RESULT " + json.dumps(result))
+
+
+# ------------------------------------------------------------------------------------------- race
+def run_side(side: str, method: str, argv: list[str]) -> dict[str, Any]:
+    command = [sys.executable, __file__, *argv, "--side", side, "--method", method]
+    done = subprocess.run(command, capture_output=True, text=True)
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    raise RuntimeError(f"{side} {method} failed:\n{done.stderr[-4000:]}")
+
+
+def parameters(model: str) -> int:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from prefkit.env import cache_dir
+    from prefkit.models import resolve_first
+
+    with torch.device("meta"):
+        net = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_first(model, cache_dir())))
+    return sum(p.numel() for p in net.parameters())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--data", default="builtin:tutor_train")
+    parser.add_argument("--methods", default="sigmoid,simpo,orpo")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--grad-acc", type=int, default=1)
+    parser.add_argument("--cutoff", type=int, default=160)
+    parser.add_argument("--lora-rank", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--precision", choices=["bf16", "fp32"], default=None)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--side", choices=["prefkit", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--method", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    import torch
+
+    from prefkit.env import cpu_bf16_fast
+
+    if args.precision is None:
+        args.precision = "bf16" if torch.cuda.is_available() or cpu_bf16_fast() else "fp32"
+    if args.side:
+        side_main(args)
+        return 0
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    passed = sys.argv[1:]
+    if "--precision" not in passed:
+        passed += ["--precision", args.precision]
+    ceiling = matmul_ceiling(device)
+    n = parameters(args.model)
+    runs = []
+    for method in args.methods.split(","):
+        ours = run_side("prefkit", method, passed)
+        theirs = run_side("trl", method, passed)
+        flops = FLOPS_PER_TOKEN[method] * n
+        runs.append(
+            {
+                "method": method,
+                "prefkit": ours,
+                "trl": theirs,
+                "speedup": round(ours["tokens_per_second"] / theirs["tokens_per_second"], 3),
+                "memory_ratio": round(ours["peak_memory_gib"] / theirs["peak_memory_gib"], 3),
+                "loss_diff": abs(ours["step1_loss"] - theirs["step1_loss"]),
+                "ceiling_fraction": round(
+                    ours["computed_tokens_per_second"] * flops / (ceiling[args.precision] * 1e9), 3
+                ),
+                "trained_tokens_ceiling_fraction": round(
+                    ours["tokens_per_second"] * flops / (ceiling[args.precision] * 1e9), 3
+                ),
+            }
+        )
+        print(json.dumps(runs[-1]), flush=True)
+    report = {
+        "ceiling_gflops": ceiling,
+        "parameters": n,
+        "machine": machine(),
+        "settings": {k: v for k, v in vars(args).items() if k not in {"side", "method", "output"}},
+        "command": "python benchmarks/vs_trl.py " + " ".join(sys.argv[1:]),
+        "date": dt.date.today().isoformat(),
+        "runs": runs,
+    }
+    args.output.mkdir(parents=True, exist_ok=True)
+    path = args.output / f"{device}-{report['date']}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nceiling: {ceiling} GFLOP/s; {n / 1e6:.0f}M parameters; {args.precision}")
+    print(f"{'method':8} {'prefkit tok/s':>14} {'TRL tok/s':>10} {'speedup':>8} {'mem ratio':>9} "
+          f"{'loss diff':>10} {'ceiling':>8}")  # fmt: skip
+    for r in runs:
+        print(
+            f"{r['method']:8} {r['prefkit']['tokens_per_second']:>14} {r['trl']['tokens_per_second']:>10} "
+            f"{r['speedup']:>8} {r['memory_ratio']:>9} {r['loss_diff']:>10.2e} {r['ceiling_fraction']:>8}"
+        )
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
