@@ -42,6 +42,7 @@ def problems(tmp_path: Path, text: str, *overrides: str) -> list[str]:
             "cfg.yaml:1: seed: a 5000-digit integer (over 100 digits is surely a mistake)",
         ),
         ("seed: 1\nx: \x00", "cfg.yaml:2: control character U+0000 is not allowed in YAML"),
+        ("seed: !!python/object:os.system", "cfg.yaml:1: seed: cannot read the value: could not determine"),
         ("report_to: \x1b[31mnone", "cfg.yaml:1: control character U+001B is not allowed in YAML"),
         ("stage: dpo\nlora_target: " + "[" * 1000 + "]" * 1000, "cfg.yaml:2: invalid YAML: nested more than"),
         (BOMB + "\nlora_target: *i", "cfg.yaml:10: lora_target: expands to more than 10,000 values"),
@@ -65,6 +66,10 @@ def test_the_750_byte_alias_bomb_is_refused_at_its_line(tmp_path):
         ("lora_target=" + "[" * 1000 + "]" * 1000, "nested more than 32 levels deep"),
         ("seed=\x00", "control character U+0000 is not allowed"),
         ("learning_rate=1e400", "learning_rate: got .inf -- expected a finite number"),
+        (
+            "learning_rate=!!python/object:os.system",
+            "cannot read the value: could not determine a constructor",
+        ),
         ("lora_target=[" + ",".join(["x"] * 20_000) + "]", "expands to more than 10,000 values"),
     ],
 )

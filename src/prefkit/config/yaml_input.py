@@ -127,6 +127,9 @@ def _construct(loader: YamlLoader, node: yaml.Node) -> Any:
         return loader.construct_object(node, deep=True)
     except RecursionError:
         raise ValueError(f"nested more than {MAX_DEPTH} levels deep") from None
+    except yaml.YAMLError as exc:  # e.g. a tag such as !!python/object that safe loading refuses
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ValueError(f"cannot read the value: {problem[:200]}") from None
     except (ValueError, OverflowError, TypeError) as exc:  # e.g. a timestamp like 2024-13-45
         raise ValueError(f"cannot read the value: {str(exc)[:200]}") from None
 
