@@ -38,6 +38,7 @@ def checkpoint(folder: Path, step: int) -> Path:
         ('{"status": "running", "files": "metrics.jsonl"}', "'files' must be a list of names"),
         ('{"status": "running"}', "an unfinished run without a 'files' list"),
         ('{"status": "saving-final", "files": []}', "needs a 'final_files' list"),
+        ('{"status": "saving-final", "files": [], "final_files": ["a"]}', "needs its 'global_step'"),
     ],
 )
 def test_a_malformed_marker_is_a_clear_error(tmp_path, content, why):

@@ -89,7 +89,8 @@ def plan_start(output_dir: Path, overwrite: bool, resume: str | bool) -> StartPl
         return StartPlan("fresh", marker, clear=True)
     if marker.status == "saving-final" and folder.final_is_complete():
         return StartPlan("finish", marker)
-    latest = folder.checkpoints()[-1] if folder.checkpoints() else None
+    own = folder.checkpoints()
+    latest = own[-1] if own else None
     if marker.status == "saving-final":
         logger.warning(
             "the final model in %s was lost mid-save; saving it again from %s", output_dir, latest or "start"

@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,9 @@ def read_marker(output_dir: Path) -> RunMarker | None:
         not isinstance(final, list) or not final or not all(_valid_name(f) for f in final)
     ):
         raise bad("a run saving its final model needs a 'final_files' list of names")
+    step = data.get("global_step")
+    if status == "saving-final" and (not isinstance(step, int) or isinstance(step, bool) or step < 0):
+        raise bad("a run saving its final model needs its 'global_step'")
     fields = {k: v for k, v in data.items() if k not in ("status", "files")}
     return RunMarker(status, list(files) if files is not None else None, fields)
 
@@ -169,9 +173,11 @@ class RunFolder:
                 folder.clear()
             files = list(previous.files) if resume else []
         (path / f".{RUN_FILE}.tmp").unlink(missing_ok=True)  # a marker write cut short by a kill
-        fields = {"prefkit_version": prefkit.__version__}
-        if resume and previous is not None:
-            fields["started"] = previous.fields.get("started")
+        fields: dict[str, Any] = {"prefkit_version": prefkit.__version__}
+        if resume and previous is not None and "started" in previous.fields:
+            fields["started"] = previous.fields["started"]
+        else:
+            fields["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         folder = cls(path, RunMarker("running", files, fields))
         folder._save()
         return folder
