@@ -4,10 +4,11 @@
                                    [--workdir DIR]
 
 For each phase boundary prefkit marks (tests/crashkit.PHASES) it SIGKILLs a run exactly there
-``--per-phase`` times; then it SIGKILLs ``--random`` runs at a random moment of their life (import,
-data checks, training, checkpoint saves, the final save); and it stops ``--sigterm`` runs with SIGTERM
+``--per-phase`` times; then it SIGKILLs ``--random`` runs at a random moment between claiming the
+output folder and the end (training, checkpoint saves, rotation, the final save); and it stops ``--sigterm`` runs with SIGTERM
 once training is under way (they must exit 143). Each killed run is run again -- and with probability
-``--rekill`` that rerun is itself killed at a random moment, then run once more -- and the result must
+``--rekill`` that rerun is itself killed at a random moment after its model starts loading, then run
+once more -- and the result must
 equal an uninterrupted run's: same losses at every step, each step once in metrics.jsonl, the same
 final adapter, marker "finished", no staging left. Prints one line per trial and a summary; exits 1 if
 any trial failed. The tiny model is built in-repo (tests/tiny.py); no network.
@@ -35,7 +36,7 @@ def finished(out: Path) -> bool:
     return marker.is_file() and json.loads(marker.read_text()).get("status") == "finished"
 
 
-def rerun_until_done(config: Path, out: Path, log: Path, rng: random.Random, rekill: float, longest: float):
+def rerun_until_done(config: Path, out: Path, log: Path, rng: random.Random, rekill: float, span: float):
     """Run again until finished, a rerun itself killed at random with probability ``rekill`` (at most
     twice). Returns (reruns, reruns killed)."""
     reruns = killed = 0
@@ -43,7 +44,10 @@ def rerun_until_done(config: Path, out: Path, log: Path, rng: random.Random, rek
         reruns += 1
         process = start(config, out, log)
         if rng.random() < rekill and killed < 2:
-            kill_at_random(process, rng, longest)
+            # From when the rerun has its model loading (a rerun that only finishes never gets there).
+            kill_at_random(
+                process, rng, span, when=lambda: "Loading weights" in log.read_text(errors="replace")
+            )
             if process.returncode == -9:
                 killed += 1
                 continue
@@ -95,16 +99,18 @@ def main() -> int:
         if phase == "sigterm":
             sigterm_when_training(process, out, after_records=rng.randint(1, 6))
         elif phase is None:
-            # Random moments from just before the folder is claimed to the end: the kills that matter.
-            delay = kill_at_random(process, rng, longest * 1.05, earliest=0.9 * claimed)
-            how = f"random at {delay:.1f} s"
+            # A random moment between claiming the output folder and the end of the run: the kills
+            # that matter (before the claim nothing is on disk yet).
+            marker = out / "prefkit_run.json"
+            delay = kill_at_random(process, rng, longest - claimed, when=marker.exists)
+            how = f"random, {delay:.1f} s after the claim"
         code = wait(process)
         if code == 0:
             how += " (finished before the kill)"
         early = [f"SIGTERM gave exit {code}, not 143"] if phase == "sigterm" and code not in (0, 143) else []
         try:
             reruns, again = rerun_until_done(
-                config, out, work / f"trial-{number:03d}-rerun.log", rng, args.rekill, longest
+                config, out, work / f"trial-{number:03d}-rerun.log", rng, args.rekill, longest - claimed
             )
             killed_again_total += again
             problems = early + (verify(out, reference, model) if out.exists() else ["no output folder"])

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -68,10 +69,13 @@ def wait(process: subprocess.Popen, timeout: float = 600) -> int:
 
 
 def kill_at_random(
-    process: subprocess.Popen, rng: random.Random, longest: float, earliest: float = 0.0
+    process: subprocess.Popen, rng: random.Random, span: float, when: Callable[[], bool] | None = None
 ) -> float:
-    """SIGKILL after a random delay in [earliest, longest) seconds (unless it ends first); the delay."""
-    delay = rng.uniform(earliest, longest)
+    """SIGKILL at a random moment: once ``when()`` holds (at once without it), after a delay drawn from
+    [0, span) seconds -- unless the process ends first. Returns the delay."""
+    while when is not None and process.poll() is None and not when():
+        time.sleep(0.02)
+    delay = rng.uniform(0, span)
     deadline = time.monotonic() + delay
     while time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.02)

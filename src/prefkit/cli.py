@@ -296,7 +296,9 @@ def data_check(
         console.print(f"[{style}]{problem}[/]", highlight=False, markup=True, soft_wrap=True)
     if len(shown) < len(report.problems):
         console.print(f"... {len(report.problems) - len(shown)} more (use --limit 0 or --json)")
-    console.print("[green]clean[/]" if report.ok else f"[red]{len(report.unusable)} unusable example(s)[/]")
+    console.print(
+        "[green]clean[/]" if report.ok else f"[red]{len(report.unusable)} unusable example(s) or file(s)[/]"
+    )
     raise typer.Exit(0 if report.ok else EXIT_BAD_DATA)
 
 
