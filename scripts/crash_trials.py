@@ -5,13 +5,13 @@
 
 For each phase boundary prefkit marks (tests/crashkit.PHASES) it SIGKILLs a run exactly there
 ``--per-phase`` times; then it SIGKILLs ``--random`` runs at a random moment between claiming the
-output folder and the end (training, checkpoint saves, rotation, the final save); and it stops ``--sigterm`` runs with SIGTERM
-once training is under way (they must exit 143). Each killed run is run again -- and with probability
-``--rekill`` that rerun is itself killed at a random moment after its model starts loading, then run
-once more -- and the result must
-equal an uninterrupted run's: same losses at every step, each step once in metrics.jsonl, the same
-final adapter, marker "finished", no staging left. Prints one line per trial and a summary; exits 1 if
-any trial failed. The tiny model is built in-repo (tests/tiny.py); no network.
+output folder and the end (training, checkpoint saves, rotation, the final save); and it stops
+``--sigterm`` runs with SIGTERM once training is under way (they must exit 143). Each killed run is run
+again -- and with probability ``--rekill`` that rerun is itself killed at a random moment after its
+model starts loading, then run once more -- and the result must equal an uninterrupted run's: same
+losses at every step, each step once in metrics.jsonl, the same final adapter, marker "finished", no
+staging left. Prints one line per trial and a summary; exits 1 if any trial failed. The tiny model is
+built in-repo (tests/tiny.py); no network.
 """
 
 from __future__ import annotations
