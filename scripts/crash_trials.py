@@ -78,13 +78,17 @@ def main() -> int:
     while process.poll() is None and not (reference / "prefkit_run.json").exists():
         time.sleep(0.02)
     claimed = time.monotonic() - started  # imports, model and data checks done: the folder is claimed
+    while process.poll() is None and not finished(reference):
+        time.sleep(0.02)
+    done = time.monotonic() - started  # marked finished (the interpreter's exit comes after)
     if wait(process) != 0:
         print((work / "reference.log").read_text()[-3000:])
         return 1
-    longest = time.monotonic() - started  # a whole run, import to finish
     print(
-        f"uninterrupted run: {longest:.1f} s (output folder claimed at {claimed:.1f} s); work folder {work}"
+        f"uninterrupted run: output folder claimed at {claimed:.1f} s, finished at {done:.1f} s; "
+        f"work folder {work}"
     )
+    span = done - claimed
 
     trials = [(f"{phase}", phase) for phase in PHASES for _ in range(args.per_phase)]
     trials += [("random", None) for _ in range(args.random)]
@@ -102,15 +106,17 @@ def main() -> int:
             # A random moment between claiming the output folder and the end of the run: the kills
             # that matter (before the claim nothing is on disk yet).
             marker = out / "prefkit_run.json"
-            delay = kill_at_random(process, rng, longest - claimed, when=marker.exists)
+            delay = kill_at_random(process, rng, span, when=marker.exists)
             how = f"random, {delay:.1f} s after the claim"
         code = wait(process)
         if code == 0:
             how += " (finished before the kill)"
+        elif phase is None and finished(out):
+            how += " (after it was marked finished)"
         early = [f"SIGTERM gave exit {code}, not 143"] if phase == "sigterm" and code not in (0, 143) else []
         try:
             reruns, again = rerun_until_done(
-                config, out, work / f"trial-{number:03d}-rerun.log", rng, args.rekill, longest - claimed
+                config, out, work / f"trial-{number:03d}-rerun.log", rng, args.rekill, span
             )
             killed_again_total += again
             problems = early + (verify(out, reference, model) if out.exists() else ["no output folder"])
