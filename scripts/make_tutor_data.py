@@ -43,7 +43,7 @@ LANGS = ("en", "ja")
 
 # Length limits: English in words, Japanese in characters.
 MAX_PROMPT = {"en": 25, "ja": 28}
-MAX_CHOSEN = {"en": 35, "ja": 42}
+MAX_CHOSEN = {"en": 35, "ja": 52}
 MAX_REJECTED = {"en": 45, "ja": 48}
 # Per pair, len(rejected) / len(chosen) must lie in this range (length alone should not separate them).
 LENGTH_RATIO = (0.6, 2.2)
@@ -59,15 +59,11 @@ MIN_TRAIN = 270
 MIN_TEST_JA = 20
 TEST_RANGE = (50, 70)
 
-ACKS = {
-    "en": [
-        "Good question.",
-        "Let's work it out together.",
-        "Let's reason through it.",
-        "Good thing to ask about.",
-    ],
-    "ja": ["いい質問ですね。", "一緒に考えましょう。", "順に考えましょう。", "よい着眼点です。"],
-}
+# Japanese chosen replies may open by naming the learner's subject ({s}: the prompt's first run of nouns),
+# so that what the tutor guides toward is visibly the learner's own question. (A generic opener such as
+# いい質問ですね taught a 135M model to ask generic questions.)
+ACKS_EN = ["Good question.", "Let's work it out together.", "Let's reason through it.", "Good thing to ask about."]
+SUBJECT_LEADS_JA = ["「{s}」ですね。", "{s}について一緒に考えましょう。", "{s}について順に考えましょう。", "{s}、よい着眼点です。"]
 OPENERS = {
     "en": ["Here is the answer.", "Here is the short explanation.", "The answer is straightforward."],
     "ja": ["説明します。", "お答えします。", "答えは簡単です。"],
@@ -2422,13 +2418,49 @@ def size(lang: str, text: str) -> int:
 
 
 def chosen_variants(lang: str, unit: Unit, rng: random.Random) -> list[str]:
-    """Question alone, hint + question, acknowledgement + question; within the length limit."""
+    """English: hint + question, question alone. Japanese: hint + question, and two subject leads +
+    question (``{s}`` is filled in per prompt by :func:`compose_unit`). Within the length limit, counting
+    ``{s}`` as a five-character subject. Where long hints or subjects leave too few, acknowledgement +
+    question (English) or the question alone (Japanese) fill in. Hints and subject leads name what the
+    learner asked about; a generic acknowledgement does not, and SmolLM2-135M trained on many of them
+    learned to ask generic questions."""
     out: list[str] = []
+    fallback: list[str] = []
     for q in unit.questions:
-        out.append(q)
         out.extend(join(lang, [h, q]) for h in unit.hints)
-        out.append(join(lang, [rng.choice(ACKS[lang]), q]))
-    return [c for c in out if size(lang, c) <= MAX_CHOSEN[lang]]
+        if lang == "ja":
+            out.extend(join(lang, [lead, q]) for lead in rng.sample(SUBJECT_LEADS_JA, 2))
+            fallback.append(q)
+        else:
+            out.append(q)
+            fallback.append(join(lang, [rng.choice(ACKS_EN), q]))
+    fits = [c for c in out if size(lang, c.replace("{s}", "主題主題主")) <= MAX_CHOSEN[lang]]
+    if len(fits) < len(unit.prompts) + 1:
+        fits += [c for c in fallback if size(lang, c) <= MAX_CHOSEN[lang]]
+    return fits
+
+
+def with_subject(lang: str, chosen: str, prompt: str) -> str:
+    """``chosen`` with the prompt's subject in its lead; without the lead where the subject makes it too
+    long (every lead is one sentence ending in 。)."""
+    if "{s}" not in chosen:
+        return chosen
+    filled = chosen.replace("{s}", subject(prompt))
+    return filled if size(lang, filled) <= MAX_CHOSEN[lang] else chosen.split("。", 1)[1]
+
+
+def subject(prompt: str) -> str:
+    """The learner's subject in a Japanese prompt: its first run of nouns and ASCII words (学習率, p値,
+    サードパーティCookie), found with MeCab (fugashi + unidic-lite)."""
+    import fugashi
+
+    words: list[str] = []
+    for w in fugashi.Tagger()(prompt):
+        if w.feature.pos1 in ("名詞", "接尾辞") or (w.surface.isascii() and w.surface.isalnum()):
+            words.append(w.surface)
+        elif words:
+            break
+    return "".join(words)
 
 
 def rejected_variants(lang: str, unit: Unit, rng: random.Random) -> list[str]:
@@ -2472,7 +2504,7 @@ def compose_unit(topic: Topic, lang: str, unit: Unit, rng: random.Random) -> lis
         else itertools.product(rejected_pool, repeat=n)
     )
     for _ in range(100):  # resample the chosen replies until every one of them can be matched
-        chosen = rng.sample(chosen_pool, n)
+        chosen = [with_subject(lang, c, p) for p, c in zip(unit.prompts, rng.sample(chosen_pool, n), strict=True)]
         options = [
             rs
             for rs in candidates

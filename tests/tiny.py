@@ -247,3 +247,23 @@ def build_family(name: str, path: Path, *, seed: int = 0) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def build_tiny_adapter(model_dir: Path, path: Path, *, seed: int, rank: int = 4) -> Path:
+    """A LoRA adapter for the tiny model with random (non-zero) A and B, as peft saves it: a stand-in for
+    a trained one that changes the model's output."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    lora = LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        target_modules=["q_proj", "v_proj", "up_proj", "down_proj"],
+        init_lora_weights=False,  # peft's default makes B zero: an adapter that changes nothing
+        task_type="CAUSAL_LM",
+    )
+    get_peft_model(base, lora).save_pretrained(path)
+    return path

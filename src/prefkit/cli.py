@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 import prefkit
+from prefkit.cli_use import use_app
 from prefkit.errors import EXIT_BAD_DATA, EXIT_INTERNAL, EXIT_USER, PrefkitError
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Check and convert datasets.")
 app.add_typer(data_app, name="data")
+app.add_typer(use_app)  # chat, generate, export, serve
 
 console = Console(soft_wrap=True)  # never wrap: lines carry paths people copy
 
@@ -178,8 +180,9 @@ def quickstart(
         "prefkit-quickstart"
     ),
     method: Annotated[
-        str, typer.Option(help="pref_loss: simpo, sigmoid, hinge, ipo, kto_pair or orpo.")
-    ] = "simpo",
+        str | None,
+        typer.Option(help="pref_loss instead of the recipe's: sigmoid, hinge, ipo, kto_pair, orpo or simpo."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a finished quickstart in --output-dir.")] = False,
 ) -> None:
     """Train SmolLM2-135M on the bundled Socratic-tutor pairs and show what changed (minutes on a CPU)."""
@@ -187,17 +190,16 @@ def quickstart(
 
     _setup_logging()
     report = run_quickstart(output_dir, method=method, overwrite=overwrite, overrides=overrides or [])
+    from prefkit.quickstart import REPORT_ROWS
+
     table = Table(
         title=f"{report['model']} + LoRA, {report['method']}: held-out results", title_justify="left"
     )
-    for column in ("", "before", "after"):
-        table.add_column(column, justify="right" if column else "left")
+    for column in ("", "before", "after", "guarded by"):
+        table.add_column(column, justify="right" if column in ("before", "after") else "left")
     b, a = report["before"], report["after"]
-    table.add_row("preference accuracy", f"{b['preference_accuracy']:.2f}", f"{a['preference_accuracy']:.2f}")
-    table.add_row("preference margin", f"{b['preference_margin']:+.3f}", f"{a['preference_margin']:+.3f}")
-    table.add_row(
-        "style score (guides with a question)", f"{b['style_score']:.2f}", f"{a['style_score']:.2f}"
-    )
+    for key, label, fmt, guard in REPORT_ROWS:
+        table.add_row(label, f"{b[key]:{fmt}}", f"{a[key]:{fmt}}", guard)
     console.print(table)
     ex = report["example"]
     console.print(f"[bold]prompt:[/] {ex['prompt']}", highlight=False)
@@ -208,6 +210,113 @@ def quickstart(
         f"total {report['total_seconds']:.0f} s; peak memory {report['peak_memory_gib']:.2f} GiB. "
         f"Reports and plots: {output_dir}/quickstart_report.md"
     )
+    if report["missed_targets"]:
+        console.print(f"[yellow]targets missed: {'; '.join(report['missed_targets'])}[/]")
+
+
+@app.command("eval")
+@_reported
+def evaluate(
+    data: Annotated[list[Path], typer.Option(help="Held-out preference pairs (file or folder; repeat).")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="Base model: builtin alias, folder, .gguf or hub id (default: the adapter's)."),
+    ] = None,
+    adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder on top of --model.")] = None,
+    output_dir: Annotated[Path, typer.Option(help="Where eval.json, eval.md, generations.jsonl go.")] = Path(
+        "prefkit-eval"
+    ),
+    max_samples: Annotated[int | None, typer.Option(help="Evaluate at most this many pairs.")] = None,
+    generate: Annotated[int | None, typer.Option(help="Reply to at most this many prompts.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Most new tokens per reply.")] = 128,
+    do_sample: Annotated[bool, typer.Option(help="Sample instead of greedy decoding.")] = False,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed for sampling.")] = 0,
+    scorer: Annotated[
+        list[str] | None, typer.Option(help="Extra scorer: socratic, module:function or file.py:function.")
+    ] = None,
+    baseline: Annotated[bool, typer.Option(help="Also evaluate the base model (adapter off).")] = False,
+    judge_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL of a judge.")] = None,
+    judge_model: Annotated[str | None, typer.Option(help="The judge's model name.")] = None,
+    pref_loss: Annotated[str | None, typer.Option(help="Method whose implicit reward to report.")] = None,
+    beta: Annotated[
+        float | None, typer.Option(help="Its beta (default: the adapter's run, else 0.1).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Pairs and prompts per batch.")] = 8,
+    force: Annotated[bool, typer.Option(help="Replace an earlier evaluation in --output-dir.")] = False,
+) -> None:
+    """Evaluate a model (+ adapter) on held-out pairs: preference metrics and scored replies."""
+    from prefkit.errors import USER_ERRORS
+    from prefkit.evaluate.judge import JudgeSettings
+    from prefkit.evaluate.run import evaluate_model
+    from prefkit.generate import SamplingSettings
+
+    _setup_logging()
+    if (judge_url is None) != (judge_model is None):
+        raise _fail("--judge-url and --judge-model go together")
+    try:
+        result = evaluate_model(
+            model,
+            [str(d) if str(d).startswith("builtin:") else d for d in data],
+            adapter=adapter,
+            output_dir=output_dir,
+            max_samples=max_samples,
+            generate_samples_n=generate,
+            scorers=scorer or [],
+            sampling=SamplingSettings(
+                max_new_tokens=max_new_tokens,
+                do_sample=do_sample,
+                temperature=temperature,
+                top_p=top_p,
+                seed=seed if do_sample else None,
+            ),
+            baseline=baseline,
+            judge=JudgeSettings(judge_url, judge_model) if judge_url and judge_model else None,
+            pref_loss=pref_loss,
+            beta=beta,
+            batch_size=batch_size,
+            force=force,
+        )
+    except USER_ERRORS as err:
+        raise _fail(str(err)) from None
+    report = result.report
+    base = report["baseline"]
+    table = Table(title="held-out results", title_justify="left")
+    for column in ("", *(["baseline"] if base else []), "model"):
+        table.add_column(column, justify="right" if column else "left")
+    for section in ("preference", "generation"):
+        for key, value in report["model"][section].items():
+            if key in ("pairs", "length_chars", "distinct_1"):
+                continue
+            row = [f"{base[section][key]:.3f}" if base and key in base[section] else "—"] if base else []
+            table.add_row(key, *row, f"{value:.3f}")
+    for key, value in (report["judge"] or {}).items():
+        table.add_row(key, *([""] if base else []), f"{value:.3f}")
+    console.print(table)
+    console.print(f"reports: {output_dir}/eval.md, eval.json, generations.jsonl")
+
+
+@app.command()
+@_reported
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (output_dir of prefkit train).")],
+    output: Annotated[Path, typer.Option(help="Markdown file; plots are written beside it.")] = Path(
+        "compare.md"
+    ),
+    force: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+) -> None:
+    """Compare runs: final and best metrics, the settings that differ, overlaid plots."""
+    from prefkit.errors import USER_ERRORS
+    from prefkit.evaluate.compare import compare_runs
+
+    _setup_logging()
+    try:
+        text = compare_runs(runs, output, force=force)
+    except USER_ERRORS as err:
+        raise _fail(str(err)) from None
+    print(text)
+    console.print(f"written to {output}")
 
 
 @app.command("config")
@@ -326,4 +435,7 @@ def data_convert(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as err:  # a command without @_reported: still a prefkit bug, reported as one
+        raise SystemExit(_internal_error(err).exit_code) from None

@@ -10,36 +10,63 @@ token (ChatML's ``<|im_end|>``, Gemma's ``<end_of_turn>``); when it is not (a GP
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
-
-import torch
 
 from prefkit.data.examples import Message
 from prefkit.data.tokenize import ChatEncoder
+from prefkit.errors import PrefkitError
 
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """How to decode. Greedy by default; ``do_sample`` with a ``seed`` gives reproducible samples."""
+    """How to decode. Greedy by default; ``do_sample`` with a ``seed`` gives reproducible samples (each
+    sequence has its own random generator, so a reply does not depend on what it was batched with)."""
 
     max_new_tokens: int = 256
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
-    top_k: int = 0
+    top_k: int = 0  # 0: no top-k cut
     repetition_penalty: float = 1.0
     seed: int | None = None
 
-    def generate_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample}
-        if self.do_sample:
-            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
-        else:  # a model's generation_config may carry sampling values that greedy decoding would warn about
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        if self.repetition_penalty != 1.0:
-            kwargs["repetition_penalty"] = self.repetition_penalty
-        return kwargs
+    def __post_init__(self) -> None:
+        problems = []
+        if self.max_new_tokens < 1:
+            problems.append(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.do_sample and not self.temperature > 0:
+            problems.append(f"temperature must be > 0 when sampling, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            problems.append(f"top_k must be >= 0 (0: off), got {self.top_k}")
+        if not self.repetition_penalty > 0:
+            problems.append(f"repetition_penalty must be > 0 (1: off), got {self.repetition_penalty}")
+        if problems:
+            raise PrefkitError("; ".join(problems))
+
+
+def default_settings(model: Any, **overrides: Any) -> SamplingSettings:
+    """The model's own decoding defaults (its ``generation_config``: sampling, temperature, top-p,
+    top-k, repetition penalty), greedy where it sets none; ``overrides`` that are not None win.
+
+    ``temperature=0`` in the overrides means greedy, as in the OpenAI API."""
+    config = getattr(model, "generation_config", None)
+    values: dict[str, Any] = {}
+    if config is not None and getattr(config, "do_sample", False):
+        values["do_sample"] = True
+        for name in ("temperature", "top_p", "top_k"):
+            if getattr(config, name, None) is not None:
+                values[name] = getattr(config, name)
+    if config is not None and getattr(config, "repetition_penalty", None) not in (None, 1.0):
+        values["repetition_penalty"] = config.repetition_penalty
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if "temperature" in overrides and overrides["temperature"] is not None:
+        values["do_sample"] = overrides["temperature"] > 0
+        if not values["do_sample"]:
+            values["temperature"] = 1.0
+    return SamplingSettings(**values)
 
 
 @dataclass(frozen=True)
@@ -70,19 +97,16 @@ def stop_condition(model: Any, encoder: ChatEncoder) -> StopCondition:
     return StopCondition(tuple(dict.fromkeys(ids)), tuple(strings))
 
 
-def decode_reply(tokenizer: Any, ids: Sequence[int], stop: StopCondition) -> str:
-    """The reply text of generated ``ids``: up to the first stop id or stop string, special tokens
-    (padding after the end, a BOS) dropped."""
-    end = next((i for i, token in enumerate(ids) if token in stop.ids), len(ids))
-    text = tokenizer.decode(ids[:end], skip_special_tokens=True)
-    for marker in stop.strings:
-        at = text.find(marker)
-        if at >= 0:
-            text = text[:at]
-    return text.strip()
+def context_length(model: Any) -> int | None:
+    """How many tokens (prompt and reply) the model can attend to, from its config; None if unknown."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
-@torch.no_grad()
 def generate(
     model: Any,
     encoder: ChatEncoder,
@@ -92,38 +116,28 @@ def generate(
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[str]:
-    """A reply to each prompt, decoded without special tokens. Prompts are left-padded into batches of
-    ``batch_size``; ``on_batch(n)`` is called after each batch with the number of prompts it finished."""
+    """A reply to each prompt, in order, decoded without special tokens and stripped of surrounding
+    whitespace. At most ``batch_size`` prompts are decoded together (continuously batched: a finished
+    reply's place goes to the next prompt at once); ``on_batch(n)`` is called each time ``n`` more
+    prompts are finished. With ``settings.seed``, prompt ``i`` samples with seed ``seed + i``."""
+    from prefkit.engine import Engine, Request
+
     settings = settings or SamplingSettings()
-    tokenizer = encoder.tokenizer
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stop = stop_condition(model, encoder)
-    device = next(model.parameters()).device
-    if settings.seed is not None:
-        torch.manual_seed(settings.seed)
+    engine = Engine(model, encoder.tokenizer, max_batch=batch_size)
+    seqs = []
+    for i, prompt in enumerate(prompts):
+        seeded = replace(settings, seed=settings.seed + i) if settings.seed is not None else settings
+        request = Request(encoder.prompt_ids(prompt), seeded, stop, max_length=context_length(model))
+        seqs.append(engine.sequence(request))
+        engine.add(seqs[-1])
     was_training = model.training
     model.eval()
-    replies: list[str] = []
     try:
-        for start in range(0, len(prompts), batch_size):
-            rows = [encoder.prompt_ids(p) for p in prompts[start : start + batch_size]]
-            width = max(len(r) for r in rows)
-            input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
-            attention_mask = torch.tensor(
-                [[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device
-            )
-            output = model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                pad_token_id=pad,
-                eos_token_id=list(stop.ids),
-                stop_strings=list(stop.strings) or None,
-                tokenizer=tokenizer if stop.strings else None,
-                **settings.generate_kwargs(),
-            )
-            replies += [decode_reply(tokenizer, row.tolist(), stop) for row in output[:, width:]]
-            if on_batch is not None:
-                on_batch(len(rows))
+        while engine.has_work:
+            done = sum(update.finished for update in engine.step())
+            if done and on_batch is not None:
+                on_batch(done)
     finally:
         model.train(was_training)
-    return replies
+    return [seq.text.strip() for seq in seqs]

@@ -36,6 +36,7 @@ from prefkit.data.load import prepare_data
 from prefkit.distributed import mislaunch_warning
 from prefkit.env import cache_dir
 from prefkit.errors import PrefkitError, TrainingInterrupted
+from prefkit.evaluate.training import generation_eval_for
 from prefkit.finish import finish_from_checkpoint, finish_saved_run, save_final, write_plots
 from prefkit.losses import LOSSES, LossParams
 from prefkit.models import load_for_training, resolve_first, trainable_parameters
@@ -240,6 +241,7 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
     set_seed(config.seed)  # before the adapter is created: its initial weights are part of the run
     loaded = load_for_training(config, model, needs_reference)
     prepared = prepare_data(config, loaded.tokenizer)
+    generation_eval = generation_eval_for(config, loaded.tokenizer, prepared.eval_examples)
     args = training_arguments(config)
     if config.eval_strategy != "no" and prepared.eval is None:
         raise PrefkitError(
@@ -295,6 +297,7 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
         eval_dataset=prepared.eval,
         data_collator=collator,
         callbacks=[MetricsJsonl(output_dir / METRICS_FILE), stop, *(callbacks or [])],
+        generation_eval=generation_eval,
     )
     trainer.run_folder = folder
     if folder is not None:

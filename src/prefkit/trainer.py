@@ -14,6 +14,7 @@ import json
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,7 @@ class PrefTrainer(AtomicCheckpoints, Trainer):
         loaded: LoadedModel,
         pref_loss: str = "sigmoid",
         loss_params: LossParams | None = None,
+        generation_eval: Callable[[Any], dict[str, Any]] | None = None,
         **kwargs: Any,
     ) -> None:
         if kwargs.get("data_collator") is not None:
@@ -98,6 +100,9 @@ class PrefTrainer(AtomicCheckpoints, Trainer):
         }
         self._tokens_since_log = 0
         self._last_log_time = time.perf_counter()
+        # eval_generate: called with the model at each evaluation; its metrics join the eval logs (and so
+        # are visible to metric_for_best_model). See prefkit.evaluate.training.
+        self.generation_eval = generation_eval
         self.nonfinite = NonFiniteGuard(
             getattr(self.args, "max_nonfinite_steps", 3),
             any_process=self._any_process,
@@ -226,6 +231,8 @@ class PrefTrainer(AtomicCheckpoints, Trainer):
         prefix = "eval_" if mode == "eval" else ""
         logs.update({prefix + k: v for k, v in averaged.items()})
         self._metrics[mode].clear()
+        if mode == "eval" and self.generation_eval is not None:
+            logs.update({f"eval_{k}": v for k, v in self.generation_eval(self.model).items()})
         if mode == "train" and "loss" in logs:
             now = time.perf_counter()
             logs["tokens_per_second"] = self._tokens_since_log / max(now - self._last_log_time, 1e-9)

@@ -311,6 +311,26 @@ class TrainingKeys(BaseModel):
         description="Evaluate every this many steps when `eval_strategy: steps`. Defaults to `None`, "
         "which means `logging_steps`. LLaMA-Factory key.",
     )
+    eval_generate: int = Field(
+        default=0,
+        ge=0,
+        description="At each evaluation, also generate replies to the first N prompts of the eval split, "
+        "score them (ROUGE-L, BLEU, relevance, closer-to-chosen, length, repetition and `eval_scorers`) and "
+        "log each metric's mean as `eval_<metric>`, with a table of replies as `eval_samples`; "
+        "`metric_for_best_model` may name any of them. Defaults to `0` (no generation). prefkit key.",
+    )
+    eval_scorers: list[str] = Field(
+        default_factory=list,
+        description="Scorers to run on the `eval_generate` replies besides the general ones: builtin style "
+        "scorers (`socratic`) or user scorers as `module:function` or `path/to/file.py:function` (a "
+        "function of one `prefkit.evaluate.Sample` returning a number). Defaults to `[]`. prefkit key.",
+    )
+    eval_max_new_tokens: int = Field(
+        default=128,
+        gt=0,
+        description="Most new tokens per `eval_generate` reply (greedy decoding). Defaults to `128`. "
+        "prefkit key.",
+    )
     plot_loss: bool = Field(
         default=True,
         description="Write loss (and, for preference stages, reward) curves as PNG files into "

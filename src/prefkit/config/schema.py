@@ -57,12 +57,12 @@ class Config(TrainingKeys, LossKeys, DataKeys, MethodKeys, ModelKeys):
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
 
     # ----------------------------------------------------------------------------------- validators
-    @field_validator("lora_target", "dataset", "eval_dataset", mode="before")
+    @field_validator("lora_target", "dataset", "eval_dataset", "eval_scorers", mode="before")
     @classmethod
     def _split_comma_lists(cls, value: Any, info: ValidationInfo) -> Any:
         names = _split_names(value)
         # An empty dataset list means "no dataset", not a list of zero datasets to concatenate.
-        if info.field_name != "lora_target" and names == []:
+        if info.field_name in ("dataset", "eval_dataset") and names == []:
             return None
         return names
 

@@ -1,0 +1,176 @@
+"""What an evaluation writes: ``eval.json`` (every metric and setting), ``eval.md`` (a table with the
+baseline beside the model and each gameable score's guard beside it, then sample replies) and
+``generations.jsonl`` (every prompt, reply and score). Files are written atomically, and an existing
+evaluation is never overwritten unless the caller says so."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from prefkit.errors import PrefkitError
+from prefkit.runs import write_json_atomic, write_text_atomic
+
+OUTPUT_FILES = ("eval.json", "eval.md", "generations.jsonl")
+
+# Every score that can rise while the replies get worse, with the scores that would show it.
+GUARDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "accuracy": (
+        ("relevance", "rouge_l"),
+        "preferring the chosen replies of given pairs says nothing of what the model itself writes",
+    ),
+    "margin": (("logps_per_token/chosen",), "a margin also grows when both replies become less likely"),
+    "rewards/margins": (("logps/chosen",), "a reward margin also grows when both replies become less likely"),
+    "rewards/accuracies": (("relevance", "rouge_l"), "as for accuracy"),
+    "socratic": (
+        ("relevance", "rouge_l"),
+        "any reply ending in a question passes, on the prompt's subject or not",
+    ),
+    "relevance": (
+        ("prompt_copy", "closer_to_chosen", "distinct_2"),
+        "a reply that copies the prompt's words scores high",
+    ),
+    "rouge_l": (("length_words", "repeated_4gram_share"), "longer or looping replies match more words"),
+    "bleu": (("length_words", "repeated_4gram_share"), "as for ROUGE-L"),
+    "closer_to_chosen": (("relevance",), "a reply in the chosen replies' style but off the subject passes"),
+    "length_words": (("repeated_4gram_share", "distinct_2"), "length alone can be loops"),
+    "judge/win_rate": (("judge/position_consistency",), "a judge answering by position"),
+}
+USER_SCORER_GUARD = (("relevance", "rouge_l"), "a style rewarded whatever the reply is about")
+
+PREFERENCE_ROWS = (
+    "accuracy",
+    "margin",
+    "logps/chosen",
+    "logps/rejected",
+    "logps_per_token/chosen",
+    "logps_per_token/rejected",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+)
+GENERATION_ROWS = (
+    "relevance",
+    "rouge_l",
+    "bleu",
+    "closer_to_chosen",
+    "length_words",
+    "length_tokens",
+    "length_chars",
+    "distinct_1",
+    "distinct_2",
+    "repeated_4gram_share",
+    "prompt_copy",
+)
+
+
+class EvalOutputError(PrefkitError):
+    pass
+
+
+def check_output_dir(output_dir: Path, force: bool) -> None:
+    """Refuse, before any work, to replace an earlier evaluation in ``output_dir`` without ``force``."""
+    existing = [name for name in OUTPUT_FILES if (output_dir / name).exists()]
+    if existing and not force:
+        raise EvalOutputError(
+            f"{output_dir} already holds an evaluation ({', '.join(existing)}); prefkit will not "
+            "overwrite it: choose another --output-dir, or pass --force to replace it"
+        )
+    if output_dir.exists() and not output_dir.is_dir():
+        raise EvalOutputError(f"--output-dir {output_dir} is a file, not a folder")
+
+
+def guard_for(metric: str) -> tuple[tuple[str, ...], str] | None:
+    if metric in GUARDS:
+        return GUARDS[metric]
+    if metric not in GENERATION_ROWS and metric not in PREFERENCE_ROWS and not metric.startswith("judge/"):
+        return USER_SCORER_GUARD  # a style or user scorer
+    return None
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def _rows(metrics: Mapping[str, Any], baseline: Mapping[str, Any] | None, names: Sequence[str]) -> list[str]:
+    lines = []
+    for name in names:
+        if name not in metrics and not (baseline and name in baseline):
+            continue
+        guard = guard_for(name)
+        guard_text = f"{', '.join(guard[0])}: {guard[1]}" if guard else ""
+        if baseline is not None:
+            b, m = baseline.get(name), metrics.get(name)
+            delta = f"{m - b:+.3f}" if isinstance(b, float) and isinstance(m, float) else ""
+            lines.append(f"| {name} | {_fmt(b)} | {_fmt(m)} | {delta} | {guard_text} |")
+        else:
+            lines.append(f"| {name} | {_fmt(metrics.get(name))} | {guard_text} |")
+    return lines
+
+
+def _table(title: str, metrics: Mapping[str, Any], baseline: Mapping[str, Any] | None, names: Sequence[str]):
+    head = (
+        ["| metric | baseline | model | change | guarded by |", "| --- | --- | --- | --- | --- |"]
+        if baseline is not None
+        else ["| metric | model | guarded by |", "| --- | --- | --- |"]
+    )
+    rows = _rows(metrics, baseline, names)
+    return [f"## {title}", "", *head, *rows, ""] if rows else []
+
+
+def markdown_report(
+    report: Mapping[str, Any], generations: Sequence[Mapping[str, Any]], samples: int = 6
+) -> str:
+    s = report["settings"]
+    model, baseline = report["model"], report.get("baseline")
+    title = str(s["model"]) + (f" + {s['adapter']}" if s.get("adapter") else "")
+    lines = [f"# prefkit eval: {title}", ""]
+    lines.append(
+        f"Data: {', '.join(s['data'])} ({model['preference'].get('pairs', 0):.0f} pairs, "
+        f"{len(generations)} replies generated, {'sampled' if s['sampling']['do_sample'] else 'greedy'}, "
+        f"at most {s['sampling']['max_new_tokens']} new tokens)."
+        + (" Baseline: the same model with the adapter switched off." if baseline is not None else "")
+    )
+    lines.append("")
+    lines += _table(
+        "Preference (held-out pairs)",
+        model["preference"],
+        baseline["preference"] if baseline else None,
+        PREFERENCE_ROWS,
+    )
+    gen_names = [*GENERATION_ROWS, *(k for k in model["generation"] if k not in GENERATION_ROWS)]
+    lines += _table(
+        "Generation (the model's own replies)",
+        model["generation"],
+        baseline["generation"] if baseline else None,
+        gen_names,
+    )
+    if report.get("judge"):
+        lines += _table(
+            "Judge (model vs baseline, both orders)", report["judge"], None, list(report["judge"])
+        )
+    lines += ["## Sample replies", ""]
+    for g in generations[:samples]:
+        lines += [f"**{g['prompt']}**", "", f"- chosen: {g.get('chosen') or '—'}"]
+        if "baseline_reply" in g:
+            lines.append(f"- baseline: {g['baseline_reply']}")
+        lines += [f"- model: {g['reply']}", ""]
+    lines.append("Every reply with its scores is in generations.jsonl.")
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(output_dir: Path, report: dict[str, Any], generations: Sequence[dict[str, Any]]) -> None:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(
+        output_dir / "generations.jsonl",
+        "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in generations),
+    )
+    write_text_atomic(output_dir / "eval.md", markdown_report(report, generations))
+    write_json_atomic(output_dir / "eval.json", report)  # last: its presence means the others are complete

@@ -1,0 +1,139 @@
+"""`prefkit serve`: load the model and adapters, start the decode thread, run uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import sys
+from collections.abc import Sequence
+
+from prefkit.engine import Engine
+from prefkit.errors import PrefkitError
+from prefkit.inference import AdapterSpec, load_for_inference
+from prefkit.serve.app import create_app
+from prefkit.serve.limits import GuardedH11Protocol, ServeLimits, model_len
+from prefkit.serve.scheduler import Scheduler
+from prefkit.serve.state import ServerState, served_models
+
+logger = logging.getLogger(__name__)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_state(
+    model: str | Sequence[str],
+    adapters: Sequence[AdapterSpec] = (),
+    *,
+    limits: ServeLimits | None = None,
+    api_key: str | None = None,
+    served_model_name: str | None = None,
+    template: str | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+    threads: int | None = None,
+) -> ServerState:
+    """Everything the app serves from, with the decode thread started."""
+    limits = limits or ServeLimits()
+    limits.check()
+    loaded = load_for_inference(
+        model, adapters, template=template, dtype=dtype, device=device, threads=threads
+    )
+    max_len = model_len(limits, loaded.context_length)
+    name = served_model_name or (model if isinstance(model, str) else model[0])
+    models = served_models(loaded, name)
+
+    def make_engine() -> Engine:
+        return Engine(
+            loaded.model, loaded.tokenizer, max_batch=limits.max_batch, prefill_tokens=max(max_len, 4096)
+        )
+
+    scheduler = Scheduler(make_engine, limits.max_queue)
+    scheduler.start()
+    return ServerState(loaded, scheduler, limits, models, max_len, api_key)
+
+
+def serve(
+    model: str | Sequence[str],
+    adapters: Sequence[AdapterSpec] = (),
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    limits: ServeLimits | None = None,
+    served_model_name: str | None = None,
+    template: str | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+    threads: int | None = None,
+    log_level: str = "info",
+) -> None:
+    """Serve until interrupted (Ctrl-C or SIGTERM stop it cleanly)."""
+    import uvicorn
+
+    if not _is_loopback(host) and api_key is None:
+        logger.warning(
+            "serving on %s without an API key: anyone who can reach this port can use the model "
+            "(set --api-key or $PREFKIT_API_KEY)",
+            host,
+        )
+    state = build_state(
+        model,
+        adapters,
+        limits=limits,
+        api_key=api_key,
+        served_model_name=served_model_name,
+        template=template,
+        dtype=dtype,
+        device=device,
+        threads=threads,
+    )
+    names = ", ".join(f"'{m}'" for m in state.models)
+    logger.info(
+        "serving %s (max_model_len %d, max_batch %d, max_queue %d, max_tokens %d)%s",
+        names,
+        state.max_model_len,
+        state.limits.max_batch,
+        state.limits.max_queue,
+        state.limits.max_tokens,
+        "; API key required" if api_key else "",
+    )
+    protocol = type("GuardedH11", (GuardedH11Protocol,), {"header_timeout": state.limits.header_timeout})
+    config = uvicorn.Config(
+        create_app(state),
+        host=host,
+        port=port,
+        http=protocol,
+        limit_concurrency=state.limits.max_connections,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=5,
+        log_level=log_level,
+    )
+    # Bind here rather than in uvicorn: port 0 becomes a real port we can print whatever the log level.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        state.scheduler.stop()
+        raise PrefkitError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    print(
+        f"prefkit serve: listening on http://{shown}:{bound} (OpenAI API under /v1)",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        state.scheduler.stop()
+        sock.close()

@@ -1,0 +1,154 @@
+"""`prefkit eval` end to end on the tiny model: preference metrics (rewards checked by hand against the
+reference), scored replies of the model and of its base, the three reports, and no silent overwrite."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from toydata import toy_pairs
+from typer.testing import CliRunner
+
+from prefkit.cli import app
+from prefkit.config import load_config
+from prefkit.data.collate import PreferenceCollator
+from prefkit.data.formats import parse_file
+from prefkit.data.load import DataError
+from prefkit.data.tokenize import ChatEncoder
+from prefkit.evaluate.preference import RewardSettings, preference_metrics
+from prefkit.evaluate.report import EvalOutputError
+from prefkit.evaluate.run import evaluate_model
+from prefkit.generate import SamplingSettings
+from prefkit.logps import sequence_logps
+from prefkit.losses import LossParams
+from prefkit.train import train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir):
+    """A tiny sigmoid (DPO) run that learned the toy preference, and its data."""
+    tmp = tmp_path_factory.mktemp("eval")
+    data = toy_pairs(tmp / "pairs.jsonl", n=12)
+    config = load_config(
+        None,
+        [
+            f"model_name_or_path={tiny_model_dir}",
+            f"train_file={data}",
+            f"output_dir={tmp / 'run'}",
+            "stage=dpo",
+            "pref_loss=sigmoid",
+            "pref_beta=0.2",
+            "lora_rank=8",
+            "learning_rate=5e-3",
+            "per_device_train_batch_size=4",
+            "max_steps=10",
+            "logging_steps=5",
+            "cutoff_len=64",
+            "report_to=none",
+        ],
+    )
+    return train(config).output_dir, data
+
+
+def test_eval_end_to_end_with_baseline(tmp_path, tiny_model_dir, trained):
+    run_dir, data = trained
+    out = tmp_path / "eval"
+    result = evaluate_model(
+        str(tiny_model_dir),
+        [data],
+        adapter=str(run_dir),
+        output_dir=out,
+        max_samples=8,
+        generate_samples_n=4,
+        scorers=["socratic"],
+        sampling=SamplingSettings(max_new_tokens=8),
+        baseline=True,
+        batch_size=4,
+        progress=False,
+    )
+    report = json.loads((out / "eval.json").read_text(encoding="utf-8"))
+    assert report == json.loads(json.dumps(result.report))
+    settings = report["settings"]
+    assert settings["rewards"] == {  # the run's method and beta, from its training_config.json
+        "pref_loss": "sigmoid",
+        "beta": 0.2,
+        "gamma": 0.0,
+        "label_smoothing": 0.0,
+        "ftx": 0.0,
+    }
+    assert settings["pairs"] == 8 and settings["prompts"] == 4
+
+    model, base = report["model"], report["baseline"]
+    # the run learned the toy preference; its base did not
+    assert model["preference"]["accuracy"] == 1.0
+    assert model["preference"]["accuracy"] > base["preference"]["accuracy"]
+    assert model["preference"]["margin"] > base["preference"]["margin"]
+    assert model["preference"]["rewards/accuracies"] == 1.0 and model["preference"]["rewards/margins"] > 0
+    assert not any(k.startswith("rewards/") for k in base["preference"])  # no zeros against itself
+    for side in (model, base):
+        assert set(side["generation"]) >= {"rouge_l", "bleu", "relevance", "closer_to_chosen", "socratic"}
+        assert side["generation"]["length_tokens"] > 0 and side["generation"]["length_chars"] > 0
+
+    rows = [json.loads(line) for line in (out / "generations.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 4
+    pairs = [e for e in parse_file(data, stage="dpo").examples][:4]
+    for row, pair in zip(rows, pairs, strict=True):
+        assert row["prompt"] == pair.prompt[-1].content and row["chosen"] == pair.chosen
+        assert set(row["scores"]) == set(row["baseline_scores"]) >= {"rouge_l", "relevance", "socratic"}
+        assert isinstance(row["reply"], str) and isinstance(row["baseline_reply"], str)
+    md = (out / "eval.md").read_text(encoding="utf-8")
+    assert "| metric | baseline | model | change | guarded by |" in md
+    assert "| socratic |" in md and "relevance, rouge_l: any reply ending in a question passes" in md
+
+    with pytest.raises(EvalOutputError, match="will not overwrite"):
+        evaluate_model(str(tiny_model_dir), [data], adapter=str(run_dir), output_dir=out, progress=False)
+
+
+def test_rewards_are_the_methods_against_the_adapter_switched_off(tiny_model_dir, trained):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run_dir, data = trained
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), run_dir).eval()
+    from prefkit.models import load_tokenizer
+
+    encoder = ChatEncoder(load_tokenizer(str(run_dir)), None, 64)
+    pair = parse_file(data, stage="dpo").examples[:1]
+    metrics = preference_metrics(
+        model, encoder, pair, rewards=RewardSettings("sigmoid", LossParams(beta=0.2))
+    )
+    batch = PreferenceCollator(encoder.tokenizer.pad_token_id)([encoder.encode_pair(pair[0]).to_features()])
+    policy, counts, _ = sequence_logps(model, batch)
+    with model.disable_adapter():
+        reference, _, _ = sequence_logps(model, batch)
+    assert metrics["rewards/chosen"] == pytest.approx(0.2 * float(policy[0] - reference[0]), rel=1e-4)
+    assert metrics["rewards/rejected"] == pytest.approx(0.2 * float(policy[1] - reference[1]), rel=1e-4)
+    assert metrics["logps/chosen"] == pytest.approx(float(policy[0]), rel=1e-5)
+    assert metrics["logps_per_token/chosen"] == pytest.approx(float(policy[0] / counts[0]), rel=1e-5)
+    per_token_margin = float(policy[0] / counts[0] - policy[1] / counts[1])
+    assert metrics["margin"] == pytest.approx(per_token_margin, rel=1e-4)
+    assert metrics["accuracy"] == float(per_token_margin > 0)
+
+
+def test_eval_refuses_bad_data_and_a_baseline_without_adapter(tmp_path, tiny_model_dir):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "hi", "chosen": "a", "rejected": "b"}\n{"prompt": "x", "chosen": ""}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2"):
+        evaluate_model(str(tiny_model_dir), [bad], output_dir=tmp_path / "e1", progress=False)
+    with pytest.raises(Exception, match="needs --adapter"):
+        evaluate_model(str(tiny_model_dir), [bad], baseline=True, output_dir=tmp_path / "e2", progress=False)
+    assert not (tmp_path / "e1").exists() and not (tmp_path / "e2").exists()
+
+
+def test_cli_eval(tmp_path, tiny_model_dir, trained):
+    run_dir, data = trained
+    out = tmp_path / "cli"
+    # no --model: the adapter's training_config.json names its base model
+    args = ["eval", "--adapter", str(run_dir), "--data", str(data)]
+    args += ["--output-dir", str(out), "--max-samples", "4", "--max-new-tokens", "4"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "accuracy" in result.output and "relevance" in result.output
+    assert (out / "eval.md").exists()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "--force" in again.output

@@ -1,0 +1,326 @@
+"""`prefkit serve`: a real server process on loopback with the tiny model and two adapters, driven by the
+official `openai` client (plain and streaming, chat and completions) and by raw HTTP for the errors,
+limits, disconnects and the abuse slice."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import importlib.util
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+
+import openai
+import pytest
+
+from prefkit.data.examples import Message
+from prefkit.engine import BASE_MODEL, Engine, Request
+from prefkit.generate import SamplingSettings, StopCondition, stop_condition
+from prefkit.inference import load_for_inference, parse_adapters
+from prefkit.serve.process import ServerProcess
+
+KEY = "sk-test-" + "0123456789abcdef"
+BASE = "tiny"
+LONG = 400  # tokens: long enough that a request is still running while the test looks at it
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tiny_adapters, tmp_path_factory):
+    args = [
+        "--model", str(tiny_model_dir), "--served-model-name", BASE,
+        "--adapter", f"a={tiny_adapters['a']}", "--adapter", f"b={tiny_adapters['b']}",
+        "--dtype", "fp32", "--max-batch", "2", "--max-queue", "2", "--max-tokens", "512",
+        "--header-timeout", "1", "--body-timeout", "1", "--max-body-bytes", "65536", "--log-level", "warning",
+    ]  # fmt: skip
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    with ServerProcess(args, log=log, env={"PREFKIT_API_KEY": KEY, "OMP_NUM_THREADS": "1"}) as process:
+        yield process
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir, tiny_adapters):
+    adapters = parse_adapters([f"a={tiny_adapters['a']}", f"b={tiny_adapters['b']}"])
+    return load_for_inference(str(tiny_model_dir), adapters, dtype="fp32")
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
+
+
+def _expected(loaded, adapter: str | None, ids: list[int], stop: StopCondition, max_new: int) -> str:
+    """The reply the library gives (greedy), for comparison with what the server sends."""
+    engine = Engine(loaded.model, loaded.tokenizer)
+    seq = engine.sequence(
+        Request(ids, SamplingSettings(max_new_tokens=max_new), stop, adapter=adapter or BASE_MODEL)
+    )
+    engine.add(seq)
+    while engine.has_work:
+        engine.step()
+    return seq.text
+
+
+def _raw(
+    server, method: str, path: str, body: bytes | dict | None = None, key: str | None = KEY
+) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    try:
+        conn.request(method, path, body=data, headers=headers)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def _health(server) -> dict:
+    return _raw(server, "GET", "/health", key=None)[1]
+
+
+def _wait_idle(server, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        health = _health(server)
+        if health["running"] == 0 and health["waiting"] == 0:
+            return health
+        time.sleep(0.05)
+    raise AssertionError(f"the server did not go idle: {health}")
+
+
+def _chat(model: str = BASE, content: str = "hello", **extra) -> dict:
+    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+def test_models_lists_the_base_and_each_adapter(client, tiny_adapters):
+    models = {m.id: m for m in client.models.list().data}
+    assert set(models) == {BASE, "a", "b"}
+    assert models["a"].model_extra["parent"] == BASE and models[BASE].model_extra["parent"] is None
+    assert models["b"].model_extra["root"] == str(tiny_adapters["b"])
+
+
+def test_chat_plain_and_streaming_for_each_model(client, loaded):
+    messages = [Message("user", "What is data science?")]
+    replies = {}
+    for name in (BASE, "a", "b"):
+        adapter = None if name == BASE else name
+        ids = loaded.encoder(adapter).prompt_ids(messages)
+        expected = _expected(loaded, adapter, ids, stop_condition(loaded.model, loaded.encoder(adapter)), 20)
+        plain = client.chat.completions.create(
+            model=name, messages=[m.to_dict() for m in messages], max_tokens=20, temperature=0
+        )
+        assert plain.choices[0].message.content == expected
+        assert plain.model == name and plain.choices[0].finish_reason in ("stop", "length")
+        assert plain.usage.prompt_tokens == len(ids) and plain.usage.completion_tokens >= 1
+        assert plain.usage.total_tokens == plain.usage.prompt_tokens + plain.usage.completion_tokens
+
+        chunks = list(
+            client.chat.completions.create(
+                model=name,
+                messages=[m.to_dict() for m in messages],
+                max_tokens=20,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        assert chunks[0].choices[0].delta.role == "assistant"
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == expected
+        finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        assert finishes == [plain.choices[0].finish_reason]
+        assert (
+            chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+        )
+        replies[name] = expected
+    assert len(set(replies.values())) == 3  # each name really picks a different model
+
+
+def test_completions_plain_streaming_and_several_prompts(client, loaded):
+    prompts = ["Once upon a time", "データサイエンス"]
+    model_stop = stop_condition(loaded.model, loaded.encoder("b"))
+    stop = StopCondition(model_stop.ids, ())
+    expected = [_expected(loaded, "b", loaded.tokenizer(p)["input_ids"], stop, 12) for p in prompts]
+    plain = client.completions.create(model="b", prompt=prompts, max_tokens=12, temperature=0)
+    assert [c.text for c in sorted(plain.choices, key=lambda c: c.index)] == expected
+    assert plain.usage.prompt_tokens == sum(len(loaded.tokenizer(p)["input_ids"]) for p in prompts)
+
+    stream = client.completions.create(
+        model="b", prompt=prompts[1], max_tokens=12, temperature=0, stream=True
+    )
+    assert "".join(c.choices[0].text for c in stream) == expected[1]
+    short = client.completions.create(
+        model="b", prompt=prompts[0], temperature=0, extra_body={"ignore_eos": True}
+    )
+    assert short.usage.completion_tokens == 16  # OpenAI's default max_tokens for completions
+
+
+def test_sampling_with_a_seed_is_reproducible(client):
+    kwargs = {"model": "a", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16}
+    one = client.chat.completions.create(**kwargs, temperature=1.0, seed=3).choices[0].message.content
+    two = client.chat.completions.create(**kwargs, temperature=1.0, seed=3).choices[0].message.content
+    other = client.chat.completions.create(**kwargs, temperature=1.0, seed=4).choices[0].message.content
+    assert one == two and one != other
+
+
+def test_api_key_is_required_on_v1(server, client):
+    assert _raw(server, "GET", "/health", key=None)[0] == 200  # open, for health checks
+    for key in (None, "sk-wrong", KEY[:-1], KEY + "x"):
+        status, body = _raw(server, "POST", "/v1/chat/completions", _chat(), key=key)
+        assert status == 401 and body["error"]["code"] == "invalid_api_key"
+    assert _raw(server, "GET", "/v1/models", key=None)[0] == 401
+    wrong = openai.OpenAI(base_url=server.url + "/v1", api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.models.list()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        (b'{"model": "tiny", "messages": [', 400, None),
+        (b"[1, 2]", 400, None),
+        (_chat(max_tokens="5"), 400, "max_tokens"),
+        (_chat(temperature="hot"), 400, "temperature"),
+        ({"model": BASE, "messages": "hello"}, 400, "messages"),
+        ({"model": BASE, "messages": [{"role": "user", "content": 5}]}, 400, "messages.0.content"),
+        ({"model": BASE, "messages": [{"role": "robot", "content": "x"}]}, 400, "messages.0.role"),
+        ({"messages": [{"role": "user", "content": "x"}]}, 400, "model"),
+        (_chat(model="nope"), 404, "model"),
+        ({"model": BASE, "messages": []}, 400, "messages"),
+        (_chat(max_tokens=0), 400, "max_tokens"),
+        (_chat(max_tokens=-3), 400, "max_tokens"),
+        (_chat(max_tokens=513), 400, "max_tokens"),
+        (_chat(content="word " * 600), 400, "messages"),
+        ({"model": BASE, "messages": None}, 400, "messages"),
+        (_chat(n=2), 400, "n"),
+        (_chat(stop=["a", "b", "c", "d", "e"]), 400, "stop"),
+        (_chat(tools=[{"type": "function"}]), 400, "tools"),
+        ({"model": BASE, "messages": [{"role": "assistant", "content": "x"}]}, 400, "messages"),
+    ],
+)
+def test_bad_requests_are_4xx_with_an_openai_error(server, body, status, param):
+    got, answer = _raw(server, "POST", "/v1/chat/completions", body)
+    assert got == status, answer
+    assert set(answer["error"]) == {"message", "type", "param", "code"} and answer["error"]["message"]
+    assert answer["error"]["param"] == param
+
+
+def test_limits_on_length_body_and_method(server, loaded):
+    ids = loaded.encoder().prompt_ids([Message("user", "hello")])
+    too_long = 512 - len(ids) + 1  # prompt + max_tokens one over the context
+    status, body = _raw(server, "POST", "/v1/chat/completions", _chat(max_tokens=too_long))
+    assert status == 400 and body["error"]["code"] == "context_length_exceeded"
+    assert _raw(server, "POST", "/v1/chat/completions", _chat(max_tokens=too_long - 1, stop=["x"]))[0] == 200
+    assert _raw(server, "POST", "/v1/completions", {"model": BASE, "prompt": ""})[0] == 400
+    assert (
+        _raw(server, "POST", "/v1/completions", {"model": BASE, "prompt": ["x"] * 3})[0] == 400
+    )  # > max_batch
+    status, body = _raw(server, "POST", "/v1/chat/completions", b"{" + b" " * 70000 + b"}")
+    assert status == 413 and body["error"]["type"] == "invalid_request_error"
+    assert _raw(server, "GET", "/v1/chat/completions")[0] == 405
+    assert _raw(server, "GET", "/v1/nothing")[0] == 404
+
+
+def _start_long_stream(
+    server, model: str = BASE
+) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    body = json.dumps(_chat(model, max_tokens=LONG, ignore_eos=True, stream=True)).encode()
+    conn.request("POST", "/v1/chat/completions", body=body, headers={"Authorization": f"Bearer {KEY}"})
+    response = conn.getresponse()
+    assert response.status == 200
+    response.fp.readline()  # the first event: generation has started
+    return conn, response
+
+
+def test_health_answers_while_generating_and_a_disconnect_stops_generation(server):
+    _wait_idle(server)
+    before = _health(server)
+    conn, _ = _start_long_stream(server)
+    slowest, saw_running = 0.0, False
+    for _ in range(5):
+        started = time.monotonic()
+        health = _health(server)
+        slowest = max(slowest, time.monotonic() - started)
+        saw_running |= health["running"] == 1
+    assert saw_running and slowest < 0.5
+    conn.close()  # the client goes away mid-stream
+    after = _wait_idle(server, timeout=10)
+    assert after["cancelled"] == before["cancelled"] + 1
+    assert after["generated_tokens"] - before["generated_tokens"] < LONG  # it stopped early
+
+
+def test_a_full_queue_answers_429(server):
+    _wait_idle(server)
+    streams = [_start_long_stream(server) for _ in range(2)]  # both places of the batch
+    waiting = concurrent.futures.ThreadPoolExecutor(4)
+    queued = [
+        waiting.submit(_raw, server, "POST", "/v1/chat/completions", _chat(max_tokens=LONG, ignore_eos=True))
+        for _ in range(2)
+    ]
+    deadline = time.monotonic() + 10
+    while _health(server)["waiting"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    status, body = _raw(server, "POST", "/v1/chat/completions", _chat(max_tokens=4))
+    assert status == 429 and body["error"]["type"] == "rate_limit_error"
+    for conn, _ in streams:
+        conn.close()
+    assert [f.result()[0] for f in queued] == [200, 200]  # the waiting ones are served, not dropped
+    waiting.shutdown()
+    _wait_idle(server)
+
+
+def test_a_stalled_client_is_cut_off(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")  # half a head, then nothing
+        started = time.monotonic()
+        assert sock.recv(100) == b""
+        assert time.monotonic() - started < 5
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+        head += "Content-Length: 100\r\n\r\n"
+        sock.sendall(head.encode() + b'{"model"')
+        assert sock.recv(4096).startswith(b"HTTP/1.1 408")
+
+
+def _abuse_module():
+    path = Path(__file__).parent.parent / "scripts" / "serve_abuse.py"
+    spec = importlib.util.spec_from_file_location("serve_abuse", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_abuse_slice(server):
+    """A fast slice of scripts/serve_abuse.py: every kind of abuse, answered right, server still up."""
+    abuse = _abuse_module()
+    target = abuse.Target("127.0.0.1", server.port, KEY, BASE, 512, 65536, 1.0, 1.0)
+    report = abuse.run_abuse(target, clients=16, requests=3, deadline=60, pid=server.pid)
+    assert report["ok"], json.dumps(report, indent=2)
+    assert set(report["outcomes"]) == {kind.__name__ for kind in abuse.ACCEPT}
+    assert report["requests"] == 48 and report["health"]["polls"] > 0
+
+
+def test_a_plain_request_whose_client_leaves_is_cancelled(server):
+    before = _wait_idle(server)
+    body = json.dumps(_chat(max_tokens=LONG, ignore_eos=True)).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(head.encode() + body)
+    deadline = time.monotonic() + 10
+    while _health(server)["running"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    sock.close()  # gone before the reply
+    after = _wait_idle(server, timeout=10)
+    assert after["cancelled"] == before["cancelled"] + 1
+    assert after["generated_tokens"] - before["generated_tokens"] < LONG
