@@ -12,7 +12,7 @@ import os
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-EXAMPLES = int(os.environ.get("PREFKIT_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("PREFKIT_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,

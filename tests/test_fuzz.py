@@ -2,7 +2,7 @@
 dataset_info.json: whatever the input, the answer is a report or a PrefkitError -- never a traceback --
 and every problem in a line-based file names its line. `data check` and training agree on every input.
 
-A fast, deterministic slice runs in CI (PREFKIT_FUZZ_EXAMPLES inputs per target, 60 by default); the
+A fast, deterministic slice runs in CI (PREFKIT_FUZZ_EXAMPLES inputs per target, 100 by default); the
 long run is `python scripts/fuzz.py --examples 10000` (see docs/reliability.md)."""
 
 from __future__ import annotations
