@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
 
+import prefkit
 from prefkit.cli_use import use_app
+from prefkit.errors import EXIT_BAD_DATA, EXIT_INTERNAL, EXIT_USER, PrefkitError
 
 if TYPE_CHECKING:
     from prefkit.config import Config
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 app = typer.Typer(
     add_completion=False,
@@ -40,17 +49,82 @@ class _LevelPrefix(logging.Formatter):
 def _setup_logging(verbose: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_LevelPrefix("%(message)s"))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+    level = logging.DEBUG if verbose or _verbose else logging.INFO
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
+def _fail(message: str, code: int = EXIT_USER) -> typer.Exit:
     print(f"error: {message}", file=sys.stderr)
     return typer.Exit(code)
 
 
+_verbose = False  # set by `prefkit --verbose`: tracebacks of internal errors go to stderr too
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Debug logging; print tracebacks of internal errors.")
+    ] = False,
+) -> None:
+    global _verbose
+    _verbose = verbose
+
+
+def _internal_error(err: BaseException) -> typer.Exit:
+    """A bug in prefkit: a short note for the user, the traceback in a log file (and on stderr with
+    --verbose), and its own exit code so scripts can tell it from bad data or a bad config."""
+    import tempfile
+    import time
+    import traceback
+
+    text = "".join(traceback.format_exception(err))
+    log = None
+    from prefkit.env import cache_dir
+
+    for folder in (cache_dir() / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            log = folder / f"prefkit-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+            log.write_text(f"prefkit {prefkit.__version__}\n{' '.join(sys.argv)}\n\n{text}", encoding="utf-8")
+            break
+        except OSError:
+            log = None
+    if _verbose:
+        print(text, file=sys.stderr, end="")
+    where = f"the traceback is in {log}" if log else "run again with --verbose for the traceback"
+    first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+    return _fail(
+        f"internal error: {type(err).__name__}{': ' + first if first else ''}\n"
+        f"This is a prefkit bug, please report it (with the command you ran); {where}.",
+        EXIT_INTERNAL,
+    )
+
+
+def _reported(command: Callable[P, R]) -> Callable[P, R]:
+    """Run a command, turning errors into messages and exit codes (see prefkit.errors): the user's
+    errors print as written, Ctrl-C exits 130, anything else is reported as a prefkit bug."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException):
+            raise
+        except PrefkitError as err:
+            raise _fail(str(err), err.exit_code) from None
+        except KeyboardInterrupt:
+            raise _fail("interrupted", 130) from None
+        except Exception as err:
+            raise _internal_error(err) from None
+
+    return run
+
+
 @app.command()
+@_reported
 def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Versions, device (CPU/CUDA, name, memory), bf16 support and the cache folder in use."""
     from prefkit.env import environment_report
@@ -72,6 +146,7 @@ def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = F
 
 
 @app.command(context_settings={"allow_extra_args": False})
+@_reported
 def train(
     config: Annotated[Path, typer.Argument(help="YAML config file.")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
@@ -82,26 +157,23 @@ def train(
 
     from prefkit.config import load_config
     from prefkit.distributed import torchrun_command, world_size
-    from prefkit.errors import USER_ERRORS
 
     _setup_logging()
     if nproc > 1 and world_size() == 1:
         command = torchrun_command(nproc, ["train", str(config), *(overrides or [])])
         raise typer.Exit(subprocess.call(command))
-    try:
-        cfg = load_config(config, overrides or [])
-        _print_resolved(cfg)
-        from prefkit.train import train as run_training
+    cfg = load_config(config, overrides or [])
+    _print_resolved(cfg)
+    from prefkit.train import train as run_training
 
-        result = run_training(cfg)
-    except USER_ERRORS as err:
-        raise _fail(str(err)) from None
+    result = run_training(cfg)
     console.print(
         f"finished: {result.global_step} steps in {result.train_seconds:.0f} s; model in {result.output_dir}"
     )
 
 
 @app.command()
+@_reported
 def quickstart(
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides of the recipe.")] = None,
     output_dir: Annotated[Path, typer.Option(help="Where the model, plots and reports go.")] = Path(
@@ -114,14 +186,10 @@ def quickstart(
     overwrite: Annotated[bool, typer.Option(help="Replace a finished quickstart in --output-dir.")] = False,
 ) -> None:
     """Train SmolLM2-135M on the bundled Socratic-tutor pairs and show what changed (minutes on a CPU)."""
-    from prefkit.errors import USER_ERRORS
     from prefkit.quickstart import run_quickstart
 
     _setup_logging()
-    try:
-        report = run_quickstart(output_dir, method=method, overwrite=overwrite, overrides=overrides or [])
-    except USER_ERRORS as err:
-        raise _fail(str(err)) from None
+    report = run_quickstart(output_dir, method=method, overwrite=overwrite, overrides=overrides or [])
     from prefkit.quickstart import REPORT_ROWS
 
     table = Table(
@@ -147,6 +215,7 @@ def quickstart(
 
 
 @app.command("eval")
+@_reported
 def evaluate(
     data: Annotated[list[Path], typer.Option(help="Held-out preference pairs (file or folder; repeat).")],
     model: Annotated[
@@ -229,6 +298,7 @@ def evaluate(
 
 
 @app.command()
+@_reported
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (output_dir of prefkit train).")],
     output: Annotated[Path, typer.Option(help="Markdown file; plots are written beside it.")] = Path(
@@ -250,19 +320,17 @@ def compare(
 
 
 @app.command("config")
+@_reported
 def show_config(
     config: Annotated[Path, typer.Argument(help="YAML config file.")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Validate a config and print every resolved value with where it came from."""
-    from prefkit.config import ConfigError, load_config
+    from prefkit.config import load_config
 
     _setup_logging()
-    try:
-        cfg = load_config(config, overrides or [])
-    except ConfigError as err:
-        raise _fail(str(err)) from None
+    cfg = load_config(config, overrides or [])
     if as_json:
         print(json.dumps(cfg.resolved(), indent=2, ensure_ascii=False))
         return
@@ -290,6 +358,7 @@ def _print_stats(title: str, stats: dict) -> None:
 
 
 @data_app.command("check")
+@_reported
 def data_check(
     files: Annotated[
         list[Path], typer.Argument(help="Data files (.jsonl, .json, .parquet, .csv) or folders.")
@@ -308,18 +377,12 @@ def data_check(
 ) -> None:
     """Report on a dataset. Exit 0 when every example is usable, 1 when any is not."""
     from prefkit.data.load import check_data
-    from prefkit.errors import USER_ERRORS
 
     _setup_logging()
-    try:
-        report = check_data(
-            files, stage=stage, model=model, cutoff_len=cutoff_len, template=template, format=fmt
-        )
-    except USER_ERRORS as err:
-        raise _fail(str(err)) from None
+    report = check_data(files, stage=stage, model=model, cutoff_len=cutoff_len, template=template, format=fmt)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
-        raise typer.Exit(0 if report.ok else 1)
+        raise typer.Exit(0 if report.ok else EXIT_BAD_DATA)
 
     for path, detected in report.formats.items():
         console.print(f"[bold]{path}[/]: format [cyan]{detected or '?'}[/] ({report.stage})")
@@ -342,11 +405,14 @@ def data_check(
         console.print(f"[{style}]{problem}[/]", highlight=False, markup=True, soft_wrap=True)
     if len(shown) < len(report.problems):
         console.print(f"... {len(report.problems) - len(shown)} more (use --limit 0 or --json)")
-    console.print("[green]clean[/]" if report.ok else f"[red]{len(report.unusable)} unusable example(s)[/]")
-    raise typer.Exit(0 if report.ok else 1)
+    console.print(
+        "[green]clean[/]" if report.ok else f"[red]{len(report.unusable)} unusable example(s) or file(s)[/]"
+    )
+    raise typer.Exit(0 if report.ok else EXIT_BAD_DATA)
 
 
 @data_app.command("convert")
+@_reported
 def data_convert(
     src: Annotated[Path, typer.Argument(help="Input file.")],
     dst: Annotated[Path, typer.Argument(help="Output file (.jsonl, .json, .parquet, .csv).")],
@@ -358,15 +424,11 @@ def data_convert(
 ) -> None:
     """Convert a dataset between formats."""
     from prefkit.data.convert import convert_file
-    from prefkit.errors import USER_ERRORS
 
     _setup_logging()
-    try:
-        result = convert_file(
-            src, dst, to, stage=stage, source_format=source_format, skip_bad=skip_bad, overwrite=force
-        )
-    except USER_ERRORS as err:
-        raise _fail(str(err)) from None
+    result = convert_file(
+        src, dst, to, stage=stage, source_format=source_format, skip_bad=skip_bad, overwrite=force
+    )
     for problem in result.problems:
         print(f"skipped {problem}", file=sys.stderr)
     console.print(f"wrote {result.written} examples to {dst} ({to})")
@@ -375,5 +437,5 @@ def data_convert(
 def main() -> None:
     try:
         app()
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except Exception as err:  # a command without @_reported: still a prefkit bug, reported as one
+        raise SystemExit(_internal_error(err).exit_code) from None
