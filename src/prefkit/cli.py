@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
-import click
 import typer
-from rich.console import Console
 from rich.table import Table
 
-import prefkit
+from prefkit.cli_common import (
+    Options,
+    console,
+    fail,
+    internal_error,
+    reported,
+    setup_logging,
+)
 from prefkit.cli_use import use_app
-from prefkit.errors import EXIT_BAD_DATA, EXIT_INTERNAL, EXIT_USER, PrefkitError
+from prefkit.errors import EXIT_BAD_DATA
 
 if TYPE_CHECKING:
     from prefkit.config import Config
 
-P = ParamSpec("P")
-R = TypeVar("R")
 
 app = typer.Typer(
     add_completion=False,
@@ -35,33 +34,6 @@ data_app = typer.Typer(no_args_is_help=True, help="Check and convert datasets.")
 app.add_typer(data_app, name="data")
 app.add_typer(use_app)  # chat, generate, export, serve, ui
 
-console = Console(soft_wrap=True)  # never wrap: lines carry paths people copy
-
-
-class _LevelPrefix(logging.Formatter):
-    """`warning: ...` for warnings and errors; plain text for info. Never wrapped: messages carry paths."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
-
-
-def _setup_logging(verbose: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_LevelPrefix("%(message)s"))
-    level = logging.DEBUG if verbose or _verbose else logging.INFO
-    logging.basicConfig(level=level, handlers=[handler], force=True)
-    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def _fail(message: str, code: int = EXIT_USER) -> typer.Exit:
-    print(f"error: {message}", file=sys.stderr)
-    return typer.Exit(code)
-
-
-_verbose = False  # set by `prefkit --verbose`: tracebacks of internal errors go to stderr too
-
 
 @app.callback()
 def _options(
@@ -69,62 +41,11 @@ def _options(
         bool, typer.Option("--verbose", "-v", help="Debug logging; print tracebacks of internal errors.")
     ] = False,
 ) -> None:
-    global _verbose
-    _verbose = verbose
-
-
-def _internal_error(err: BaseException) -> typer.Exit:
-    """A bug in prefkit: a short note for the user, the traceback in a log file (and on stderr with
-    --verbose), and its own exit code so scripts can tell it from bad data or a bad config."""
-    import tempfile
-    import time
-    import traceback
-
-    text = "".join(traceback.format_exception(err))
-    log = None
-    from prefkit.env import cache_dir
-
-    for folder in (cache_dir() / "logs", Path(tempfile.gettempdir())):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            log = folder / f"prefkit-crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-            log.write_text(f"prefkit {prefkit.__version__}\n{' '.join(sys.argv)}\n\n{text}", encoding="utf-8")
-            break
-        except OSError:
-            log = None
-    if _verbose:
-        print(text, file=sys.stderr, end="")
-    where = f"the traceback is in {log}" if log else "run again with --verbose for the traceback"
-    first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
-    return _fail(
-        f"internal error: {type(err).__name__}{': ' + first if first else ''}\n"
-        f"This is a prefkit bug, please report it (with the command you ran); {where}.",
-        EXIT_INTERNAL,
-    )
-
-
-def _reported(command: Callable[P, R]) -> Callable[P, R]:
-    """Run a command, turning errors into messages and exit codes (see prefkit.errors): the user's
-    errors print as written, Ctrl-C exits 130, anything else is reported as a prefkit bug."""
-
-    @functools.wraps(command)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except (typer.Exit, typer.Abort, click.exceptions.ClickException):
-            raise
-        except PrefkitError as err:
-            raise _fail(str(err), err.exit_code) from None
-        except KeyboardInterrupt:
-            raise _fail("interrupted", 130) from None
-        except Exception as err:
-            raise _internal_error(err) from None
-
-    return run
+    Options.verbose = verbose
 
 
 @app.command()
-@_reported
+@reported
 def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Versions, device (CPU/CUDA, name, memory), bf16 support and the cache folder in use."""
     from prefkit.env import environment_report
@@ -146,7 +67,7 @@ def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = F
 
 
 @app.command(context_settings={"allow_extra_args": False})
-@_reported
+@reported
 def train(
     config: Annotated[Path, typer.Argument(help="YAML config file.")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
@@ -158,7 +79,7 @@ def train(
     from prefkit.config import load_config
     from prefkit.distributed import torchrun_command, world_size
 
-    _setup_logging()
+    setup_logging()
     if nproc > 1 and world_size() == 1:
         command = torchrun_command(nproc, ["train", str(config), *(overrides or [])])
         raise typer.Exit(subprocess.call(command))
@@ -173,7 +94,7 @@ def train(
 
 
 @app.command()
-@_reported
+@reported
 def quickstart(
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides of the recipe.")] = None,
     output_dir: Annotated[Path, typer.Option(help="Where the model, plots and reports go.")] = Path(
@@ -188,7 +109,7 @@ def quickstart(
     """Train SmolLM2-135M on the bundled Socratic-tutor pairs and show what changed (minutes on a CPU)."""
     from prefkit.quickstart import run_quickstart
 
-    _setup_logging()
+    setup_logging()
     report = run_quickstart(output_dir, method=method, overwrite=overwrite, overrides=overrides or [])
     from prefkit.quickstart import REPORT_ROWS
 
@@ -215,7 +136,7 @@ def quickstart(
 
 
 @app.command("eval")
-@_reported
+@reported
 def evaluate(
     data: Annotated[list[Path], typer.Option(help="Held-out preference pairs (file or folder; repeat).")],
     model: Annotated[
@@ -252,9 +173,9 @@ def evaluate(
     from prefkit.evaluate.run import evaluate_model
     from prefkit.generate import SamplingSettings
 
-    _setup_logging()
+    setup_logging()
     if (judge_url is None) != (judge_model is None):
-        raise _fail("--judge-url and --judge-model go together")
+        raise fail("--judge-url and --judge-model go together")
     try:
         result = evaluate_model(
             model,
@@ -279,7 +200,7 @@ def evaluate(
             force=force,
         )
     except USER_ERRORS as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     report = result.report
     base = report["baseline"]
     table = Table(title="held-out results", title_justify="left")
@@ -298,7 +219,7 @@ def evaluate(
 
 
 @app.command()
-@_reported
+@reported
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (output_dir of prefkit train).")],
     output: Annotated[Path, typer.Option(help="Markdown file; plots are written beside it.")] = Path(
@@ -310,17 +231,17 @@ def compare(
     from prefkit.errors import USER_ERRORS
     from prefkit.evaluate.compare import compare_runs
 
-    _setup_logging()
+    setup_logging()
     try:
         text = compare_runs(runs, output, force=force)
     except USER_ERRORS as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     print(text)
     console.print(f"written to {output}")
 
 
 @app.command("config")
-@_reported
+@reported
 def show_config(
     config: Annotated[Path, typer.Argument(help="YAML config file.")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
@@ -329,7 +250,7 @@ def show_config(
     """Validate a config and print every resolved value with where it came from."""
     from prefkit.config import load_config
 
-    _setup_logging()
+    setup_logging()
     cfg = load_config(config, overrides or [])
     if as_json:
         print(json.dumps(cfg.resolved(), indent=2, ensure_ascii=False))
@@ -358,7 +279,7 @@ def _print_stats(title: str, stats: dict) -> None:
 
 
 @data_app.command("check")
-@_reported
+@reported
 def data_check(
     files: Annotated[
         list[Path], typer.Argument(help="Data files (.jsonl, .json, .parquet, .csv) or folders.")
@@ -378,7 +299,7 @@ def data_check(
     """Report on a dataset. Exit 0 when every example is usable, 1 when any is not."""
     from prefkit.data.load import check_data
 
-    _setup_logging()
+    setup_logging()
     report = check_data(files, stage=stage, model=model, cutoff_len=cutoff_len, template=template, format=fmt)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
@@ -412,7 +333,7 @@ def data_check(
 
 
 @data_app.command("convert")
-@_reported
+@reported
 def data_convert(
     src: Annotated[Path, typer.Argument(help="Input file.")],
     dst: Annotated[Path, typer.Argument(help="Output file (.jsonl, .json, .parquet, .csv).")],
@@ -425,7 +346,7 @@ def data_convert(
     """Convert a dataset between formats."""
     from prefkit.data.convert import convert_file
 
-    _setup_logging()
+    setup_logging()
     result = convert_file(
         src, dst, to, stage=stage, source_format=source_format, skip_bad=skip_bad, overwrite=force
     )
@@ -437,5 +358,5 @@ def data_convert(
 def main() -> None:
     try:
         app()
-    except Exception as err:  # a command without @_reported: still a prefkit bug, reported as one
-        raise SystemExit(_internal_error(err).exit_code) from None
+    except Exception as err:  # a command without @reported: still a prefkit bug, reported as one
+        raise SystemExit(internal_error(err).exit_code) from None
