@@ -87,3 +87,49 @@ def test_console_script_runs():
     exe = Path(sys.executable).with_name("prefkit")
     result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "data" in result.stdout
+
+
+def test_a_prefkit_bug_exits_70_with_a_short_note_and_the_traceback_in_a_log(tmp_path, monkeypatch):
+    import prefkit.data.load
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setenv("PREFKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(prefkit.data.load, "check_data", broken)  # stands in for a real bug of ours
+    result = runner.invoke(app, ["data", "check", "builtin:sample_pairs"])
+    assert result.exit_code == 70
+    assert "internal error: RuntimeError: boom" in result.output and "This is a prefkit bug" in result.output
+    assert "Traceback" not in result.output
+    (log,) = (tmp_path / "logs").iterdir()
+    assert str(log) in result.output and "RuntimeError: boom" in log.read_text()
+    verbose = runner.invoke(app, ["--verbose", "data", "check", "builtin:sample_pairs"])
+    assert verbose.exit_code == 70 and "Traceback" in verbose.output
+
+
+def test_ctrl_c_exits_130(monkeypatch):
+    import prefkit.data.load
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prefkit.data.load, "check_data", interrupted)
+    result = runner.invoke(app, ["data", "check", "builtin:sample_pairs"])
+    assert result.exit_code == 130 and "interrupted" in result.output
+
+
+def test_train_exits_1_for_bad_data_and_2_for_a_bad_config(tmp_path, tiny_model_dir):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "q", "chosen": "same", "rejected": "same"}\n')
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        f"model_name_or_path: {tiny_model_dir}\ntrain_file: {bad}\noutput_dir: {tmp_path / 'out'}\n"
+    )
+    result = runner.invoke(app, ["train", str(cfg)])
+    assert result.exit_code == 1, result.output
+    assert f"{bad}:1: chosen is identical to rejected" in result.output
+    result = runner.invoke(app, ["train", str(cfg), "learning_rate=.inf"])
+    assert result.exit_code == 2 and "command line: learning_rate: got .inf -- expected a finite number" in (
+        result.output
+    )
+    assert not (tmp_path / "out").exists()

@@ -144,7 +144,8 @@ def test_too_many_in_a_row_stop_training_and_save_nothing(tmp_path, tiny_model_d
     ):
         train(cfg, callbacks=[poison])
     out = Path(cfg.output_dir)
-    assert not (out / "adapter_model.safetensors").exists() and not (out / RUN_FILE).exists()
+    assert not (out / "adapter_model.safetensors").exists()
+    assert json.loads((out / RUN_FILE).read_text())["status"] == "running"  # resumable, not finished
     assert all(torch.equal(poison.weights[0][n], p) for n, p in poison.weights[1].items())  # step 1 skipped
     logged = [r for r in read_metrics(out / METRICS_FILE) if "loss" in r]
     assert [r["step"] for r in logged] == [1] and math.isnan(logged[0]["loss"])  # not "loss: 0.0"
@@ -165,4 +166,5 @@ def test_nonfinite_weights_are_never_saved(tmp_path, tiny_model_dir):
     with pytest.raises(NonFiniteWeightsError, match=r"NaN or infinite values .* refusing to save them"):
         train(cfg, callbacks=[BreakWeights()])
     out = Path(cfg.output_dir)
-    assert not (out / "adapter_model.safetensors").exists() and not (out / RUN_FILE).exists()
+    assert not (out / "adapter_model.safetensors").exists()
+    assert json.loads((out / RUN_FILE).read_text())["status"] == "running"  # resumable, not finished

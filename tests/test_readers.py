@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from prefkit.data.examples import Location
-from prefkit.data.readers import DataFileError, read_records, write_records
+from prefkit.data.readers import UNREAD_REST, DataFileError, read_records, write_records
 
 
 def _lines(result) -> list[int | None]:
@@ -134,21 +134,42 @@ def test_json_object_without_exactly_one_list_is_a_file_error(tmp_path: Path) ->
         read_records(path)
 
 
-def test_json_malformed_mid_list_keeps_what_came_before(tmp_path: Path) -> None:
+def test_json_malformed_mid_list_keeps_what_came_before_and_after(tmp_path: Path) -> None:
     path = tmp_path / "d.json"
     path.write_text('[\n {"a": 1},\n {"a": 2,\n  "b": ,},\n {"a": 4}\n]\n', encoding="utf-8")
     result = read_records(path)
-    assert _lines(result) == [2]
+    assert _lines(result) == [2, 5]  # reading goes on at the next record
     assert _problems(result) == [(4, "malformed_json")]
-    assert "the rest of the file from here could not be read" in result.problems[0].message
+    assert "reading went on at line 5" in result.problems[0].message
+    assert result.total == 3
+
+
+def test_json_syntax_error_at_record_11_of_100_keeps_the_other_99(tmp_path: Path) -> None:
+    """Issue #11: a .json file broken at record 11 used to report 10 records and drop the other 90."""
+    rows = [json.dumps({"prompt": f"q{i}", "chosen": "a", "rejected": "b"}, indent=1) for i in range(100)]
+    rows[10] = rows[10].replace('"a"', '"a" "oops"')
+    path = tmp_path / "d.json"
+    path.write_text("[\n" + ",\n".join(rows) + "\n]\n", encoding="utf-8")
+    result = read_records(path)
+    assert len(result.records) == 99 and result.total == 100
+    assert [p.kind for p in result.problems] == ["malformed_json"]
 
 
 def test_json_missing_comma_between_records(tmp_path: Path) -> None:
     path = tmp_path / "d.json"
     path.write_text('[\n {"a": 1}\n {"a": 2}\n]', encoding="utf-8")
     result = read_records(path)
+    assert _lines(result) == [2, 3]
+    assert _problems(result) == [(3, "malformed_json")]  # which makes record 3 unusable
+
+
+def test_json_damage_with_no_record_after_it_leaves_the_rest_unread(tmp_path: Path) -> None:
+    path = tmp_path / "d.json"
+    path.write_text('[\n {"a": 1},\n {"a": 2,\n  "b": ,}\n]\n', encoding="utf-8")
+    result = read_records(path)
     assert _lines(result) == [2]
-    assert _problems(result) == [(3, "malformed_json")]
+    assert _problems(result) == [(4, UNREAD_REST)]
+    assert "the rest of the file from here could not be read" in result.problems[0].message
 
 
 def test_json_truncated_file(tmp_path: Path) -> None:
@@ -261,15 +282,33 @@ def test_csv_refuses_non_text_fields_and_leaves_no_file(tmp_path: Path) -> None:
 
 def test_json_object_wrapper_with_a_broken_list_keeps_the_good_records(tmp_path: Path) -> None:
     path = tmp_path / "d.json"
-    path.write_text('{"data": [\n {"a": 1},\n {"a": oops}\n]}', encoding="utf-8")
+    path.write_text('{"data": [\n {"a": 1},\n {"a": oops},\n {"a": 3}\n]}', encoding="utf-8")
     result = read_records(path)
-    assert _lines(result) == [2]
+    assert _lines(result) == [2, 4]
     assert _problems(result) == [(3, "malformed_json")]
 
 
 def test_csv_unterminated_quote_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
-    path.write_text('a,b\n1,2\n"open,3\n', encoding="utf-8")
+    path.write_text('a,b\n1,2\n"open,3\n4,5\n', encoding="utf-8")
     result = read_records(path)
     assert _lines(result) == [2]
+    assert _problems(result) == [(3, UNREAD_REST)]
+    assert "lines 3-4 (the rest of the file) could not be read" in result.problems[0].message
+
+
+def test_csv_a_malformed_row_costs_that_row_only(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text('a,b\n1,2\n3,"x"y\n5,6\n', encoding="utf-8")
+    result = read_records(path)
+    assert _lines(result) == [2, 4]
     assert _problems(result) == [(3, "malformed_csv")]
+
+
+def test_csv_duplicated_column_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("prompt,chosen,chosen\nq,a,b\n", encoding="utf-8")
+    with pytest.raises(
+        DataFileError, match=r"d.csv:1: header: column 'chosen' appears twice \(columns 2 and 3\)"
+    ):
+        read_records(path)

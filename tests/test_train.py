@@ -208,7 +208,10 @@ def test_resume_is_exact(tmp_path, tiny_model_dir):
         train(cfg, callbacks=[StopAt(7)])  # checkpoint-6 written, step 7 logged nothing yet
     out = Path(cfg.output_dir)
     assert [p.name for p in checkpoints(out)] == ["checkpoint-3", "checkpoint-6"]
-    # A half-written checkpoint (no trainer_state.json) and a leftover staging folder are never picked.
+    # A checkpoint of the run without its trainer_state.json and a staged one are never picked.
+    marker = json.loads((out / "prefkit_run.json").read_text())
+    marker["files"].append("checkpoint-9")
+    (out / "prefkit_run.json").write_text(json.dumps(marker))
     (out / "checkpoint-9").mkdir()
     (out / ".staging" / "checkpoint-12").mkdir(parents=True)
     resumed = train(cfg)

@@ -32,19 +32,39 @@ class MetricsJsonl(TrainerCallback):
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl``. A line that does not parse -- the last record of a process
+    killed mid-write -- is left out with a warning rather than failing the run that reads it."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            logger.warning("%s:%d: not a complete record (a write cut short?); left out", path, number)
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def truncate_metrics(path: Path, last_step: int) -> int:
     """Drop records logged after ``last_step`` (by a run that went on past its last checkpoint and then
-    stopped), so a resumed run appends each later step exactly once. Returns how many were dropped."""
+    stopped), and the end-of-training summary, so a resumed run appends each later step exactly once.
+    Returns how many were dropped."""
     records = read_metrics(path)
-    kept = [r for r in records if r.get("step", 0) <= last_step]
-    if len(kept) != len(records):
-        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+    kept = [r for r in records if r.get("step", 0) <= last_step and "train_runtime" not in r]
+    text = "".join(json.dumps(r) + "\n" for r in kept)
+    if not path.exists() or text != path.read_text(encoding="utf-8", errors="replace"):
+        write_text_atomic(path, text)
     return len(records) - len(kept)
+
+
+def plot_names(preference: bool) -> list[str]:
+    """The files :func:`plot_run` writes."""
+    return ["loss.png", "rewards.png"] if preference else ["loss.png"]
 
 
 def _panel(ax: Any, records: list[dict[str, Any]], lines: list[tuple[str, str]], title: str) -> None:

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from prefkit.cli_common import (
+    Options,
+    console,
+    fail,
+    internal_error,
+    reported,
+    setup_logging,
+)
 from prefkit.cli_sweep import sweep_app
 from prefkit.cli_use import use_app
+from prefkit.errors import EXIT_BAD_DATA
 
 if TYPE_CHECKING:
     from prefkit.config import Config
+
 
 app = typer.Typer(
     add_completion=False,
@@ -28,31 +36,18 @@ app.add_typer(data_app, name="data")
 app.add_typer(use_app)  # chat, generate, export, serve, ui
 app.add_typer(sweep_app)  # sweep
 
-console = Console(soft_wrap=True)  # never wrap: lines carry paths people copy
 
-
-class _LevelPrefix(logging.Formatter):
-    """`warning: ...` for warnings and errors; plain text for info. Never wrapped: messages carry paths."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
-
-
-def _setup_logging(verbose: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_LevelPrefix("%(message)s"))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
-    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    print(f"error: {message}", file=sys.stderr)
-    return typer.Exit(code)
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Debug logging; print tracebacks of internal errors.")
+    ] = False,
+) -> None:
+    Options.verbose = verbose
 
 
 @app.command()
+@reported
 def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Versions, device (CPU/CUDA, name, memory), bf16 support and the cache folder in use."""
     from prefkit.env import environment_report
@@ -74,6 +69,7 @@ def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = F
 
 
 @app.command(context_settings={"allow_extra_args": False})
+@reported
 def train(
     config: Annotated[Path, typer.Argument(help="YAML config file.")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
@@ -84,26 +80,23 @@ def train(
 
     from prefkit.config import load_config
     from prefkit.distributed import torchrun_command, world_size
-    from prefkit.errors import USER_ERRORS
 
-    _setup_logging()
+    setup_logging()
     if nproc > 1 and world_size() == 1:
         command = torchrun_command(nproc, ["train", str(config), *(overrides or [])])
         raise typer.Exit(subprocess.call(command))
-    try:
-        cfg = load_config(config, overrides or [])
-        _print_resolved(cfg)
-        from prefkit.train import train as run_training
+    cfg = load_config(config, overrides or [])
+    _print_resolved(cfg)
+    from prefkit.train import train as run_training
 
-        result = run_training(cfg)
-    except USER_ERRORS as err:
-        raise _fail(str(err)) from None
+    result = run_training(cfg)
     console.print(
         f"finished: {result.global_step} steps in {result.train_seconds:.0f} s; model in {result.output_dir}"
     )
 
 
 @app.command()
+@reported
 def quickstart(
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides of the recipe.")] = None,
     output_dir: Annotated[Path, typer.Option(help="Where the model, plots and reports go.")] = Path(
@@ -116,14 +109,10 @@ def quickstart(
     overwrite: Annotated[bool, typer.Option(help="Replace a finished quickstart in --output-dir.")] = False,
 ) -> None:
     """Train SmolLM2-135M on the bundled Socratic-tutor pairs and show what changed (minutes on a CPU)."""
-    from prefkit.errors import USER_ERRORS
     from prefkit.quickstart import run_quickstart
 
-    _setup_logging()
-    try:
-        report = run_quickstart(output_dir, method=method, overwrite=overwrite, overrides=overrides or [])
-    except USER_ERRORS as err:
-        raise _fail(str(err)) from None
+    setup_logging()
+    report = run_quickstart(output_dir, method=method, overwrite=overwrite, overrides=overrides or [])
     from prefkit.quickstart import REPORT_ROWS
 
     table = Table(
@@ -149,6 +138,7 @@ def quickstart(
 
 
 @app.command("eval")
+@reported
 def evaluate(
     data: Annotated[list[Path], typer.Option(help="Held-out preference pairs (file or folder; repeat).")],
     model: Annotated[
@@ -185,9 +175,9 @@ def evaluate(
     from prefkit.evaluate.run import evaluate_model
     from prefkit.generate import SamplingSettings
 
-    _setup_logging()
+    setup_logging()
     if (judge_url is None) != (judge_model is None):
-        raise _fail("--judge-url and --judge-model go together")
+        raise fail("--judge-url and --judge-model go together")
     try:
         result = evaluate_model(
             model,
@@ -212,7 +202,7 @@ def evaluate(
             force=force,
         )
     except USER_ERRORS as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     report = result.report
     base = report["baseline"]
     table = Table(title="held-out results", title_justify="left")
@@ -231,6 +221,7 @@ def evaluate(
 
 
 @app.command()
+@reported
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run folders (output_dir of prefkit train).")],
     output: Annotated[Path, typer.Option(help="Markdown file; plots are written beside it.")] = Path(
@@ -242,29 +233,27 @@ def compare(
     from prefkit.errors import USER_ERRORS
     from prefkit.evaluate.compare import compare_runs
 
-    _setup_logging()
+    setup_logging()
     try:
         text = compare_runs(runs, output, force=force)
     except USER_ERRORS as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     print(text)
     console.print(f"written to {output}")
 
 
 @app.command("config")
+@reported
 def show_config(
     config: Annotated[Path, typer.Argument(help="YAML config file.")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Validate a config and print every resolved value with where it came from."""
-    from prefkit.config import ConfigError, load_config
+    from prefkit.config import load_config
 
-    _setup_logging()
-    try:
-        cfg = load_config(config, overrides or [])
-    except ConfigError as err:
-        raise _fail(str(err)) from None
+    setup_logging()
+    cfg = load_config(config, overrides or [])
     if as_json:
         print(json.dumps(cfg.resolved(), indent=2, ensure_ascii=False))
         return
@@ -292,6 +281,7 @@ def _print_stats(title: str, stats: dict) -> None:
 
 
 @data_app.command("check")
+@reported
 def data_check(
     files: Annotated[
         list[Path], typer.Argument(help="Data files (.jsonl, .json, .parquet, .csv) or folders.")
@@ -310,18 +300,12 @@ def data_check(
 ) -> None:
     """Report on a dataset. Exit 0 when every example is usable, 1 when any is not."""
     from prefkit.data.load import check_data
-    from prefkit.errors import USER_ERRORS
 
-    _setup_logging()
-    try:
-        report = check_data(
-            files, stage=stage, model=model, cutoff_len=cutoff_len, template=template, format=fmt
-        )
-    except USER_ERRORS as err:
-        raise _fail(str(err)) from None
+    setup_logging()
+    report = check_data(files, stage=stage, model=model, cutoff_len=cutoff_len, template=template, format=fmt)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
-        raise typer.Exit(0 if report.ok else 1)
+        raise typer.Exit(0 if report.ok else EXIT_BAD_DATA)
 
     for path, detected in report.formats.items():
         console.print(f"[bold]{path}[/]: format [cyan]{detected or '?'}[/] ({report.stage})")
@@ -344,11 +328,14 @@ def data_check(
         console.print(f"[{style}]{problem}[/]", highlight=False, markup=True, soft_wrap=True)
     if len(shown) < len(report.problems):
         console.print(f"... {len(report.problems) - len(shown)} more (use --limit 0 or --json)")
-    console.print("[green]clean[/]" if report.ok else f"[red]{len(report.unusable)} unusable example(s)[/]")
-    raise typer.Exit(0 if report.ok else 1)
+    console.print(
+        "[green]clean[/]" if report.ok else f"[red]{len(report.unusable)} unusable example(s) or file(s)[/]"
+    )
+    raise typer.Exit(0 if report.ok else EXIT_BAD_DATA)
 
 
 @data_app.command("convert")
+@reported
 def data_convert(
     src: Annotated[Path, typer.Argument(help="Input file.")],
     dst: Annotated[Path, typer.Argument(help="Output file (.jsonl, .json, .parquet, .csv).")],
@@ -360,15 +347,11 @@ def data_convert(
 ) -> None:
     """Convert a dataset between formats."""
     from prefkit.data.convert import convert_file
-    from prefkit.errors import USER_ERRORS
 
-    _setup_logging()
-    try:
-        result = convert_file(
-            src, dst, to, stage=stage, source_format=source_format, skip_bad=skip_bad, overwrite=force
-        )
-    except USER_ERRORS as err:
-        raise _fail(str(err)) from None
+    setup_logging()
+    result = convert_file(
+        src, dst, to, stage=stage, source_format=source_format, skip_bad=skip_bad, overwrite=force
+    )
     for problem in result.problems:
         print(f"skipped {problem}", file=sys.stderr)
     console.print(f"wrote {result.written} examples to {dst} ({to})")
@@ -377,5 +360,5 @@ def data_convert(
 def main() -> None:
     try:
         app()
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except Exception as err:  # a command without @reported: still a prefkit bug, reported as one
+        raise SystemExit(internal_error(err).exit_code) from None

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from prefkit.cli_common import console, reported, setup_logging
+
 sweep_app = typer.Typer()
 
 
@@ -20,6 +22,7 @@ sweep_app = typer.Typer()
     "The keys after one --grid are crossed (every combination); several --grid groups add their runs "
     "together. See docs/sweeps.md.",
 )
+@reported
 def sweep(
     tokens: Annotated[
         list[str],
@@ -67,38 +70,33 @@ def sweep(
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Validate and list the runs; write nothing.")] = False,
 ) -> None:
-    from prefkit.cli import _fail, _setup_logging, console
-    from prefkit.errors import USER_ERRORS
     from prefkit.sweep import EvalSettings, run_sweep
     from prefkit.sweep.grid import parse_command_line
 
-    _setup_logging()
-    try:
-        command = parse_command_line(tokens)
-        result = run_sweep(
-            command.config,
-            command.groups,
-            overrides=command.overrides,
-            output_dir=output_dir,
-            metric=metric,
-            trials=trials,
-            random=random,
-            seed=seed,
-            evaluation=EvalSettings(
-                eval_file=str(eval_file) if eval_file else None,
-                max_samples=eval_max_samples,
-                generate=eval_generate,
-                max_new_tokens=max_new_tokens,
-                scorers=tuple(scorer or ()),
-            ),
-            backend=backend,
-            parallel=parallel,
-            ray_address=ray_address,
-            gpus_per_run=gpus_per_run,
-            dry_run=dry_run,
-        )
-    except USER_ERRORS as err:
-        raise _fail(str(err)) from None
+    setup_logging()
+    command = parse_command_line(tokens)
+    result = run_sweep(
+        command.config,
+        command.groups,
+        overrides=command.overrides,
+        output_dir=output_dir,
+        metric=metric,
+        trials=trials,
+        random=random,
+        seed=seed,
+        evaluation=EvalSettings(
+            eval_file=str(eval_file) if eval_file else None,
+            max_samples=eval_max_samples,
+            generate=eval_generate,
+            max_new_tokens=max_new_tokens,
+            scorers=tuple(scorer or ()),
+        ),
+        backend=backend,
+        parallel=parallel,
+        ray_address=ray_address,
+        gpus_per_run=gpus_per_run,
+        dry_run=dry_run,
+    )
     if result.leaderboard is None:  # dry run
         for run in result.runs:
             done = " (evaluated)" if run.name in result.skipped else ""

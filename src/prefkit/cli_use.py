@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from prefkit.cli_common import fail, reported
+
 if TYPE_CHECKING:
     from prefkit.generate import SamplingSettings
     from prefkit.inference import LoadedModel
@@ -92,6 +94,7 @@ def _describe(settings: SamplingSettings) -> str:
 
 
 @use_app.command()
+@reported
 def chat(
     model: Model,
     adapter: Annotated[
@@ -111,22 +114,18 @@ def chat(
 ) -> None:
     """Chat with a model (and a trained adapter) in the terminal; replies stream as they are written."""
     from prefkit.chat import ChatSession, run_chat
-    from prefkit.cli import _fail, _setup_logging
-    from prefkit.errors import USER_ERRORS
+    from prefkit.cli_common import setup_logging
     from prefkit.inference import load_for_inference, parse_adapters
 
-    _setup_logging()
+    setup_logging()
     with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (line editing and history for input())
-    try:
-        adapters = parse_adapters([str(adapter)]) if adapter else []
-        loaded = load_for_inference(
-            _candidates(model), adapters, template=template, dtype=dtype, device=device, threads=threads
-        )
-        settings = _settings(loaded, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
-        session = ChatSession(loaded, settings, adapter=adapters[0].name if adapters else None, system=system)
-    except USER_ERRORS as err:
-        raise _fail(str(err)) from None
+    adapters = parse_adapters([str(adapter)]) if adapter else []
+    loaded = load_for_inference(
+        _candidates(model), adapters, template=template, dtype=dtype, device=device, threads=threads
+    )
+    settings = _settings(loaded, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
+    session = ChatSession(loaded, settings, adapter=adapters[0].name if adapters else None, system=system)
     what = f"{model} + {adapter}" if adapter else model
     dtype_name = str(loaded.dtype).removeprefix("torch.")
     banner = f"prefkit chat: {what} ({loaded.device}, {dtype_name}, {_describe(settings)})"
@@ -134,6 +133,7 @@ def chat(
 
 
 @use_app.command("generate")
+@reported
 def generate_cmd(
     model: Model,
     input: Annotated[
@@ -162,13 +162,12 @@ def generate_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from prefkit.batch_generate import PART_SUFFIX, check_files, generate_file
-    from prefkit.cli import _fail, _setup_logging, console
-    from prefkit.errors import USER_ERRORS
+    from prefkit.cli_common import console, setup_logging
     from prefkit.inference import load_for_inference, parse_adapters
 
-    _setup_logging()
+    setup_logging()
     if batch_size < 1:
-        raise _fail("--batch-size must be at least 1")
+        raise fail("--batch-size must be at least 1")
     progress = Progress(
         TextColumn("generating"),
         BarColumn(),
@@ -213,8 +212,6 @@ def generate_cmd(
             on_start=on_start,
             on_done=on_done,
         )
-    except USER_ERRORS as err:
-        raise _fail(str(err)) from None
     except KeyboardInterrupt:
         progress.stop()
         print(
@@ -247,6 +244,7 @@ def _floats(values: list[str] | None) -> list[float] | None:
 
 
 @use_app.command()
+@reported
 def export(
     model: Model,
     adapter: Annotated[
@@ -267,30 +265,27 @@ def export(
     force: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
 ) -> None:
     """Merge LoRA adapter(s) into the base model and write a plain transformers model folder."""
-    from prefkit.cli import _fail, _setup_logging, console
-    from prefkit.errors import USER_ERRORS
+    from prefkit.cli_common import console, setup_logging
     from prefkit.export import export_model
     from prefkit.inference import parse_adapters
 
-    _setup_logging()
-    try:
-        result = export_model(
-            _candidates(model),
-            parse_adapters(adapter),
-            output,
-            weights=_floats(weights),
-            combination=combination,
-            dtype=dtype,
-            template=template,
-            force=force,
-        )
-    except USER_ERRORS as err:
-        raise _fail(str(err)) from None
+    setup_logging()
+    result = export_model(
+        _candidates(model),
+        parse_adapters(adapter),
+        output,
+        weights=_floats(weights),
+        combination=combination,
+        dtype=dtype,
+        template=template,
+        force=force,
+    )
     merged = ", ".join(f"{name} x {w:g}" for name, w in zip(result.adapters, result.weights, strict=True))
     console.print(f"wrote {result.output} ({result.dtype}; merged {merged}): {', '.join(result.files)}")
 
 
 @use_app.command()
+@reported
 def serve(
     model: Model,
     adapter: Annotated[
@@ -330,13 +325,12 @@ def serve(
     ] = None,
 ) -> None:
     """An OpenAI-compatible HTTP server for the model and its adapters (/v1/chat/completions, ...)."""
-    from prefkit.cli import _fail, _setup_logging
-    from prefkit.errors import USER_ERRORS
+    from prefkit.cli_common import setup_logging
     from prefkit.inference import parse_adapters
     from prefkit.serve import ServeLimits
     from prefkit.serve import serve as run_server
 
-    _setup_logging()
+    setup_logging()
     try:
         limits = ServeLimits(
             max_batch=max_batch,
@@ -350,28 +344,26 @@ def serve(
         )
         limits.check()
     except ValueError as err:
-        raise _fail(str(err)) from None
-    try:
-        run_server(
-            _candidates(model),
-            parse_adapters(adapter or []),
-            host=host,
-            port=port,
-            api_key=api_key or os.environ.get("PREFKIT_API_KEY") or None,
-            limits=limits,
-            served_model_name=served_model_name,
-            template=template,
-            dtype=dtype,
-            device=device,
-            threads=threads,
-            log_level=log_level,
-            ui_runs=runs if runs is not None else (Path(".") if ui else None),
-        )
-    except USER_ERRORS as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
+    run_server(
+        _candidates(model),
+        parse_adapters(adapter or []),
+        host=host,
+        port=port,
+        api_key=api_key or os.environ.get("PREFKIT_API_KEY") or None,
+        limits=limits,
+        served_model_name=served_model_name,
+        template=template,
+        dtype=dtype,
+        device=device,
+        threads=threads,
+        log_level=log_level,
+        ui_runs=runs if runs is not None else (Path(".") if ui else None),
+    )
 
 
 @use_app.command()
+@reported
 def ui(
     runs: Annotated[
         Path, typer.Option(help="The folder whose prefkit runs (and evaluations) the page shows.")
@@ -397,26 +389,22 @@ def ui(
 ) -> None:
     """The web page for a folder of runs: status, live curves, configs, evaluations, overlays; with
     --model, a chat with the model and its adapters (prefkit serve --ui with fewer options)."""
-    from prefkit.cli import _fail, _setup_logging
-    from prefkit.errors import USER_ERRORS
+    from prefkit.cli_common import setup_logging
     from prefkit.inference import parse_adapters
     from prefkit.ui import serve_ui
 
-    _setup_logging()
+    setup_logging()
     if adapter and model is None:
-        raise _fail("--adapter needs --model (the base model the adapters were trained on)")
+        raise fail("--adapter needs --model (the base model the adapters were trained on)")
     options = {"served_model_name": served_model_name, "template": template, "dtype": dtype}
     options |= {"device": device, "threads": threads}
-    try:
-        serve_ui(
-            runs,
-            _candidates(model) if model is not None else None,
-            parse_adapters(adapter or []),
-            host=host,
-            port=port,
-            api_key=api_key or os.environ.get("PREFKIT_API_KEY") or None,
-            log_level=log_level,
-            **(options if model is not None else {}),
-        )
-    except USER_ERRORS as err:
-        raise _fail(str(err)) from None
+    serve_ui(
+        runs,
+        _candidates(model) if model is not None else None,
+        parse_adapters(adapter or []),
+        host=host,
+        port=port,
+        api_key=api_key or os.environ.get("PREFKIT_API_KEY") or None,
+        log_level=log_level,
+        **(options if model is not None else {}),
+    )

@@ -41,7 +41,8 @@ from prefkit.evaluate.text import is_japanese
 from prefkit.generate import SamplingSettings
 from prefkit.losses import LOSSES
 from prefkit.models import compute_dtype, load_tokenizer, resolve_first
-from prefkit.runs import write_json_atomic, write_text_atomic
+from prefkit.run_start import plan_start
+from prefkit.runs import RunFolder, read_marker, write_json_atomic, write_text_atomic
 from prefkit.train import train
 
 logger = logging.getLogger(__name__)
@@ -250,6 +251,8 @@ def run_quickstart(
         ],
     )
 
+    # Refuse an output folder train() would refuse before spending minutes on the base model.
+    plan_start(output_dir, config.overwrite_output_dir, config.resume_from_checkpoint)
     model_dir = resolve_first(config.model_name_or_path, cache_dir(config.cache_dir))
     tokenizer = load_tokenizer(model_dir)
     encoder = ChatEncoder(tokenizer, config.template, config.cutoff_len)
@@ -305,8 +308,10 @@ def run_quickstart(
             )
         ],
     }
-    write_json_atomic(output_dir / "quickstart_report.json", report)
-    write_text_atomic(output_dir / "quickstart_report.md", markdown_report(report))
+    # The reports join the run's own files, so overwriting the run removes them too.
+    folder = RunFolder(output_dir, read_marker(output_dir))
+    write_json_atomic(folder.claim_name("quickstart_report.json"), report)
+    write_text_atomic(folder.claim_name("quickstart_report.md"), markdown_report(report))
     return report
 
 

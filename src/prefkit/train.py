@@ -1,29 +1,43 @@
 """`prefkit train`: one function from a Config to a finished output folder.
 
-    config -> output folder rules -> model (+ reference) -> data -> PrefTrainer -> save -> plots
+    config -> output folder rules -> resume checks -> pre-flight -> model (+ reference) -> data
+           -> claim the folder -> PrefTrainer -> final save -> plots -> finished
 
 What a finished run leaves in ``output_dir``: the adapter (or full model) and tokenizer, loadable with
 ``PeftModel.from_pretrained`` / ``AutoModelForCausalLM.from_pretrained``; ``training_config.json``;
 ``metrics.jsonl``; ``loss.png`` (+ ``rewards.png`` for preference stages); ``checkpoint-N/`` folders;
-and last, ``prefkit_run.json`` with ``"status": "finished"``.
+and ``prefkit_run.json``, the run marker (see prefkit.runs), with ``"status": "finished"``.
+
+Nothing touches the output folder until the config, the folder, the model and the data have passed
+their checks, so a run refused for any reason leaves a previous run exactly as it was. From the first
+write on, a run killed at any moment resumes: from its newest checkpoint, or -- killed after training
+-- by finishing the final save without training again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import prefkit
-from prefkit.callbacks import METRICS_FILE, MetricsJsonl, plot_run, read_metrics, truncate_metrics
+from prefkit.callbacks import (
+    METRICS_FILE,
+    MetricsJsonl,
+    read_metrics,
+    truncate_metrics,
+)
 from prefkit.data.collate import SFTCollator, preference_collator
 from prefkit.data.load import prepare_data
 from prefkit.distributed import mislaunch_warning
 from prefkit.env import cache_dir
-from prefkit.errors import PrefkitError
+from prefkit.errors import PrefkitError, TrainingInterrupted
 from prefkit.evaluate.training import generation_eval_for
+from prefkit.finish import finish_from_checkpoint, finish_saved_run, save_final, write_plots
 from prefkit.losses import LOSSES, LossParams
 from prefkit.models import (
     compute_dtype,
@@ -32,8 +46,12 @@ from prefkit.models import (
     resolve_first,
     trainable_parameters,
 )
+from prefkit.preflight import preflight
 from prefkit.refcache import ReferenceCache, reference_identity
-from prefkit.runs import RUN_FILE, clear_run, plan_start, write_json_atomic
+from prefkit.resume import TRAINING_CONFIG, check_resume, training_complete
+from prefkit.run_start import StartPlan, check_not_overlapping, plan_start
+from prefkit.runs import RunFolder, write_json_atomic
+from prefkit.signals import GracefulStop
 
 if TYPE_CHECKING:
     from transformers import TrainerCallback, TrainingArguments
@@ -162,6 +180,48 @@ def training_config_record(
     )
 
 
+def _read_paths(config: Config) -> dict[str, list[Path]]:
+    """The local paths a run reads (hub ids and builtin names are not paths and are left out)."""
+    models = config.model_name_or_path or []
+    data = [p for p in (config.train_file, config.eval_file) if p and not p.startswith("builtin:")]
+    return {
+        "the model": [Path(m) for m in ([models] if isinstance(models, str) else models)],
+        "the adapter": [Path(config.adapter_name_or_path)] if config.adapter_name_or_path else [],
+        "the data": [Path(p) for p in data]
+        + ([Path(config.dataset_dir)] if config.dataset or config.eval_dataset else []),
+    }
+
+
+def _integration_dirs(config: Config) -> list[str]:
+    """Folders reporting integrations write inside output_dir (TensorBoard's `runs/`)."""
+    report_to = [config.report_to] if isinstance(config.report_to, str) else list(config.report_to)
+    return ["runs"] if {"tensorboard", "all"} & set(report_to) else []
+
+
+def _defaults() -> dict[str, Any]:
+    from prefkit.config import Config
+
+    return Config().resolved()
+
+
+def _record_config(
+    folder: RunFolder, record: dict[str, Any], plan: StartPlan, step: int | None, changed: list[str]
+) -> None:
+    """training_config.json: the run's settings; a resume adds a line of history instead of erasing the
+    settings the run started with from view."""
+    path = folder.claim_name(TRAINING_CONFIG)
+    history: list[Any] = []
+    if plan.action == "resume" and path.is_file():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+            history = list(previous.get("resumed", [])) if isinstance(previous, dict) else []
+        except (OSError, ValueError):
+            history = []
+    if plan.resume_from is not None:
+        history.append({"from": str(plan.resume_from), "step": step, "changed": changed})
+    write_json_atomic(path, {**record, "resumed": history} if history else record)
+
+
 def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     from accelerate import PartialState
     from transformers import set_seed
@@ -173,11 +233,27 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
         logger.warning(warning)
     output_dir = Path(config.output_dir)
     # Every rank decides the same way (errors included); only the main process changes files.
-    resume_from, clear = plan_start(output_dir, config.overwrite_output_dir, config.resume_from_checkpoint)
+    check_not_overlapping(output_dir, _read_paths(config))
+    plan = plan_start(output_dir, config.overwrite_output_dir, config.resume_from_checkpoint)
+    if plan.action == "finish":
+        step = finish_saved_run(config, plan, output_dir)
+        return TrainResult(output_dir, step, read_metrics(output_dir / METRICS_FILE), None, 0.0)
+    resumed_step, changed = None, []
+    if plan.resume_from is not None:
+        run_dir = output_dir if plan.action == "resume" else plan.resume_from.parent
+        resumed_step, changed = check_resume(plan.resume_from, config.resolved(), _defaults(), run_dir)
+        for line in changed:
+            logger.info("resuming with a changed setting that does not alter the result: %s", line)
+        if plan.action == "resume" and training_complete(plan.resume_from, config.max_steps, changed):
+            finish_from_checkpoint(config, plan, output_dir, resumed_step)
+            metrics = read_metrics(output_dir / METRICS_FILE)
+            return TrainResult(output_dir, resumed_step, metrics, plan.resume_from, 0.0)
 
-    set_seed(config.seed)  # before the adapter is created: its initial weights are part of the run
     needs_reference = config.stage == "dpo" and LOSSES[config.pref_loss].needs_reference
     model = model_path(config)
+    check_not_overlapping(output_dir, {"the model": [Path(model)]})
+    preflight(config, model, needs_reference)
+    set_seed(config.seed)  # before the adapter is created: its initial weights are part of the run
     # Full fine-tuning with the reference cache loads no frozen copy for the whole run: the cache is filled
     # first (with a copy loaded only if pairs are missing) and training reads it.
     cached_full = needs_reference and config.reference_cache and config.finetuning_type == "full"
@@ -192,19 +268,19 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
         )
     # Only now, with the model and data known good, touch the output folder: a run that fails its
     # checks leaves the previous one exactly as it was.
+    folder = None
     if state.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        if clear:
-            clear_run(output_dir)
-        metrics_path = output_dir / METRICS_FILE
-        if resume_from is None:
+        folder = RunFolder.claim(output_dir, plan.marker, clear=plan.clear, resume=plan.action == "resume")
+        for name in _integration_dirs(config):
+            folder.claim_name(name)
+        metrics_path = folder.claim_name(METRICS_FILE)
+        if plan.resume_from is None:
             metrics_path.unlink(missing_ok=True)
         else:
-            step = int(resume_from.name.rsplit("-", 1)[1])
-            dropped = truncate_metrics(metrics_path, step)
+            dropped = truncate_metrics(metrics_path, resumed_step or 0)
             logger.info(
                 "resuming from %s%s",
-                resume_from,
+                plan.resume_from,
                 f" (dropped {dropped} metrics records logged after it)" if dropped else "",
             )
     state.wait_for_everyone()
@@ -237,6 +313,7 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
         label_smoothing=config.dpo_label_smoothing,
         ftx=config.pref_ftx,
     )
+    stop = GracefulStop()
     trainer = PrefTrainer(
         stage=config.stage,
         loaded=loaded,
@@ -246,7 +323,7 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
         train_dataset=prepared.train,
         eval_dataset=prepared.eval,
         data_collator=collator,
-        callbacks=[MetricsJsonl(output_dir / METRICS_FILE), *(callbacks or [])],
+        callbacks=[MetricsJsonl(output_dir / METRICS_FILE), stop, *(callbacks or [])],
         reference_cache=open_reference_cache(config, model)
         if needs_reference and config.reference_cache
         else None,
@@ -254,35 +331,37 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
     )
     if cached_full or (trainer.reference_cache is not None and config.precompute_ref_log_probs):
         trainer.precompute_reference(lambda: load_base_model(model, config).eval().requires_grad_(False))
-    if state.is_main_process:
-        write_json_atomic(
-            output_dir / "training_config.json", training_config_record(config, model, args, loaded, prepared)
-        )
+    trainer.run_folder = folder
+    if folder is not None:
+        record = training_config_record(config, model, args, loaded, prepared)
+        _record_config(folder, record, plan, resumed_step, changed)
 
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    with stop.handling():
+        trainer.train(resume_from_checkpoint=str(plan.resume_from) if plan.resume_from else None)
     train_seconds = time.perf_counter() - started
+    if stop.signum is not None:
+        name = signal.Signals(stop.signum).name
+        raise TrainingInterrupted(
+            f"stopped by {name} after step {stop.stopped_at}, with checkpoint-{stop.stopped_at} saved in "
+            f"{output_dir}: run the same command again to resume from it",
+            stop.signum,
+        )
 
-    trainer.save_model(str(output_dir))
-    if state.is_main_process:
-        if config.plot_loss:
-            plot_run(output_dir, preference=config.stage == "dpo")
-        write_json_atomic(
-            output_dir / RUN_FILE,
-            {
-                "status": "finished",
-                "global_step": trainer.state.global_step,
-                "train_seconds": round(train_seconds, 2),
-                "resumed_from": str(resume_from) if resume_from else None,
-                "world_size": state.num_processes,
-                "prefkit_version": prefkit.__version__,
-            },
+    save_final(trainer, folder, state, output_dir)
+    if folder is not None:
+        write_plots(folder, config)
+        folder.finish(
+            global_step=trainer.state.global_step,
+            train_seconds=round(train_seconds, 2),
+            resumed_from=str(plan.resume_from) if plan.resume_from else None,
+            world_size=state.num_processes,
         )
     state.wait_for_everyone()
     return TrainResult(
         output_dir,
         trainer.state.global_step,
         read_metrics(output_dir / METRICS_FILE),
-        resume_from,
+        plan.resume_from,
         train_seconds,
     )

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -24,8 +22,8 @@ from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from prefkit.checkpointing import AtomicCheckpoints
 from prefkit.data.collate import NUM_TOKENS
 from prefkit.logps import sequence_logps
 from prefkit.losses import LOSSES, LossOutput, LossParams, PolicyLogps
@@ -35,7 +33,6 @@ from prefkit.refcache import PAIR_KEYS, ReferenceCache, fill, pair_key
 
 logger = logging.getLogger(__name__)
 
-STAGING_DIR = ".staging"  # checkpoints are written here, then renamed into place
 EXAMPLE_IDS = "example_ids"  # the batch key carrying each row's "file:line"
 
 
@@ -82,7 +79,7 @@ class _NonFiniteCheck(TrainerCallback):
         t.nonfinite.decide(state.global_step + 1, t.model.parameters(), check_gradients=check_gradients)
 
 
-class PrefTrainer(Trainer):
+class PrefTrainer(AtomicCheckpoints, Trainer):
     def __init__(
         self,
         *,
@@ -112,7 +109,6 @@ class PrefTrainer(Trainer):
         }
         self._tokens_since_log = 0
         self._last_log_time = time.perf_counter()
-        self._staging: Path | None = None
         # eval_generate: called with the model at each evaluation; its metrics join the eval logs (and so
         # are visible to metric_for_best_model). See prefkit.evaluate.training.
         self.generation_eval = generation_eval
@@ -325,33 +321,6 @@ class PrefTrainer(Trainer):
         super().save_model(output_dir, _internal_call)
         if self.args.should_save:
             record_base_model(Path(output_dir or self.args.output_dir), self.loaded.base_model_id)
-
-    # -- checkpoints ----------------------------------------------------------------------------------
-    def _get_output_dir(self, trial: Any) -> str:
-        return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
-
-    def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        """Write ``checkpoint-N`` under a staging folder, then rename it into place: a checkpoint that
-        exists under its real name is always complete, so resume never picks a half-written one."""
-        run_dir = Path(super()._get_output_dir(trial))
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        self._staging = run_dir / STAGING_DIR
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._staging = None
-        self.accelerator.wait_for_everyone()  # every rank has written its RNG state
-        if self.args.should_save:
-            final = run_dir / name
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(run_dir / STAGING_DIR / name, final)
-            best = self.state.best_model_checkpoint
-            if best and Path(best).parent == run_dir / STAGING_DIR:
-                self.state.best_model_checkpoint = str(run_dir / Path(best).name)
-                self.state.save_to_json(str(final / "trainer_state.json"))  # as saved, it named the staging
-            rotate_checkpoints(str(run_dir), self.args.save_total_limit, self.state.best_model_checkpoint)
-        self.accelerator.wait_for_everyone()
 
 
 def record_base_model(folder: Path, base_model_id: str | None) -> None:

@@ -100,4 +100,6 @@ EXPECTED: dict[str, str] = {
     "val_size": "a number >= 0: a fraction below 1, or a whole number of examples from 1 up",
     "resume_from_checkpoint": "'auto', false (or null) or the path of a checkpoint",
     "report_to": "a reporting integration name or a list of them",
+    "seed": "an integer from 0 to 4294967295",
+    "output_dir": "the path of a folder (an empty one would mean the current folder)",
 }

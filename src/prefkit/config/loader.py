@@ -16,7 +16,7 @@ from prefkit.config.messages import field_problem, unknown_key_message
 from prefkit.config.passthrough import training_argument_names, validate_training_argument
 from prefkit.config.schema import Config
 from prefkit.config.words import yaml_scalar
-from prefkit.config.yaml_input import Entry, parse_override, read_yaml
+from prefkit.config.yaml_input import Entry, non_finite, parse_override, read_yaml, short_repr
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,14 @@ def load_config(
 
     for entry in entries:
         key = entry.key
+        bad = non_finite(entry.value)
+        if bad is not None:
+            # inf and nan pass most type checks and then wreck training (or crash a validator).
+            shown = short_repr(entry.key, quote=False)
+            problems.append(
+                (entry.order, f"{entry.origin}: {shown}: got {yaml_scalar(bad)} -- expected a finite number")
+            )
+            continue
         if key in config_keys:
             canonical = key
         elif key in RENAMED_KEYS:

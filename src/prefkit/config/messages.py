@@ -11,7 +11,7 @@ from prefkit.config.keys import EXPECTED, IGNORED_KEYS, RENAMED_KEYS, RESERVED_K
 from prefkit.config.passthrough import training_argument_names
 from prefkit.config.schema import Config
 from prefkit.config.words import describe, one_of
-from prefkit.config.yaml_input import Entry
+from prefkit.config.yaml_input import Entry, short_repr
 
 
 def _constraint_words(field_name: str) -> str:
@@ -50,7 +50,10 @@ def field_problem(key: str, value: Any, errors: list[dict[str, Any]]) -> str:
         # Our own validators' messages already read "expected ...".
         if error["type"] in ("value_error", "assertion_error"):
             message = str(error.get("ctx", {}).get("error", error["msg"]))
-            return f"{key}: got {value!r} -- {message}"
+            return f"{key}: got {short_repr(value)} -- {message}"
+    if any(error["type"] == "finite_number" for error in errors):
+        bounds = _constraint_words(key)
+        return f"{key}: got {short_repr(value)} -- expected a finite number{' ' + bounds if bounds else ''}"
     hint = None
     if isinstance(value, str | int | float):
         hint = VALUE_HINTS.get((key, value.lower() if isinstance(value, str) else value))
@@ -58,11 +61,12 @@ def field_problem(key: str, value: Any, errors: list[dict[str, Any]]) -> str:
     literal = _strip_optional(annotation)
     if key not in EXPECTED and typing.get_origin(literal) is Literal:
         # A known hint beats a spelling guess: 'dpo' is one letter from 'ipo' but means 'sigmoid'.
-        text = f"{key}: got {value!r} -- {one_of(typing.get_args(literal), value, suggest=hint is None)}"
+        allowed = one_of(typing.get_args(literal), value, suggest=hint is None)
+        text = f"{key}: got {short_repr(value)} -- {allowed}"
         if literal is not annotation:
             text += " (or null)"
     else:
-        text = f"{key}: got {value!r} -- expected {_expected_for_field(key)}"
+        text = f"{key}: got {short_repr(value)} -- expected {_expected_for_field(key)}"
     if hint:
         text += f"; {hint}"
     return text
@@ -79,11 +83,11 @@ def _strip_optional(annotation: Any) -> Any:
 
 def unknown_key_message(entry: Entry, config_keys: frozenset[str]) -> str:
     candidates = sorted(config_keys | training_argument_names() | set(IGNORED_KEYS) | set(RENAMED_KEYS))
-    close = difflib.get_close_matches(entry.key, candidates, n=1, cutoff=0.75)
+    close = difflib.get_close_matches(entry.key[:100], candidates, n=1, cutoff=0.75)
     if entry.text is not None:
-        text = f"{entry.origin}: unknown key {entry.key!r} in {entry.text!r}"
+        text = f"{entry.origin}: unknown key {short_repr(entry.key)} in {short_repr(entry.text)}"
     else:
-        text = f"{entry.origin}: unknown key {entry.key!r}"
+        text = f"{entry.origin}: unknown key {short_repr(entry.key)}"
     if entry.key == "training_arguments":
         text += " -- write TrainingArguments fields at the top level of the file"
     elif close and entry.key not in RESERVED_KEYS:

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from prefkit.config.words import describe, one_of
+from prefkit.config.yaml_input import short_repr
 
 
 @functools.cache
@@ -48,12 +49,12 @@ def validate_training_argument(key: str, value: Any) -> tuple[Any, str | None]:
     try:
         checked = TypeAdapter(hint).validate_python(value)
     except ValidationError:
-        return value, f"{key}: got {value!r} -- expected {expected}"
+        return value, f"{key}: got {short_repr(value)} -- expected {expected}"
     # Hints such as `optim: OptimizerNames | str` accept any string; the enum says which ones work.
     if isinstance(checked, enum.Enum):
         checked = checked.value
     if enums and isinstance(checked, str):
         allowed = [member.value for enum_type in enums for member in enum_type]
         if checked not in allowed:
-            return value, f"{key}: got {value!r} -- {one_of(allowed, checked)}"
+            return value, f"{key}: got {short_repr(value)} -- {one_of(allowed, checked)}"
     return checked, None

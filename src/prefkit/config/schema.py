@@ -36,7 +36,9 @@ class Config(TrainingKeys, LossKeys, DataKeys, MethodKeys, ModelKeys):
     """Everything one prefkit run needs.  Build it with :func:`load_config`; its field names are
     LLaMA-Factory's where LLaMA-Factory has the key."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    # inf and nan are never a sensible setting; refusing them here also keeps the validators below from
+    # meeting them (int(inf) raises OverflowError, not the ValueError pydantic reports).
+    model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
 
     # ------------------------------------------------------------------------------- not user keys
     training_arguments: dict[str, Any] = Field(
@@ -77,6 +79,21 @@ class Config(TrainingKeys, LossKeys, DataKeys, MethodKeys, ModelKeys):
         # 2.5 is neither a fraction nor a count; silently rounding it would hide a typo.
         if value >= 1 and value != int(value):
             raise ValueError("expected a fraction below 1 or a whole number of examples from 1 up")
+        return value
+
+    @field_validator("seed")
+    @classmethod
+    def _check_seed(cls, value: int) -> int:
+        # numpy (which transformers.set_seed seeds too) takes 0 .. 2**32 - 1 and raises otherwise.
+        if not 0 <= value < 2**32:
+            raise ValueError(f"expected {EXPECTED['seed']}")
+        return value
+
+    @field_validator("output_dir")
+    @classmethod
+    def _check_output_dir(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError(f"expected {EXPECTED['output_dir']}")
         return value
 
     @field_validator("max_steps")

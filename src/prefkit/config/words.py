@@ -18,7 +18,7 @@ def one_of(allowed: Sequence[Any], value: Any, *, suggest: bool = True) -> str:
     close: list[str] = []
     by_lower = {str(a).lower(): a for a in allowed}
     if suggest and isinstance(value, str):
-        close = difflib.get_close_matches(value.lower(), list(by_lower), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(value.lower()[:100], list(by_lower), n=1, cutoff=0.6)
     if close and len(allowed) > 12:
         # Forty optimizer names bury the one line that matters; the suggestion is enough.
         shown = ", ".join(yaml_scalar(a) for a in allowed[:3])

@@ -14,13 +14,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prefkit.data.dataset_info import resolve_dataset
-from prefkit.data.examples import Example, Message, ParsedFile, PreferenceExample, Problem, SFTExample
+from prefkit.data.dataset_info import DATASET_INFO, resolve_dataset
+from prefkit.data.examples import (
+    Example,
+    Location,
+    Message,
+    ParsedFile,
+    PreferenceExample,
+    Problem,
+    Severity,
+    SFTExample,
+)
 from prefkit.data.formats import parse_file
+from prefkit.data.readers import UNREAD_REST, supported_extensions
 from prefkit.data.shared import shareable
 from prefkit.data.tokenize import ChatEncoder
 from prefkit.data.validate import DataReport, check_files, usable_examples
-from prefkit.errors import PrefkitError
+from prefkit.errors import BadDataError
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -30,7 +40,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-class DataError(PrefkitError):
+class DataError(BadDataError):
     """Unusable data (with `on_bad_example: error`) or no data at all. str() is the full report."""
 
     def __init__(self, message: str, report: DataReport | None = None) -> None:
@@ -50,13 +60,17 @@ def _files(path: str | Path) -> list[Path]:
     """A data file, or every data file in a folder (sorted, so the order is reproducible)."""
     path = Path(path)
     if path.is_dir():
-        suffixes = {".jsonl", ".ndjson", ".json", ".parquet", ".csv"}
-        return sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes)
+        suffixes = set(supported_extensions())
+        # A LLaMA-Factory data folder holds its dataset_info.json beside the data: an index, not data.
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes and p.name != DATASET_INFO)
     return [path]
 
 
 def sources(config: Config, split: str = "train") -> list[Source]:
-    """Where the train (or eval) examples come from: a direct file, or dataset names via dataset_info.json."""
+    """Where the train (or eval) examples come from: a direct file, or dataset names via dataset_info.json.
+
+    A file listed twice (``dataset: d,d``, or two names for one file) is read twice -- someone may mean
+    to weigh it double -- but never silently: each repeat gets a warning."""
     direct = config.train_file if split == "train" else config.eval_file
     names = config.dataset if split == "train" else config.eval_dataset
     if direct and names:
@@ -65,7 +79,7 @@ def sources(config: Config, split: str = "train") -> list[Source]:
             f"set either `{key}` or `{'dataset' if split == 'train' else 'eval_dataset'}`, not both"
         )
     if direct:
-        return [Source(p, config.formatting, config.columns) for p in _files(direct)]
+        return _warn_repeats([Source(p, config.formatting, config.columns) for p in _files(direct)], split)
     out = []
     for name in names or []:
         spec = resolve_dataset(name, config.dataset_dir)
@@ -82,7 +96,38 @@ def sources(config: Config, split: str = "train") -> list[Source]:
         raise DataError(
             "no training data: set `train_file` (a path) or `dataset` (names in dataset_info.json)"
         )
-    return out
+    return _warn_repeats(out, split)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return a == b
+
+
+def _warn_repeats(found: list[Source], split: str) -> list[Source]:
+    seen: list[Path] = []
+    for source in found:
+        if any(_same_file(source.path, earlier) for earlier in seen):
+            logger.warning(
+                "%s is listed more than once for %s data: every example in it is used once per listing",
+                source.path,
+                split,
+            )
+        seen.append(source.path)
+    return found
+
+
+def warn_eval_overlap(train: list[Source], evals: list[Source]) -> None:
+    """Evaluating on a training file measures memorisation, not learning: say so."""
+    for source in evals:
+        if any(_same_file(source.path, t.path) for t in train):
+            logger.warning(
+                "%s is both training and evaluation data: the eval metrics will measure the training "
+                "examples, not held-out ones",
+                source.path,
+            )
 
 
 def parse_sources(found: list[Source], stage: str) -> list[ParsedFile]:
@@ -138,6 +183,28 @@ def _prompt_key(example: Example) -> tuple:
     return tuple(m for m in example.messages if m.role != "assistant")
 
 
+def _file_level(location: Location) -> bool:
+    return location.line is None and location.row is None
+
+
+def first_records(parsed: ParsedFile, limit: int | None) -> ParsedFile:
+    """The file cut to its first ``limit`` records (usable or not), with their problems."""
+    if not limit or parsed.records <= limit:
+        return parsed
+    places = sorted(
+        {e.location for e in parsed.examples}
+        | {p.location for p in parsed.problems if not _file_level(p.location)},
+        key=lambda loc: (loc.line or 0, loc.row or 0),
+    )
+    kept = set(places[:limit])
+    return dataclasses.replace(
+        parsed,
+        examples=[e for e in parsed.examples if e.location in kept],
+        problems=[p for p in parsed.problems if p.location in kept or _file_level(p.location)],
+        records=min(parsed.records, limit),
+    )
+
+
 def format_report_problems(report: DataReport, limit: int = 50) -> str:
     lines = [str(p) for p in report.errors[:limit]]
     if len(report.errors) > limit:
@@ -161,12 +228,28 @@ def prepare_data(config: Config, tokenizer: Any) -> PreparedData:
     from datasets import Dataset
 
     train_sources, eval_sources = sources(config, "train"), sources(config, "eval")
+    warn_eval_overlap(train_sources, eval_sources)
     encoder = ChatEncoder(tokenizer, config.template, config.cutoff_len)
-    train_files = parse_sources(train_sources, config.stage)
-    eval_files = parse_sources(eval_sources, config.stage)
+    # max_samples cuts each file before anything is tokenised: the records past it cost nothing.
+    train_files = [first_records(f, config.max_samples) for f in parse_sources(train_sources, config.stage)]
+    eval_files = []
+    eval_left = config.max_eval_samples  # a total over the eval files, not a count per file
+    for parsed in parse_sources(eval_sources, config.stage):
+        if eval_left is not None and eval_left <= 0:
+            break
+        eval_files.append(first_records(parsed, eval_left))
+        eval_left = None if eval_left is None else eval_left - eval_files[-1].records
     report = check_files([*train_files, *eval_files], config.stage, encoder)
 
     skipped = report.errors
+    unread = [p for p in skipped if p.kind == UNREAD_REST]
+    if unread:
+        raise DataError(
+            "part of a data file could not be read, so how many examples it holds is unknown; "
+            "`on_bad_example: skip` cannot skip what was never read -- fix the file:\n"
+            + "\n".join(str(p) for p in unread),
+            report,
+        )
     if skipped and config.on_bad_example == "error":
         raise DataError(
             f"{len(report.unusable)} of {report.records} examples are unusable:\n"
@@ -176,18 +259,17 @@ def prepare_data(config: Config, tokenizer: Any) -> PreparedData:
         )
     for problem in skipped:
         logger.warning("skipped %s", problem)
-    if skipped:
-        logger.warning(
-            "skipped %d unusable examples (listed above); training on %d", len(report.unusable), report.usable
-        )
 
-    train = [e for f in train_files for e in usable_examples([f], report)[: config.max_samples or None]]
+    train = usable_examples(train_files, report)
     if eval_files:
         evals = usable_examples(eval_files, report)
     else:
         train, evals = split_examples(train, config.val_size, config.seed)
-    if config.max_eval_samples:
-        evals = evals[: config.max_eval_samples]
+        evals = evals[: config.max_eval_samples or None]
+    if skipped:
+        logger.warning(
+            "skipped %d unusable examples (listed above); training on %d", len(report.unusable), len(train)
+        )
     if not train:
         raise DataError("no usable training examples left", report)
 
@@ -212,7 +294,15 @@ def check_data(
     from prefkit.env import cache_dir
     from prefkit.models import load_tokenizer, resolve_first
 
-    parsed = [parse_file(p, stage=stage, format=format) for path in paths for p in _files(path)]
+    parsed = []
+    for path in paths:
+        files = _files(path)
+        if not files and Path(path).is_dir():
+            # `train` refuses a folder with no data files in it; `data check` must not call it clean.
+            message = f"the folder holds no data files ({', '.join(supported_extensions())})"
+            problem = Problem(Location(str(path)), message, Severity.ERROR, "empty_folder")
+            parsed.append(ParsedFile(str(path), None, problems=[problem]))
+        parsed += [parse_file(p, stage=stage, format=format) for p in files]
     detected_stage = stage or next((f.stage for f in parsed if f.stage), "dpo")
     encoder = None
     if model:

@@ -11,54 +11,37 @@ file pyarrow cannot open) raise :class:`DataFileError`.
 
 from __future__ import annotations
 
-import bisect
 import csv
 import io
 import json
 import os
-import re
 import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prefkit.builtin import resolve_data_path
-from prefkit.data.examples import Location, Problem
-from prefkit.errors import PrefkitError
+from prefkit.data.examples import Location
+from prefkit.data.json_readers import read_json, read_jsonl
+from prefkit.data.records import (
+    UNREAD_REST,
+    DataFileError,
+    DataPathError,
+    RawRecords,
+    decode_whole,
+)
 
-_BOM = b"\xef\xbb\xbf"
-
-
-class DataFileError(PrefkitError):
-    """A whole file cannot be read (missing, unsupported extension, not Parquet at all, ...)."""
-
-
-@dataclass
-class RawRecords:
-    """The records of one file, in order, and the problems met while reading it.
-
-    Unpacks as ``records, problems = read_records(path)``.
-    """
-
-    records: list[tuple[Location, Any]] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    # Records that were in the file but could not be decoded at all (each has a problem above);
-    # kept so that "N records" counts what the user sees in the file, not what survived.
-    unreadable: int = 0
-
-    @property
-    def total(self) -> int:
-        return len(self.records) + self.unreadable
-
-    def __iter__(self) -> Iterator[Any]:
-        yield self.records
-        yield self.problems
-
-    def _bad(self, location: Location, message: str, kind: str) -> None:
-        self.problems.append(Problem(location, message, kind=kind))
-        self.unreadable += 1
-
+__all__ = [
+    "READERS",
+    "UNREAD_REST",
+    "WRITERS",
+    "DataFileError",
+    "DataPathError",
+    "RawRecords",
+    "read_records",
+    "supported_extensions",
+    "write_records",
+]
 
 Reader = Callable[[Path, str], RawRecords]
 
@@ -73,243 +56,24 @@ def read_records(path: str | os.PathLike[str], *, file_label: str | None = None)
     label = file_label if file_label is not None else str(path)
     reader = READERS.get(p.suffix.lower())
     if reader is None:
-        raise DataFileError(
+        raise DataPathError(
             f"{label}: unsupported file type {p.suffix or '(no extension)'!r}; "
             f"supported: {', '.join(sorted(READERS))}"
         )
     if not p.exists():
-        raise DataFileError(f"{label}: no such file")
+        raise DataPathError(f"{label}: no such file")
     if p.is_dir():
-        raise DataFileError(f"{label}: is a folder, not a data file")
+        raise DataPathError(f"{label}: is a folder, not a data file")
+    if not p.is_file():  # a FIFO or a device such as /dev/zero would be read forever
+        raise DataPathError(f"{label}: is not a regular file")
     try:
         return reader(p, label)
     except OSError as exc:  # permissions, I/O errors: the file as a whole is unusable
-        raise DataFileError(f"{label}: cannot read the file: {exc.strerror or exc}") from exc
+        raise DataPathError(f"{label}: cannot read the file: {exc.strerror or exc}") from exc
 
 
 def supported_extensions() -> list[str]:
     return sorted(READERS)
-
-
-# --------------------------------------------------------------------------------------------- JSONL
-
-
-def _utf8_problem(raw: bytes, exc: UnicodeDecodeError) -> str:
-    # The prefix before the bad byte decodes cleanly (it is where decoding stopped), so its length
-    # in characters is the column an editor shows.
-    column = len(raw[: exc.start].decode("utf-8")) + 1
-    return f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {column})"
-
-
-def _looks_cut_off(text: str, exc: json.JSONDecodeError) -> bool:
-    # A file cut off mid-record fails at its very end or inside a string that never closes; a
-    # last line broken elsewhere (",," in the middle) is ordinary malformed JSON.
-    return exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
-
-
-def _read_jsonl(path: Path, label: str) -> RawRecords:
-    data = path.read_bytes()
-    if data.startswith(_BOM):
-        data = data[len(_BOM) :]
-    out = RawRecords()
-    lines = data.split(b"\n")
-    # With a trailing newline the split ends with b""; without one the last line may be cut off.
-    last_index = len(lines) - 1
-    ends_cleanly = data.endswith(b"\n")
-    for index, raw in enumerate(lines):
-        lineno = index + 1
-        raw = raw.removesuffix(b"\r")
-        if not raw.strip():
-            continue
-        loc = Location(label, line=lineno)
-        is_last_unterminated = index == last_index and not ends_cleanly
-        # Each line is decoded on its own, so one bad byte costs one line, not the file.
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            if is_last_unterminated and exc.end >= len(raw) and "unexpected end" in exc.reason:
-                out._bad(loc, "truncated last line: the file seems to have been cut off", "truncated")
-            else:
-                out._bad(loc, _utf8_problem(raw, exc), "encoding")
-            continue
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            if is_last_unterminated and _looks_cut_off(text, exc):
-                out._bad(loc, "truncated last line: the file seems to have been cut off", "truncated")
-            else:
-                out._bad(loc, f"malformed JSON: {exc.msg} (column {exc.colno})", "malformed_json")
-            continue
-        except RecursionError:
-            out._bad(loc, "malformed JSON: nested too deeply", "malformed_json")
-            continue
-        out.records.append((loc, value))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------- JSON
-
-
-class _LineIndex:
-    """Offset -> 1-based line number, by bisecting the newline positions once computed."""
-
-    def __init__(self, text: str) -> None:
-        self._newlines = [m.start() for m in re.finditer("\n", text)]
-
-    def line(self, offset: int) -> int:
-        # Lines before the offset = newlines strictly before it.
-        return bisect.bisect_left(self._newlines, offset) + 1
-
-
-def _skip_ws(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in " \t\r\n":
-        pos += 1
-    return pos
-
-
-_DECODER = json.JSONDecoder()
-
-
-def _bad_utf8_lines(data: bytes) -> dict[int, str]:
-    """Line number -> message for every line holding bytes that are not UTF-8."""
-    bad: dict[int, str] = {}
-    for index, raw in enumerate(data.split(b"\n")):
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            bad[index + 1] = _utf8_problem(raw.removesuffix(b"\r"), exc)
-    return bad
-
-
-def _decode_whole(path: Path) -> tuple[str, dict[int, str]]:
-    data = path.read_bytes()
-    if data.startswith(_BOM):
-        data = data[len(_BOM) :]
-    try:
-        return data.decode("utf-8"), {}
-    except UnicodeDecodeError:
-        # Keep going with replacement characters; the records that span a bad line are dropped
-        # with a problem at that line, the rest of the file stays usable.
-        return data.decode("utf-8", errors="replace"), _bad_utf8_lines(data)
-
-
-def _read_json(path: Path, label: str) -> RawRecords:
-    text, bad_lines = _decode_whole(path)
-    lines = _LineIndex(text)
-    out = RawRecords()
-    pos = _skip_ws(text, 0)
-    if pos == len(text):
-        return out  # an empty file holds no records; whether that is a problem is for the caller
-
-    if text[pos] == "{":
-        pos = _find_single_list(text, pos, label, lines)
-    elif text[pos] != "[":
-        raise DataFileError(
-            f"{label}: expected a JSON list of records (or an object holding one list), "
-            f"found {text[pos : pos + 20]!r} at line {lines.line(pos)}"
-        )
-
-    # Element by element, so that each record knows its line and a syntax error mid-list keeps
-    # every record before it.
-    pos = _skip_ws(text, pos + 1)
-    if pos < len(text) and text[pos] == "]":
-        return out
-    while True:
-        start = pos
-        try:
-            value, end = _DECODER.raw_decode(text, pos)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            _rest_unreadable(out, label, lines, text, start, exc)
-            return out
-        first, last = lines.line(start), lines.line(end - 1)
-        spoiled = [n for n in range(first, last + 1) if n in bad_lines]
-        if spoiled:
-            out._bad(Location(label, line=spoiled[0]), bad_lines[spoiled[0]], "encoding")
-        else:
-            out.records.append((Location(label, line=first), value))
-        pos = _skip_ws(text, end)
-        if pos < len(text) and text[pos] == ",":
-            pos = _skip_ws(text, pos + 1)
-            continue
-        if pos < len(text) and text[pos] == "]":
-            break
-        where = Location(label, line=lines.line(pos))
-        found = "the end of the file" if pos >= len(text) else repr(text[pos])
-        kind = "truncated" if pos >= len(text) else "malformed_json"
-        out.problems.append(
-            Problem(
-                where,
-                f"malformed JSON: expected ',' or ']' after a record, found {found}; "
-                "the rest of the file from here could not be read",
-                kind=kind,
-            )
-        )
-        return out
-    return out
-
-
-def _rest_unreadable(
-    out: RawRecords, label: str, lines: _LineIndex, text: str, start: int, exc: Exception
-) -> None:
-    if isinstance(exc, json.JSONDecodeError):
-        if _looks_cut_off(text, exc):
-            out._bad(
-                Location(label, line=lines.line(start)),
-                "truncated: the file seems to have been cut off in this record",
-                "truncated",
-            )
-            return
-        where, what = exc.pos, f"{exc.msg} (column {exc.colno})"
-    else:
-        where, what = start, "nested too deeply"
-    out._bad(
-        Location(label, line=lines.line(where)),
-        f"malformed JSON: {what}; the rest of the file from here could not be read",
-        "malformed_json",
-    )
-
-
-def _find_single_list(text: str, pos: int, label: str, lines: _LineIndex) -> int:
-    """For ``{"data": [...]}``: the offset of the one list-valued key's ``[``.
-
-    Walks the object key by key (rather than ``json.loads``) to learn where each value starts.
-    """
-    list_starts: dict[str, int] = {}
-    keys: list[str] = []
-    try:
-        pos = _skip_ws(text, pos + 1)
-        while pos < len(text) and text[pos] != "}":
-            key, pos = _DECODER.raw_decode(text, pos)
-            pos = _skip_ws(text, pos)
-            if text[pos : pos + 1] != ":":
-                raise json.JSONDecodeError("Expecting ':' delimiter", text, pos)
-            pos = _skip_ws(text, pos + 1)
-            value_start = pos
-            try:
-                value, pos = _DECODER.raw_decode(text, pos)
-            except (json.JSONDecodeError, RecursionError):
-                if text[value_start] == "[" and not list_starts:
-                    # A broken list is most likely the records: read it element by element so
-                    # that the records before the damage survive and the damage gets its line.
-                    return value_start
-                raise
-            keys.append(str(key))
-            if isinstance(value, list):
-                list_starts[str(key)] = value_start
-            pos = _skip_ws(text, pos)
-            if text[pos : pos + 1] == ",":
-                pos = _skip_ws(text, pos + 1)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        at = exc.pos if isinstance(exc, json.JSONDecodeError) else pos
-        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        raise DataFileError(f"{label}:{lines.line(at)}: malformed JSON: {msg}") from exc
-    if len(list_starts) != 1:
-        raise DataFileError(
-            f"{label}: the top-level JSON object must hold exactly one list of records "
-            f'(like {{"data": [...]}}); it has keys {keys} of which '
-            f"{len(list_starts)} hold lists"
-        )
-    return next(iter(list_starts.values()))
 
 
 # ----------------------------------------------------------------------------------------------- CSV
@@ -326,8 +90,19 @@ class _FieldSizeLimit:
         csv.field_size_limit(self._old)
 
 
+def _check_header(header: list[str], label: str, line: int) -> None:
+    seen: dict[str, int] = {}
+    for number, name in enumerate(header, start=1):
+        if name in seen:
+            raise DataFileError(
+                f"{label}:{line}: header: column {name[:60]!r} appears twice (columns {seen[name]} and "
+                f"{number}); every row would keep only one of the two values: rename one"
+            )
+        seen[name] = number
+
+
 def _read_csv(path: Path, label: str) -> RawRecords:
-    text, bad_lines = _decode_whole(path)
+    text, bad_lines = decode_whole(path)
     out = RawRecords()
     # newline="" so that quoted cells keep their own newlines and line_num counts physical lines.
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
@@ -341,12 +116,20 @@ def _read_csv(path: Path, label: str) -> RawRecords:
             except StopIteration:
                 break
             except csv.Error as exc:
-                out._bad(
-                    Location(label, line=start),
-                    f"malformed CSV: {exc}; the rest of the file from here could not be read",
-                    "malformed_csv",
-                )
-                break
+                end = reader.line_num
+                if "unexpected end of data" in str(exc):
+                    # A quote that never closes swallows every line after it into one cell.
+                    out._bad(
+                        Location(label, line=start),
+                        f"malformed CSV: a quoted cell that starts on this line never closes, so lines "
+                        f"{start}-{end} (the rest of the file) could not be read",
+                        UNREAD_REST,
+                    )
+                    break
+                if header is None:
+                    raise DataFileError(f"{label}:{start}: header row: malformed CSV: {exc}") from None
+                out._bad(Location(label, line=start), f"malformed CSV: {exc}", "malformed_csv")
+                continue
             end = reader.line_num
             if not row:  # a blank line
                 continue
@@ -355,6 +138,7 @@ def _read_csv(path: Path, label: str) -> RawRecords:
             if header is None:
                 if spoiled:
                     raise DataFileError(f"{label}:{spoiled[0]}: header row: {bad_lines[spoiled[0]]}")
+                _check_header(row, label, start)
                 header = row
                 continue
             if spoiled:
@@ -387,9 +171,9 @@ def _read_parquet(path: Path, label: str) -> RawRecords:
 
 
 READERS: dict[str, Reader] = {
-    ".jsonl": _read_jsonl,
-    ".ndjson": _read_jsonl,
-    ".json": _read_json,
+    ".jsonl": read_jsonl,
+    ".ndjson": read_jsonl,
+    ".json": read_json,
     ".csv": _read_csv,
     ".parquet": _read_parquet,
 }

@@ -22,11 +22,33 @@ from prefkit.data.examples import (
     Problem,
     Severity,
 )
+from prefkit.data.formats.fields import invisible, visible_text
 from prefkit.data.templates import TemplateError
 from prefkit.data.tokenize import ChatEncoder
 
 # A field this long is almost always a mistake (a whole file pasted into a cell); we say so, and keep it.
 HUGE_FIELD_CHARS = 100_000
+
+# Chat-template control tokens of the common templates. Inside a message they would be read as the
+# template's own markup (a turn ending in the middle of a reply). With a tokenizer, its own special
+# tokens are checked too. `<s>`/`</s>` are left to the tokenizer's list: they are also HTML.
+CONTROL_TOKENS = (
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "[INST]",
+    "[/INST]",
+    "<|user|>",
+    "<|assistant|>",
+    "<|system|>",
+)
 
 
 @dataclass
@@ -63,6 +85,7 @@ class DataReport:
     over_cutoff_by: LengthStats | None = None
     # Truncated token features of each example that encoded cleanly, so training tokenises once.
     features: dict[Location, dict[str, list[int]]] = field(default_factory=dict, repr=False)
+    usable_examples: int = 0  # examples with no ERROR problem (a file-level problem is no example)
 
     @property
     def errors(self) -> list[Problem]:
@@ -78,7 +101,7 @@ class DataReport:
 
     @property
     def usable(self) -> int:
-        return self.records - len(self.unusable)
+        return self.usable_examples
 
     @property
     def ok(self) -> bool:
@@ -128,13 +151,26 @@ def _key(example: Example) -> tuple:
     return (example.messages,)
 
 
-def check_example(example: Example) -> list[Problem]:
-    """Content checks that need no tokenizer."""
+def check_example(example: Example, control_tokens: Sequence[str] = CONTROL_TOKENS) -> list[Problem]:
+    """Content checks that need no tokenizer (``control_tokens``: the markup to warn about)."""
     loc = example.location
     problems = []
     for name, text in _fields(example).items():
-        if not text.strip() and not name.endswith("(system)"):
-            problems.append(Problem(loc, f"{name} is empty", Severity.ERROR, "empty_content"))
+        if not visible_text(text) and not name.endswith("(system)"):
+            hidden = sorted(set(invisible(text)))
+            what = f" (only invisible characters: {', '.join(hidden)})" if hidden else ""
+            problems.append(Problem(loc, f"{name} is empty{what}", Severity.ERROR, "empty_content"))
+        found = next((token for token in control_tokens if token in text), None)
+        if found is not None:
+            problems.append(
+                Problem(
+                    loc,
+                    f"{name} contains the chat-template token {found!r}: the model would read it as the "
+                    "template's markup (a turn ending mid-message), not as text",
+                    Severity.WARNING,
+                    "control_token",
+                )
+            )
         if len(text) > HUGE_FIELD_CHARS:
             problems.append(
                 Problem(
@@ -181,6 +217,12 @@ def check_files(parsed: Iterable[ParsedFile], stage: str, encoder: ChatEncoder |
     files = list(parsed)
     problems: list[Problem] = [p for f in files for p in f.problems]
     examples: list[Example] = [e for f in files for e in f.examples]
+    for f in files:
+        if f.records == 0 and not f.problems:
+            # `train` refuses a file with nothing in it; `data check` says so too rather than "clean".
+            empty = Problem(Location(f.path), "the file holds no records", Severity.ERROR, "empty_file")
+            problems.append(empty)
+    control_tokens = _control_tokens(encoder)
 
     seen: dict[tuple, Location] = {}
     chars: dict[str, list[int]] = {}
@@ -188,7 +230,7 @@ def check_files(parsed: Iterable[ParsedFile], stage: str, encoder: ChatEncoder |
     over_by: list[int] = []
     features: dict[Location, dict[str, list[int]]] = {}
     for example in examples:
-        problems += check_example(example)
+        problems += check_example(example, control_tokens)
         first = seen.setdefault(_key(example), example.location)
         if first != example.location:
             problems.append(Problem(example.location, f"duplicate of {first}", Severity.WARNING, "duplicate"))
@@ -228,6 +270,7 @@ def check_files(parsed: Iterable[ParsedFile], stage: str, encoder: ChatEncoder |
             )
 
     problems.sort(key=lambda p: (p.location.file, p.location.line or 0, p.location.row or 0))
+    unusable = {p.location for p in problems if p.severity is Severity.ERROR}
     return DataReport(
         stage=stage,
         formats={f.path: f.format for f in files},
@@ -240,7 +283,15 @@ def check_files(parsed: Iterable[ParsedFile], stage: str, encoder: ChatEncoder |
         over_cutoff=len(over_by),
         over_cutoff_by=LengthStats.of(over_by),
         features=features,
+        usable_examples=sum(e.location not in unusable for e in examples),
     )
+
+
+def _control_tokens(encoder: ChatEncoder | None) -> tuple[str, ...]:
+    if encoder is None:
+        return CONTROL_TOKENS
+    special = getattr(encoder.tokenizer, "all_special_tokens", None) or []
+    return tuple(dict.fromkeys([*CONTROL_TOKENS, *(t for t in special if isinstance(t, str) and len(t) > 1)]))
 
 
 def usable_examples(parsed: Iterable[ParsedFile], report: DataReport) -> list[Example]:

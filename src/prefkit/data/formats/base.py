@@ -12,13 +12,13 @@ from prefkit.data.examples import (
     Location,
     Stage,
 )
-from prefkit.data.formats.fields import decode_cell
-from prefkit.errors import PrefkitError
+from prefkit.data.formats.fields import decode_cell, invisible, visible_text
+from prefkit.errors import BadDataError
 
 STAGES: tuple[Stage, ...] = ("dpo", "sft")
 
 
-class FormatError(PrefkitError):
+class FormatError(BadDataError):
     """A file-level format problem: no format matches, an unknown format name, bad columns/tags."""
 
 
@@ -57,11 +57,15 @@ class Format(ABC):
 
     def require(self, record: Mapping[str, Any], key: str) -> Any:
         if key not in record:
-            raise ExampleError(
+            message = (
                 f"missing key {key!r} (format {self.stage} {self.name} needs "
-                f"{', '.join(self.required_keys)}; the record has {', '.join(map(str, record)) or 'none'})",
-                "missing_key",
+                f"{', '.join(self.required_keys)}; the record has {shown_keys(record)})"
             )
+            near = lookalike_key(record, key)
+            if near is not None:
+                what = ", ".join(invisible(near)) or "different case or spaces"
+                message += f" -- the record's {near!r} looks like {key!r} but has {what} in it: rename it"
+            raise ExampleError(message, "missing_key")
         if record[key] is None:
             raise ExampleError(f"{key!r} is null (format {self.stage} {self.name} needs it)", "missing_key")
         return record[key]
@@ -82,6 +86,22 @@ class Format(ABC):
 
     def __repr__(self) -> str:
         return f"<format {self.id}>"
+
+
+def shown_keys(record: Mapping[Any, Any], limit: int = 20) -> str:
+    """The record's keys for a message: plain when readable, repr() when a key hides something."""
+    keys = [k if isinstance(k, str) and k.isprintable() and not invisible(k) else repr(k) for k in record]
+    keys = [k if len(k) <= 60 else k[:57] + "..." for k in keys]
+    more = f", ... ({len(keys)} keys)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more if keys else "none"
+
+
+def lookalike_key(record: Mapping[Any, Any], key: str) -> str | None:
+    """A key of ``record`` that reads as ``key`` once invisible characters, spaces and case are gone."""
+    for candidate in record:
+        if isinstance(candidate, str) and candidate != key and visible_text(candidate).lower() == key.lower():
+            return candidate
+    return None
 
 
 def is_chat(value: object) -> bool:

@@ -3,24 +3,42 @@ with an :class:`ExampleError` naming the field for anything of the wrong shape."
 
 from __future__ import annotations
 
-import json
+import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from prefkit.data import jsontext
 from prefkit.data.examples import (
     Example,
     ExampleError,
     Message,
     Role,
 )
+from prefkit.data.jsontext import JsonProblem, TooLongInteger
 
 if TYPE_CHECKING:
     from prefkit.data.formats.base import Format
 
 
 def type_name(value: object) -> str:
+    if isinstance(value, TooLongInteger):
+        return f"an integer of {value.digits} digits"
     names = {str: "string", dict: "object", list: "list", type(None): "null"}
     return names.get(type(value), type(value).__name__)
+
+
+def invisible(text: str) -> list[str]:
+    """The invisible characters in ``text`` (zero-width spaces, joiners, BOMs, controls) as U+XXXX."""
+    return [f"U+{ord(c):04X}" for c in text if unicodedata.category(c) in {"Cf", "Cc"} and c not in "\t\n\r"]
+
+
+def visible_text(text: str) -> str:
+    """``text`` without whitespace and invisible characters: what a reader of the reply would see."""
+    return "".join(c for c in text if not c.isspace() and unicodedata.category(c) not in {"Cf", "Cc", "Zs"})
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def decode_cell(value: object) -> object:
@@ -35,8 +53,8 @@ def decode_cell(value: object) -> object:
     if not stripped.startswith(("[", "{")):
         return value
     try:
-        decoded = json.loads(stripped)
-    except (json.JSONDecodeError, RecursionError):
+        decoded = jsontext.loads(stripped)
+    except JsonProblem:
         return value
     if isinstance(decoded, dict) or (
         isinstance(decoded, list) and all(isinstance(item, dict) for item in decoded)
@@ -52,6 +70,15 @@ def _a(word: str) -> str:
 def read_string(value: object, where: str) -> str:
     if not isinstance(value, str):
         raise ExampleError(f"{where}: expected a string, got {type_name(value)}", "non_string")
+    surrogate = _SURROGATE.search(value)
+    if surrogate is not None:
+        # JSON can spell half of a UTF-16 pair ("\ud800") that is no character at all; no tokenizer
+        # can encode it. It comes from text cut in the middle of an emoji or a broken converter.
+        raise ExampleError(
+            f"{where}: holds a lone surrogate \\u{ord(surrogate.group()):04x} at character "
+            f"{surrogate.start() + 1} (half of a UTF-16 pair, not a character: was an emoji cut in two?)",
+            "encoding",
+        )
     return value
 
 
@@ -70,7 +97,7 @@ _SHAREGPT_ROLE: dict[str, str] = {"user": "human", "assistant": "gpt", "system":
 def _role(value: object, where: str) -> Role:
     role = _ROLE_ALIASES.get(value.lower()) if isinstance(value, str) else None
     if role is None:
-        shown = repr(value) if isinstance(value, str) else type_name(value)
+        shown = repr(value[:60]) if isinstance(value, str) else type_name(value)
         raise ExampleError(
             f"unknown role {shown} in {where} (expected one of user, assistant, system; or human, gpt)",
             "unknown_role",
@@ -157,6 +184,15 @@ def check_sft(messages: Sequence[Message], where: str) -> None:
             f"{where}: the conversation must end with an assistant turn (the training target), but it {ends}",
             "bad_turns",
         )
+    first = 1 if messages[0].role == "system" else 0
+    if messages[first].role != "user":
+        # A reply needs something to reply to: chat templates render nothing before a first assistant
+        # turn, so its prompt would be empty (and many templates refuse it outright).
+        raise ExampleError(
+            f"{where}[{first}]: the conversation starts with an assistant turn; the first turn after "
+            "any system message must be the user's",
+            "bad_turns",
+        )
 
 
 def _history(value: object) -> list[Message]:
@@ -165,9 +201,9 @@ def _history(value: object) -> list[Message]:
         return []
     if isinstance(value, str):  # a CSV cell
         try:
-            value = json.loads(value)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise ExampleError(f"history: not valid JSON: {exc}", "malformed_json") from exc
+            value = jsontext.loads(value)
+        except JsonProblem as exc:
+            raise ExampleError(f"history: not valid JSON: {exc.message}", "malformed_json") from None
     if not isinstance(value, list):
         raise ExampleError(
             f"history: expected a list of [user, assistant] pairs, got {type_name(value)}", "wrong_type"

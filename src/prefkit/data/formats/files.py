@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from prefkit.data.examples import (
     Example,
     ExampleError,
+    Location,
     ParsedFile,
     PreferenceExample,
     Problem,
+    Severity,
 )
 from prefkit.data.formats.base import Format, FormatError
 from prefkit.data.formats.columns import apply_columns
-from prefkit.data.formats.fields import type_name
+from prefkit.data.formats.fields import invisible, type_name, visible_text
 from prefkit.data.formats.registry import FORMATS, check_stage, detect, find_formats, get_format
 from prefkit.data.readers import read_records, write_records
 
@@ -57,12 +61,12 @@ def parse_file(
         (loc, apply_columns(rec, columns, tags, format=forced) if isinstance(rec, dict) else rec)
         for loc, rec in raw.records
     ]
-    dicts = [rec for _, rec in mapped if isinstance(rec, dict)]
+    dicts = [(loc, rec) for loc, rec in mapped if isinstance(rec, dict)]
     fmt: Format | None = forced
     if fmt is None and dicts:
         # "alpaca" with no stage: the records say which of the two it is.
         pool = candidates or [f for f in FORMATS if stage is None or f.stage == stage]
-        fmt = detect(dicts, pool, label)
+        fmt = detect([rec for _, rec in dicts], pool, label, first_at=str(dicts[0][0]))
     if fmt is not None:
         result.format, result.stage = fmt.name, fmt.stage
 
@@ -75,9 +79,46 @@ def parse_file(
             result.examples.append(fmt.parse(rec, loc))
         except ExampleError as exc:
             result.problems.append(Problem(loc, str(exc), kind=exc.kind))
+    if fmt is not None:
+        result.problems += unread_key_warnings(dicts, fmt)
     # Reader problems and parse problems interleave by position, as a user reads the file.
     result.problems.sort(key=lambda p: (p.location.line or 0, p.location.row or 0))
     return result
+
+
+def unread_key_warnings(records: list[tuple[Location, dict]], fmt: Format) -> list[Problem]:
+    """One warning per key that ``fmt`` does not read but that looks like one it does (``sytem`` for
+    ``system``, ``chosen`` with a zero-width space): such a value would otherwise be dropped silently.
+    Other extra keys (``id``, ``source``) are a dataset's own business and pass without a word."""
+    known = (*fmt.required_keys, *fmt.optional_keys)
+    guesses: dict[str, str | None] = {}
+    first: dict[str, Location] = {}
+    counts: Counter[str] = Counter()
+    for loc, record in records:
+        for key in record:
+            if not isinstance(key, str) or key in known:
+                continue
+            if key not in guesses:
+                near = difflib.get_close_matches(visible_text(key).lower()[:100], known, n=1, cutoff=0.8)
+                guesses[key] = near[0] if near else None
+            # A near name beside the real one (`chosen_x` next to `chosen`) is a field of its own.
+            if guesses[key] is not None and guesses[key] not in record:
+                first.setdefault(key, loc)
+                counts[key] += 1
+    problems = []
+    for key, loc in first.items():
+        hidden = invisible(key)
+        why = f"it has {', '.join(hidden)} in it" if hidden else "a misspelling?"
+        problems.append(
+            Problem(
+                loc,
+                f"key {key[:60]!r} is not one format {fmt.stage} {fmt.name} reads, so its value is ignored "
+                f"({counts[key]} record(s) have it) -- did you mean {guesses[key]!r}? ({why})",
+                Severity.WARNING,
+                "unread_key",
+            )
+        )
+    return problems
 
 
 def write_examples(

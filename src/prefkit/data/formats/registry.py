@@ -6,7 +6,7 @@ import difflib
 from collections import Counter
 from collections.abc import Iterable
 
-from prefkit.data.formats.base import STAGES, Format, FormatError
+from prefkit.data.formats.base import STAGES, Format, FormatError, shown_keys
 from prefkit.data.formats.preference import (
     AlpacaRanking,
     PromptChat,
@@ -47,9 +47,13 @@ def _format_list(candidates: Iterable[Format]) -> str:
     return "\n".join(lines)
 
 
-def detect(records: Iterable[object], candidates: list[Format], source: str | None) -> Format:
+def detect(
+    records: Iterable[object], candidates: list[Format], source: str | None, first_at: str | None = None
+) -> Format:
+    """The format most of the first 50 records match. ``first_at`` (``file:line`` of the first record)
+    is where an error points: a whole-file problem still has a first record that shows it."""
     sample = [r for r in records if isinstance(r, dict)][:50]
-    where = f"{source}: " if source else ""
+    where = f"{first_at or source}: " if first_at or source else ""
     if not sample:
         raise FormatError(f"{where}no records that are JSON objects, so the format cannot be detected")
     # Each record votes for its most specific match; the majority wins, so a few broken records
@@ -60,13 +64,13 @@ def detect(records: Iterable[object], candidates: list[Format], source: str | No
         if matching:
             votes[max(matching, key=lambda f: (f.priority, len(f.required_keys)))] += 1
     if not votes:
-        seen: dict[str, None] = {}
+        seen: dict[object, None] = {}
         for record in sample:
-            seen.update(dict.fromkeys(map(str, record)))
+            seen.update(dict.fromkeys(record))
         elsewhere = [f.id for f in FORMATS if f not in candidates and any(f.matches(r) for r in sample)]
         hint = f" (they look like {' or '.join(elsewhere)}: is the stage right?)" if elsewhere else ""
         raise FormatError(
-            f"{where}cannot tell the format: the records have keys {', '.join(seen)}{hint}; "
+            f"{where}cannot tell the format: the records have keys {shown_keys(seen)}{hint}; "
             f"the known formats and their keys are:\n{_format_list(candidates)}\n"
             "Rename the columns (columns=...) or force a format (format=...)."
         )
