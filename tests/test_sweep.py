@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 import prefkit.trainer as trainer_module
 from prefkit.callbacks import read_metrics
 from prefkit.cli import app
-from prefkit.env import cache_dir
 from prefkit.sweep import EvalSettings, SweepError, run_sweep
 from prefkit.sweep.grid import (
     GridError,
@@ -79,21 +78,29 @@ def interrupted(tmp_path_factory, tiny_model_dir):
     tmp = tmp_path_factory.mktemp("sweep")
     config = base_config(tmp, tiny_model_dir)
     sweep_dir = tmp / "sweep"
-    with pytest.raises(KeyboardInterrupt):
-        run_sweep(config, GRID, output_dir=sweep_dir, evaluation=EVAL, callbacks=[StopInSecondRun()])
-    first = sorted(p.name for p in sweep_dir.iterdir() if p.name.startswith("run-"))
-    finished_marker = (sweep_dir / first[0] / "prefkit_run.json").read_text()
-    count = {"forwards": 0}
-    real = trainer_module.sequence_logps
+    # A cache of its own: the session's is shared with other tests' reference caches.
+    cache = tmp / "cache"
+    env = pytest.MonkeyPatch()
+    env.setenv("PREFKIT_CACHE", str(cache))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_sweep(config, GRID, output_dir=sweep_dir, evaluation=EVAL, callbacks=[StopInSecondRun()])
+        first = sorted(p.name for p in sweep_dir.iterdir() if p.name.startswith("run-"))
+        finished_marker = (sweep_dir / first[0] / "prefkit_run.json").read_text()
+        count = {"forwards": 0}
+        real = trainer_module.sequence_logps
 
-    def counting(model, batch):
-        count["forwards"] += 1
-        return real(model, batch)
+        def counting(model, batch):
+            count["forwards"] += 1
+            return real(model, batch)
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trainer_module, "sequence_logps", counting)
-        result = run_sweep(config, GRID, output_dir=sweep_dir, evaluation=EVAL)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(trainer_module, "sequence_logps", counting)
+            result = run_sweep(config, GRID, output_dir=sweep_dir, evaluation=EVAL)
+    finally:
+        env.undo()
     return {
+        "cache": cache,
         "config": config,
         "dir": sweep_dir,
         "first": first,
@@ -167,7 +174,7 @@ def test_runs_share_the_prepared_data_and_the_reference_log_probs(interrupted):
     # Run 0 met every training pair, so the rerun's runs read every reference log-prob from the cache:
     # one forward per step (the policy's) -- 2 steps left of run 1, 4 each of runs 2 and 3 -- instead of two.
     assert interrupted["forwards"] == 2 + 4 + 4
-    assert len(list((cache_dir() / "reference").glob("*.sqlite"))) == 1  # one reference, one cache
+    assert len(list((interrupted["cache"] / "reference").glob("*.sqlite"))) == 1  # one reference, one cache
 
 
 def test_the_leaderboard_is_ordered_by_the_metric_guards_first(interrupted):

@@ -62,6 +62,9 @@ def existing_ancestor(path: Path) -> Path:
     return current
 
 
+WRITE_PROBE_PREFIX = ".prefkit-write-test-"
+
+
 def check_writable(output_dir: Path) -> None:
     """The folder (or, if it does not exist yet, the folder it will be made in) takes a new file.
     Tried for real with a temporary file: permission bits do not tell the whole story (root, ACLs,
@@ -72,7 +75,7 @@ def check_writable(output_dir: Path) -> None:
             f"output_dir {output_dir}: {where} is not a folder, so output_dir cannot be made in it"
         )
     try:
-        fd, probe = tempfile.mkstemp(prefix=".prefkit-write-test-", dir=where)
+        fd, probe = tempfile.mkstemp(prefix=WRITE_PROBE_PREFIX, dir=where)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:

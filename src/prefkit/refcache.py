@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,16 @@ class ReferenceCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        # The ranks of one DDP launch open the same new file at once. Switching to WAL takes a lock for
+        # which SQLite does not wait (its busy handler is skipped there), so that one is retried.
+        for attempt in range(600):
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or attempt == 599:
+                    raise
+                time.sleep(0.1)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS logps "
             "(key TEXT PRIMARY KEY, chosen REAL NOT NULL, rejected REAL NOT NULL)"

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from prefkit.preflight import WRITE_PROBE_PREFIX
 from prefkit.runs import CHECKPOINT, RUN_FILE, RUN_NAMES, OutputDirError, RunFolder, RunMarker, read_marker
 
 logger = logging.getLogger(__name__)
@@ -25,8 +26,14 @@ class StartPlan:
 
 
 def _entries(output_dir: Path) -> list[str]:
-    # The marker's own temporary file (a first marker write cut short by a kill) does not count.
-    return sorted(p.name for p in output_dir.iterdir() if p.name != f".{RUN_FILE}.tmp")
+    # Two kinds of file of prefkit's own do not count: the marker's temporary file (a first marker write
+    # cut short by a kill) and pre-flight's write probe, which another rank of the same DDP launch may
+    # hold for a moment while this one looks.
+    return sorted(
+        p.name
+        for p in output_dir.iterdir()
+        if p.name != f".{RUN_FILE}.tmp" and not p.name.startswith(WRITE_PROBE_PREFIX)
+    )
 
 
 def _describe(names: list[str]) -> str:
