@@ -155,20 +155,31 @@ def _conversational(data: str) -> list[dict[str, Any]]:
 def run_prefkit(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str, Any]:
     import prefkit.train as train_module
     from prefkit.config import load_config
-    from prefkit.data.collate import PreferenceCollator
+    from prefkit.data.collate import NUM_TOKENS
 
     counter = {"tokens": 0, "computed": 0}
+    make_collator = train_module.preference_collator
 
-    class CountingCollator(PreferenceCollator):
-        def __call__(self, features):
-            batch = super().__call__(features)
-            counter["tokens"] += sum(
-                2 * len(f["prompt_ids"]) + len(f["chosen_ids"]) + len(f["rejected_ids"]) for f in features
-            )
-            counter["computed"] += int(batch["attention_mask"].sum())
+    def counting_collator(*args: Any, **kwargs: Any) -> Any:
+        """The collator the run would use (its batch_layout), counting what passes by: trained tokens as
+        in the padded layout (each reply with its own prompt, as TRL trains them), and the positions
+        actually computed (the padded layout's mask; a shared-prompt row's real tokens)."""
+        inner = make_collator(*args, **kwargs)
+
+        def collate(features: list[dict[str, Any]]) -> dict[str, Any]:
+            batch = inner(features)
+            counter["tokens"] += int(batch[NUM_TOKENS])
+            if batch["attention_mask"].dim() == 2:
+                counter["computed"] += int(batch["attention_mask"].sum())
+            else:
+                counter["computed"] += sum(
+                    len(f["prompt_ids"]) + len(f["chosen_ids"]) + len(f["rejected_ids"]) for f in features
+                )
             return batch
 
-    train_module.PreferenceCollator = CountingCollator  # instrumentation only: counts what passes by
+        return collate
+
+    train_module.preference_collator = counting_collator  # instrumentation only
     clock = StepClock(counter)
     config = load_config(
         None,
@@ -193,6 +204,7 @@ def run_prefkit(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str
             f"seed={args.seed}",
             f"bf16={str(args.precision == 'bf16').lower()}",
             *_method_overrides(args.method),
+            *args.prefkit_set,
         ],
     )
     train_module.train(config, callbacks=[clock.callback])
@@ -206,6 +218,22 @@ def _method_overrides(method: str) -> list[str]:
         "simpo": ["pref_beta=2.0", "simpo_gamma=0.5"],
         "orpo": ["pref_beta=0.1"],
     }[method]
+
+
+def _keep_template_ending(module: Any) -> None:
+    """The same tokens on both sides. TRL's CPO and ORPO trainers append an EOS to every reply that does not
+    end in one; a ChatML reply ends in "<|im_end|>\\n" (the template's newline), so they train one more
+    token per reply -- an EOS after the newline, which neither the chat template nor prefkit has. Its
+    log-prob is large and negative, so it moves the loss (ORPO's NLL term by ~0.7 on these short replies).
+    Replies whose template already closed the turn (EOS among their last two tokens) are left as they are."""
+    original = module.add_eos_token_if_needed
+
+    def keep(eos: int, chosen: dict[str, list[int]], rejected: dict[str, list[int]]) -> Any:
+        if eos in chosen["input_ids"][-2:] and eos in rejected["input_ids"][-2:]:
+            return chosen, rejected
+        return original(eos, chosen, rejected)
+
+    module.add_eos_token_if_needed = keep
 
 
 def run_trl(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str, Any]:
@@ -248,14 +276,18 @@ def run_trl(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str, An
 
         config = Cfg(loss_type=["sigmoid"], beta=0.1, **common)
     elif args.method == "simpo":
+        import trl.experimental.cpo.cpo_trainer as module
         from trl.experimental.cpo import CPOConfig as Cfg
         from trl.experimental.cpo import CPOTrainer as Trainer
 
+        _keep_template_ending(module)
         config = Cfg(loss_type="simpo", cpo_alpha=0.0, beta=2.0, simpo_gamma=0.5, **common)
     else:
+        import trl.experimental.orpo.orpo_trainer as module
         from trl.experimental.orpo import ORPOConfig as Cfg
         from trl.experimental.orpo import ORPOTrainer as Trainer
 
+        _keep_template_ending(module)
         config = Cfg(beta=0.1, **common)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -294,6 +326,8 @@ def side_main(args: argparse.Namespace) -> None:
 
     model_dir = resolve_first(args.model, cache_dir())
     with tempfile.TemporaryDirectory() as tmp:
+        # An empty reference cache: the race measures the work done, not log-probs an earlier race left.
+        os.environ["PREFKIT_CACHE"] = str(Path(tmp) / "cache")
         result = (run_prefkit if args.side == "prefkit" else run_trl)(args, model_dir, Path(tmp) / "run")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     result["peak_memory_gib"] = peak_memory_gib(device)
@@ -337,6 +371,14 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--precision", choices=["bf16", "fp32"], default=None)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--prefkit-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="A prefkit config override for prefkit's side (repeat), e.g. batch_layout=padded to see what "
+        "a layout contributes; the defaults are what a user gets.",
+    )
     parser.add_argument("--side", choices=["prefkit", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -161,3 +163,33 @@ def test_quickstart_refuses_a_folder_of_the_users(setup):
         )
     assert snapshot(out) == before
     assert not any(name.startswith("quickstart_report") for name in os.listdir(out))
+
+
+def test_a_second_process_training_into_the_same_folder_is_refused(setup):
+    """Another process holds the folder (a first `prefkit train` still running): the second is refused
+    and writes nothing; once the first has ended, the same command runs."""
+    tmp_path, _, _, config = setup
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FOLDER, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        result = runner.invoke(app, train_args(config, f"output_dir={out}"))
+        assert result.exit_code == 2 and "another prefkit process (pid" in result.output, result.output
+        assert not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    result = runner.invoke(app, train_args(config, f"output_dir={out}"))
+    assert result.exit_code == 0, result.output
+
+
+HOLD_FOLDER = """
+import sys, time
+from pathlib import Path
+from prefkit.run_start import training_into
+with training_into(Path(sys.argv[1])):
+    print("holding", flush=True)
+    time.sleep(600)
+"""

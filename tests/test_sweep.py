@@ -6,6 +6,8 @@ retried, and the grid, trials and folder rules."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from typer.testing import CliRunner
 import prefkit.trainer as trainer_module
 from prefkit.callbacks import read_metrics
 from prefkit.cli import app
+from prefkit.errors import TrainingInterrupted
 from prefkit.sweep import EvalSettings, SweepError, run_sweep
 from prefkit.sweep.grid import (
     GridError,
@@ -437,3 +440,106 @@ def test_prepared_data_is_shared_only_where_the_data_is_the_same(tmp_path, tiny_
         assert len(prepare_data(load_config(path), tokenizer).train_examples) == 13
     assert (shared.computed, shared.reused) == (4, 1)
     assert prepare_data(load_config(path), tokenizer) is not first  # outside the block nothing is kept
+
+
+class SignalAtStep(TrainerCallback):
+    """The real thing: SIGINT to this process at the start of the first run's step 2."""
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_stops_the_sweep_not_only_the_run(tmp_path, tiny_model_dir):
+    config = base_config(tmp_path, tiny_model_dir)
+    sweep_dir = tmp_path / "sweep"
+    with pytest.raises(TrainingInterrupted) as stopped:
+        run_sweep(
+            config, ["pref_beta=0.1,0.5"], output_dir=sweep_dir, evaluation=EVAL, callbacks=[SignalAtStep()]
+        )
+    assert stopped.value.exit_code == 130
+    runs = sorted(p for p in sweep_dir.iterdir() if p.name.startswith("run-"))
+    assert len(runs) == 1  # the second run never started
+    assert (runs[0] / "checkpoint-2").is_dir()  # the interrupted run saved its step on the way out
+
+
+def test_a_config_edited_while_the_sweep_runs_is_refused_for_the_runs_not_yet_trained(
+    tmp_path, tiny_model_dir
+):
+    config = base_config(tmp_path, tiny_model_dir, max_steps=2)
+    sweep_dir = tmp_path / "sweep"
+
+    class EditTheConfig(TrainerCallback):
+        def on_train_end(self, args, state, control, **kwargs):
+            values = yaml.safe_load(config.read_text())
+            values["max_steps"] = 3
+            config.write_text(yaml.safe_dump(values))
+
+    result = run_sweep(
+        config, ["pref_beta=0.1,0.5"], output_dir=sweep_dir, evaluation=EVAL, callbacks=[EditTheConfig()]
+    )
+    first, second = (r.name for r in result.runs)
+    assert result.attempts[first].ok
+    assert not result.attempts[second].ok and "max_steps" in result.attempts[second].error
+    assert not (sweep_dir / second / "prefkit_run.json").exists()
+
+
+def test_metrics_that_would_rank_by_the_setting_or_by_length_are_refused(tmp_path, tiny_model_dir):
+    config = base_config(tmp_path, tiny_model_dir)
+    with pytest.raises(SweepError, match="not comparable across this grid"):
+        run_sweep(
+            config, ["pref_beta=0.1,0.5"], metric="rewards/margins", output_dir=tmp_path / "s", dry_run=True
+        )
+    with pytest.raises(SweepError, match="longer is not better"):
+        run_sweep(
+            config, ["pref_beta=0.1,0.5"], metric="length_words", output_dir=tmp_path / "s", dry_run=True
+        )
+    # A user scorer may report any name, so a typo is caught once the base model's evaluation says what
+    # it reports -- before any run trains.
+    scorer = tmp_path / "my_scores.py"
+    scorer.write_text("def combined_score(sample):\n    return 1.0\n")
+    with pytest.raises(SweepError, match="gives no such figure"):
+        run_sweep(
+            config,
+            ["pref_beta=0.1,0.5"],
+            metric="acuracy",
+            output_dir=tmp_path / "s",
+            evaluation=EvalSettings(max_new_tokens=8, scorers=(f"{scorer}:combined_score",)),
+        )
+    assert not any(p.name.startswith("run-") for p in (tmp_path / "s").iterdir())
+
+
+def test_sigterm_stops_a_parallel_sweep_and_every_worker_with_a_checkpoint(tmp_path, tiny_model_dir):
+    """The sweep process gets SIGTERM (a scheduler, `kill`) while two worker processes train: each worker
+    saves a checkpoint and ends, and the sweep exits 143 -- no worker trains on unwatched."""
+    import subprocess
+    import sys
+    import time
+
+    from prefkit.run_start import training_into
+
+    config = base_config(tmp_path, tiny_model_dir, max_steps=100_000, save_steps=100_000)
+    sweep_dir = tmp_path / "sweep"
+    command = [sys.executable, "-m", "prefkit", "sweep", str(config), "--grid", "pref_beta=0.1,0.5"]
+    command += ["--parallel", "2", "--output-dir", str(sweep_dir), "--max-new-tokens", "8"]
+    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            logs = list(sweep_dir.glob("run-*/metrics.jsonl"))
+            if len(logs) == 2 and all(p.stat().st_size > 0 for p in logs):
+                break
+            assert driver.poll() is None, driver.stderr.read()
+            time.sleep(0.5)
+        else:
+            pytest.fail("the two runs did not start training")
+        driver.send_signal(signal.SIGTERM)
+        assert driver.wait(timeout=120) == 143, driver.stderr.read()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    for run_dir in sorted(sweep_dir.glob("run-*")):
+        assert list(run_dir.glob("checkpoint-*")), run_dir  # saved on the way out
+        assert json.loads((run_dir / "prefkit_run.json").read_text())["status"] != "finished"
+        with training_into(run_dir):  # free: the worker that trained it has ended
+            pass

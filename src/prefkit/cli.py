@@ -170,7 +170,6 @@ def evaluate(
     force: Annotated[bool, typer.Option(help="Replace an earlier evaluation in --output-dir.")] = False,
 ) -> None:
     """Evaluate a model (+ adapter) on held-out pairs: preference metrics and scored replies."""
-    from prefkit.errors import USER_ERRORS
     from prefkit.evaluate.judge import JudgeSettings
     from prefkit.evaluate.run import evaluate_model
     from prefkit.generate import SamplingSettings
@@ -178,31 +177,28 @@ def evaluate(
     setup_logging()
     if (judge_url is None) != (judge_model is None):
         raise fail("--judge-url and --judge-model go together")
-    try:
-        result = evaluate_model(
-            model,
-            [str(d) if str(d).startswith("builtin:") else d for d in data],
-            adapter=adapter,
-            output_dir=output_dir,
-            max_samples=max_samples,
-            generate_samples_n=generate,
-            scorers=scorer or [],
-            sampling=SamplingSettings(
-                max_new_tokens=max_new_tokens,
-                do_sample=do_sample,
-                temperature=temperature,
-                top_p=top_p,
-                seed=seed if do_sample else None,
-            ),
-            baseline=baseline,
-            judge=JudgeSettings(judge_url, judge_model) if judge_url and judge_model else None,
-            pref_loss=pref_loss,
-            beta=beta,
-            batch_size=batch_size,
-            force=force,
-        )
-    except USER_ERRORS as err:
-        raise fail(str(err)) from None
+    result = evaluate_model(
+        model,
+        [str(d) if str(d).startswith("builtin:") else d for d in data],
+        adapter=adapter,
+        output_dir=output_dir,
+        max_samples=max_samples,
+        generate_samples_n=generate,
+        scorers=scorer or [],
+        sampling=SamplingSettings(
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed if do_sample else None,
+        ),
+        baseline=baseline,
+        judge=JudgeSettings(judge_url, judge_model) if judge_url and judge_model else None,
+        pref_loss=pref_loss,
+        beta=beta,
+        batch_size=batch_size,
+        force=force,
+    )
     report = result.report
     base = report["baseline"]
     table = Table(title="held-out results", title_justify="left")
@@ -230,14 +226,10 @@ def compare(
     force: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
 ) -> None:
     """Compare runs: final and best metrics, the settings that differ, overlaid plots."""
-    from prefkit.errors import USER_ERRORS
     from prefkit.evaluate.compare import compare_runs
 
     setup_logging()
-    try:
-        text = compare_runs(runs, output, force=force)
-    except USER_ERRORS as err:
-        raise fail(str(err)) from None
+    text = compare_runs(runs, output, force=force)
     print(text)
     console.print(f"written to {output}")
 

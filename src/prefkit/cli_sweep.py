@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from prefkit.cli_common import console, reported, setup_logging
+from prefkit.cli_common import console, fail, reported, setup_logging
+from prefkit.errors import EXIT_RUNS_FAILED
+from prefkit.sweep.ranking import DEFAULT_METRIC
 
 sweep_app = typer.Typer()
 
@@ -33,7 +35,7 @@ def sweep(
     ],
     metric: Annotated[
         str, typer.Option(help="Held-out metric to rank by (accuracy, relevance, rouge_l, socratic, ...).")
-    ] = "accuracy",
+    ] = DEFAULT_METRIC,
     trials: Annotated[
         int | None, typer.Option(help="Run only N combinations: the first N, or with --random N drawn.")
     ] = None,
@@ -57,9 +59,11 @@ def sweep(
         Path | None, typer.Option(help="Held-out pairs to rank on (default: the config's eval split).")
     ] = None,
     eval_max_samples: Annotated[
-        int | None, typer.Option(help="Evaluate on at most N held-out pairs.")
+        int | None, typer.Option(min=1, help="Evaluate on at most N held-out pairs.")
     ] = None,
-    eval_generate: Annotated[int | None, typer.Option(help="Reply to at most N held-out prompts.")] = None,
+    eval_generate: Annotated[
+        int | None, typer.Option(min=1, help="Reply to at most N held-out prompts (guards read replies).")
+    ] = None,
     max_new_tokens: Annotated[
         int | None,
         typer.Option(help="Most new tokens per reply (default: the config's eval_max_new_tokens)."),
@@ -115,7 +119,7 @@ def sweep(
     console.print(f"leaderboard: {result.output_dir / 'leaderboard.md'}", highlight=False)
     failed = [name for name, attempt in result.attempts.items() if not attempt.ok]
     if failed:
-        console.print(
-            f"[yellow]{len(failed)} failed: {', '.join(failed)}; rerun the same command to retry them[/]"
+        raise fail(
+            f"{len(failed)} runs failed: {', '.join(failed)}; rerun the same command to retry them",
+            EXIT_RUNS_FAILED,
         )
-        raise typer.Exit(1)

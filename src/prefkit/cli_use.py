@@ -331,20 +331,17 @@ def serve(
     from prefkit.serve import serve as run_server
 
     setup_logging()
-    try:
-        limits = ServeLimits(
-            max_batch=max_batch,
-            max_queue=max_queue,
-            max_tokens=max_tokens,
-            max_model_len=max_model_len,
-            max_body_bytes=max_body_bytes,
-            max_connections=max_connections,
-            body_timeout=body_timeout,
-            header_timeout=header_timeout,
-        )
-        limits.check()
-    except ValueError as err:
-        raise fail(str(err)) from None
+    limits = ServeLimits(
+        max_batch=max_batch,
+        max_queue=max_queue,
+        max_tokens=max_tokens,
+        max_model_len=max_model_len,
+        max_body_bytes=max_body_bytes,
+        max_connections=max_connections,
+        body_timeout=body_timeout,
+        header_timeout=header_timeout,
+    )
+    limits.check()
     run_server(
         _candidates(model),
         parse_adapters(adapter or []),

@@ -12,6 +12,8 @@ Exit codes (``prefkit data check`` and ``prefkit train`` agree on them):
   be parsed, an example that fails a check).
 * 2 -- :data:`EXIT_USER`: anything else the user must fix: the config, a path, the output folder,
   the machine (too little memory or disk).
+* 3 -- :data:`EXIT_RUNS_FAILED`: ``prefkit sweep`` finished, but some of its runs failed (each run's
+  error is on the leaderboard); the same command retries them.
 * 70 -- :data:`EXIT_INTERNAL`: a bug in prefkit (``EX_SOFTWARE`` of sysexits.h).
 * 130 / 143 -- training stopped by SIGINT / SIGTERM after saving a checkpoint (128 + the signal
   number, as a shell reports a process ended by that signal); the same command resumes it.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 EXIT_BAD_DATA = 1
 EXIT_USER = 2
+EXIT_RUNS_FAILED = 3
 EXIT_INTERNAL = 70
 
 

@@ -49,11 +49,12 @@ from prefkit.models import (
 from prefkit.preflight import preflight
 from prefkit.refcache import ReferenceCache, reference_identity
 from prefkit.resume import TRAINING_CONFIG, check_resume, training_complete
-from prefkit.run_start import StartPlan, check_not_overlapping, plan_start
+from prefkit.run_start import StartPlan, check_not_overlapping, plan_start, training_into
 from prefkit.runs import RunFolder, write_json_atomic
 from prefkit.signals import GracefulStop
 
 if TYPE_CHECKING:
+    from accelerate import PartialState
     from transformers import TrainerCallback, TrainingArguments
 
     from prefkit.config import Config
@@ -224,14 +225,22 @@ def _record_config(
 
 def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     from accelerate import PartialState
-    from transformers import set_seed
-
-    from prefkit.trainer import PrefTrainer
 
     state = PartialState()
     if (warning := mislaunch_warning()) is not None:
         logger.warning(warning)
     output_dir = Path(config.output_dir)
+    with training_into(output_dir, enabled=state.is_main_process):
+        return _train(config, callbacks, state, output_dir)
+
+
+def _train(
+    config: Config, callbacks: list[TrainerCallback] | None, state: PartialState, output_dir: Path
+) -> TrainResult:
+    from transformers import set_seed
+
+    from prefkit.trainer import PrefTrainer
+
     # Every rank decides the same way (errors included); only the main process changes files.
     check_not_overlapping(output_dir, _read_paths(config))
     plan = plan_start(output_dir, config.overwrite_output_dir, config.resume_from_checkpoint)

@@ -24,6 +24,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from prefkit.errors import PrefkitError
 from prefkit.serve.errors import APIError, bad_request
 
 
@@ -41,11 +42,11 @@ class ServeLimits:
     def check(self) -> None:
         for name in ("max_batch", "max_queue", "max_tokens", "max_body_bytes", "max_connections"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
+                raise PrefkitError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
         if self.max_model_len is not None and self.max_model_len < 2:
-            raise ValueError("max_model_len must be at least 2")
+            raise PrefkitError(f"--max-model-len {self.max_model_len}: must be at least 2")
         if self.body_timeout <= 0 or self.header_timeout <= 0:
-            raise ValueError("timeouts must be > 0")
+            raise PrefkitError("--body-timeout and --header-timeout: must be more than 0 seconds")
 
 
 DEFAULT_MODEL_LEN = 4096  # prefill of longer prompts is slow and memory-hungry on a CPU; raise it by hand

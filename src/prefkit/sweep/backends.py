@@ -15,15 +15,19 @@ Every backend reports each job's outcome to ``record`` as it ends. KeyboardInter
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prefkit.errors import TrainingInterrupted
 from prefkit.sweep.folder import LOG_DIR, Attempt
 from prefkit.sweep.jobs import attempt_job, ray_job
 from prefkit.sweep.spec import SweepError
@@ -36,16 +40,16 @@ logger = logging.getLogger(__name__)
 Record = Callable[[str, Attempt], None]
 BACKENDS = ("local", "ray")
 POLL_SECONDS = 0.2
+SIGTERM_TEXT = "SIGTERM"
+STOP_SECONDS = 300  # how long a stopped worker may take to save its checkpoint
 
 
 def run_in_process(
     jobs: Sequence[str], sweep_dir: Path, record: Record, callbacks: list[TrainerCallback] | None = None
 ) -> None:
-    from prefkit.data.shared import shared_preparation
-
-    with shared_preparation():
-        for name in jobs:
-            record(name, attempt_job(sweep_dir, name, callbacks))
+    # The prepared data is shared through the sweep's shared_preparation() scope (run._execute).
+    for name in jobs:
+        record(name, attempt_job(sweep_dir, name, callbacks))
 
 
 def _log_tail(path: Path, lines: int = 5) -> str:
@@ -82,7 +86,11 @@ class _Worker:
             log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {name}\n")
             log.flush()
             command = [sys.executable, "-m", "prefkit.sweep.jobs", str(sweep_dir), name, str(self.result)]
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+            # A session of its own: a Ctrl-C at the terminal reaches the sweep, which stops each worker
+            # with exactly one signal (a second one would cut a checkpoint save short).
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
+            )
 
     def attempt(self) -> Attempt:
         import json
@@ -109,25 +117,62 @@ def run_in_subprocesses(
     pending = list(jobs)
     running: list[_Worker] = []
     gpus = _gpu_count()
+    stopped_by: signal.Signals | None = None
+    with _sigterm_as_interrupt():
+        try:
+            while pending or running:
+                free = sorted(set(range(parallel)) - {w.slot for w in running})
+                while pending and free:
+                    worker = _Worker(pending.pop(0), sweep_dir, cwd, free.pop(0), gpus)
+                    logger.info("sweep: started %s (log: %s)", worker.name, worker.log)
+                    running.append(worker)
+                for worker in [w for w in running if w.process.poll() is not None]:
+                    running.remove(worker)
+                    record(worker.name, worker.attempt())
+                time.sleep(POLL_SECONDS)
+        except KeyboardInterrupt as err:
+            stopped_by = signal.SIGTERM if str(err) == SIGTERM_TEXT else signal.SIGINT
+        finally:
+            _stop(running)
+    if stopped_by is not None:
+        raise TrainingInterrupted(
+            f"the sweep was stopped ({stopped_by.name}); each run in training saved a checkpoint first. "
+            "Run the same command to go on.",
+            stopped_by,
+        )
+
+
+def _stop(workers: Sequence[_Worker]) -> None:
+    """Interrupted: one SIGTERM to each worker still running -- it saves a checkpoint and exits, and its
+    run resumes on the next attempt -- then a wait for the save; a worker still there after that is killed."""
+    if workers:
+        logger.warning("sweep: stopping %d running jobs (each saves a checkpoint first)", len(workers))
+    for worker in workers:
+        worker.process.terminate()
+    deadline = time.monotonic() + STOP_SECONDS
+    for worker in workers:
+        try:
+            worker.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler, `kill`) stops the sweep like Ctrl-C does, so its workers are stopped too."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(SIGTERM_TEXT)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        while pending or running:
-            free = sorted(set(range(parallel)) - {w.slot for w in running})
-            while pending and free:
-                worker = _Worker(pending.pop(0), sweep_dir, cwd, free.pop(0), gpus)
-                logger.info("sweep: started %s (log: %s)", worker.name, worker.log)
-                running.append(worker)
-            for worker in [w for w in running if w.process.poll() is not None]:
-                running.remove(worker)
-                record(worker.name, worker.attempt())
-            time.sleep(POLL_SECONDS)
+        yield
     finally:
-        for worker in running:  # interrupted: stop the workers; their runs resume on the next attempt
-            worker.process.terminate()
-        for worker in running:
-            try:
-                worker.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.process.kill()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_on_ray(
@@ -150,9 +195,14 @@ def run_on_ray(
         # address None: $RAY_ADDRESS, else a running local cluster, else a new local instance.
         ray.init(address=address)
     try:
+        cluster_gpus = ray.cluster_resources().get("GPU", 0)
         gpus = gpus_per_run
         if gpus is None:
-            gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+            gpus = 1 if cluster_gpus >= 1 else 0
+        if gpus > cluster_gpus:  # Ray would wait for them forever
+            raise SweepError(
+                f"--gpus-per-run {gpus:g}: the Ray cluster has {cluster_gpus:g} GPUs, so no run could start"
+            )
         task = ray.remote(ray_job)
         refs: dict[Any, tuple[str, float]] = {}
         for name in jobs:

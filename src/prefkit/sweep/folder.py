@@ -43,7 +43,8 @@ def check_sweep_folder(path: Path) -> bool:
         raise SweepError(f"sweep folder {path} exists and is not a folder")
     if (path / SPEC_FILE).is_file():
         return True
-    entries = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    # The lock file is the sweep's own: a new sweep takes its lock before it writes sweep.json.
+    entries = sorted(p.name for p in path.iterdir() if p.name != LOCK_FILE) if path.is_dir() else []
     if not entries:
         return False
     what = "a prefkit run folder" if RUN_FILE in entries else f"not empty ({', '.join(entries[:5])})"

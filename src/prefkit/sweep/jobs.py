@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prefkit.errors import USER_ERRORS
+from prefkit.errors import USER_ERRORS, TrainingInterrupted
 from prefkit.sweep.folder import EVALUATED, TRAINED, Attempt, baseline_done, run_status
 from prefkit.sweep.spec import BASELINE, SweepSpec
 
@@ -105,10 +105,13 @@ def _release_memory() -> None:
 
 def attempt_job(sweep_dir: Path, name: str, callbacks: list[TrainerCallback] | None = None) -> Attempt:
     """Run a job, turning any failure into an Attempt that says what went wrong (a user error's message,
-    else the exception and where it was raised). KeyboardInterrupt is not a failure: it stops the sweep."""
+    else the exception and where it was raised). An interruption (Ctrl-C, SIGTERM: the run saved a checkpoint
+    and raised TrainingInterrupted; or a KeyboardInterrupt elsewhere) is not a failure: it stops the sweep."""
     started = time.perf_counter()
     try:
         run_job(sweep_dir, name, callbacks)
+    except TrainingInterrupted:
+        raise
     except USER_ERRORS as err:
         return Attempt(False, time.perf_counter() - started, str(err))
     except Exception as err:  # a run's crash must not end the sweep: it is recorded and the rest goes on
@@ -142,6 +145,22 @@ def _log_to_stderr() -> None:
     root.setLevel(logging.INFO)
 
 
+def _stop_when_orphaned() -> None:
+    """A worker whose sweep process died (killed) stops as if interrupted -- a checkpoint, then exit --
+    rather than train on unwatched, where a rerun of the sweep would start a second trainer on its run."""
+    import signal
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="prefkit-orphan-watch", daemon=True).start()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m prefkit.sweep.jobs SWEEP_DIR NAME RESULT_FILE``: one job in its own process (``--parallel
     K``); its outcome is written to RESULT_FILE as JSON. Exit status 0 when it succeeded."""
@@ -152,7 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m prefkit.sweep.jobs SWEEP_DIR NAME RESULT_FILE", file=sys.stderr)
         return 2
     _log_to_stderr()
-    attempt = attempt_job(Path(args[0]), args[1])
+    _stop_when_orphaned()
+    try:
+        attempt = attempt_job(Path(args[0]), args[1])
+    except TrainingInterrupted as err:  # stopped by the sweep (or a signal): no result, the run resumes
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     write_json_atomic(Path(args[2]), {"ok": attempt.ok, "seconds": attempt.seconds, "error": attempt.error})
     if not attempt.ok:
         print(f"error: {attempt.error}", file=sys.stderr)

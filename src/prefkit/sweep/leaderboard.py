@@ -51,6 +51,12 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def baseline_metrics(sweep_dir: Path) -> dict[str, float]:
+    """The base model's held-out figures ({} before it is evaluated)."""
+    report = _read_json(sweep_dir / BASELINE / EVAL_FILE)
+    return flat_metrics(report.get("model")) if report else {}
+
+
 def _run_settings(spec: SweepSpec, sweep_dir: Path, name: str, keys: Sequence[str]) -> dict[str, Any]:
     """Every swept key's value for this run: what the grid set, else what the run's config resolved to
     (a key swept only in another --grid group)."""
@@ -207,8 +213,7 @@ def write_leaderboard(spec: SweepSpec, sweep_dir: Path, *, plots: bool = True) -
     """Rank the sweep folder's runs and write the leaderboard; ``plots`` False (while the sweep runs, after
     each job) leaves the plots for the end."""
     metric = spec.metric
-    base_report = _read_json(sweep_dir / BASELINE / EVAL_FILE)
-    baseline = flat_metrics(base_report.get("model")) if base_report else None
+    baseline = baseline_metrics(sweep_dir) or None
     rows = rank_rows(collect_rows(spec, sweep_dir), metric, baseline)
     board = Leaderboard(metric, rows, baseline, best(rows), "")
     written: list[Path] = []

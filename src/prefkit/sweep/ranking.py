@@ -24,6 +24,11 @@ from prefkit.evaluate.scorers import BUILTIN
 from prefkit.sweep.spec import SweepError
 
 DEFAULT_METRIC = "accuracy"
+# Not quality: more words or more varied words are not better replies, so they rank nothing.
+NOT_RANKABLE = frozenset({"length_words", "length_tokens", "length_chars", "distinct_1", "distinct_2"})
+# The implicit rewards are beta * (policy - reference) log-prob, computed with each run's own loss settings:
+# sweeping these makes them differ by construction (a larger beta, a larger margin), not by quality.
+REWARD_SETTINGS = frozenset({"pref_loss", "pref_beta", "simpo_gamma", "stage", "adapter_name_or_path"})
 LOWER_IS_BETTER = frozenset(
     {
         "prompt_copy",
@@ -96,7 +101,34 @@ def canonical_metric(text: str, scorers: Sequence[str] = ()) -> str:
             f"--metric {text}: not a held-out metric. The leaderboard ranks by held-out evaluation, not "
             f"by training logs; choose one of {', '.join(sorted(known))} (docs/evaluation.md)"
         )
+    if name in NOT_RANKABLE:
+        raise SweepError(
+            f"--metric {text}: a length or variety figure says nothing of quality (longer is not better); "
+            "rank by accuracy, relevance, rouge_l or a scorer"
+        )
     return name
+
+
+def check_metric_for_grid(metric: str, swept_keys: set[str]) -> None:
+    """Refuse a reward metric when the grid changes how rewards are computed: runs would differ by the
+    setting, not by what they learned."""
+    moving = swept_keys & REWARD_SETTINGS
+    if metric.startswith("rewards/") and moving:
+        raise SweepError(
+            f"--metric {metric}: the implicit rewards are computed with each run's own "
+            f"{', '.join(sorted(moving))}, so they are not comparable across this grid (a larger beta gives "
+            "a larger margin); rank by accuracy or margin (per-token log-probs, the same for every run)"
+        )
+
+
+def check_metric_measured(metric: str, baseline: Mapping[str, float]) -> None:
+    """The metric is among what the held-out evaluation measures (a user scorer may name any metric, so
+    this is known only once the base model is evaluated): checked before any run trains."""
+    if metric not in baseline:
+        raise SweepError(
+            f"--metric {metric}: the held-out evaluation of the base model gives no such figure; it gives "
+            f"{', '.join(sorted(baseline))}"
+        )
 
 
 def higher_is_better(metric: str) -> bool:

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prefkit.sweep.backends import BACKENDS, run_in_process, run_in_subprocesses, run_on_ray
 from prefkit.sweep.folder import (
@@ -27,9 +27,14 @@ from prefkit.sweep.folder import (
     locked,
     run_status,
 )
-from prefkit.sweep.grid import combinations, parse_group, select
-from prefkit.sweep.leaderboard import Leaderboard, write_leaderboard
-from prefkit.sweep.ranking import DEFAULT_METRIC, canonical_metric
+from prefkit.sweep.grid import Combination, combinations, parse_group, select
+from prefkit.sweep.leaderboard import Leaderboard, baseline_metrics, write_leaderboard
+from prefkit.sweep.ranking import (
+    DEFAULT_METRIC,
+    canonical_metric,
+    check_metric_for_grid,
+    check_metric_measured,
+)
 from prefkit.sweep.spec import (
     BASELINE,
     HELDOUT_FILE,
@@ -164,8 +169,35 @@ def run_sweep(
         raise SweepError(problem)
     resolved_eval = resolved_evaluation(base, evaluation)
     metric = canonical_metric(metric, resolved_eval["scorers"])
+    check_metric_for_grid(metric, {k for c in combos for k, _ in c.items})
     sweep_dir = Path(output_dir if output_dir is not None else f"{base.output_dir.rstrip('/')}-sweep")
 
+    # Planned (every combination's config checked) before anything is written, then again under the
+    # lock: a sweep into the same folder finishing meanwhile may have added runs.
+    planned = _plan(config, overrides, base, resolved_eval, metric, combos, sweep_dir)
+    if dry_run:
+        return planned[1]
+    with locked(sweep_dir):
+        spec, result, new = _plan(config, overrides, base, resolved_eval, metric, combos, sweep_dir)
+        spec.runs += new
+        record_command(spec, groups, trials, random, seed)
+        spec.write(sweep_dir)
+        _execute(spec, sweep_dir, base, result, backend, parallel, ray_address, gpus_per_run, callbacks)
+        result.leaderboard = write_leaderboard(spec, sweep_dir)
+    return result
+
+
+def _plan(
+    config: str | Path,
+    overrides: Sequence[str],
+    base: Config,
+    resolved_eval: dict[str, Any],
+    metric: str,
+    combos: Sequence[Combination],
+    sweep_dir: Path,
+) -> tuple[SweepSpec, SweepResult, list[PlannedRun]]:
+    """The sweep's spec (the folder's own, if it is a sweep folder already), where each combination's run
+    stands, and the runs new to the folder."""
     spec = new_spec(config, overrides, base, resolved_eval, metric)
     if check_sweep_folder(sweep_dir):
         existing = SweepSpec.read(sweep_dir)
@@ -182,17 +214,7 @@ def run_sweep(
         spec = existing
     planned, new = plan_runs(spec.config_file, spec.overrides, combos, spec.runs)
     skipped = [r.name for r in planned if run_status(sweep_dir / r.name) == EVALUATED]
-    result = SweepResult(sweep_dir, planned, skipped)
-    if dry_run:
-        return result
-
-    with locked(sweep_dir):
-        spec.runs += new
-        record_command(spec, groups, trials, random, seed)
-        spec.write(sweep_dir)
-        _execute(spec, sweep_dir, base, result, backend, parallel, ray_address, gpus_per_run, callbacks)
-        result.leaderboard = write_leaderboard(spec, sweep_dir)
-    return result
+    return spec, SweepResult(sweep_dir, planned, skipped), new
 
 
 def _execute(
@@ -241,6 +263,7 @@ def _execute(
                     f"the evaluation of the model the runs start from failed, so every run would: "
                     f"{result.attempts[BASELINE].error}"
                 )
+        check_metric_measured(spec.metric, baseline_metrics(sweep_dir))
         jobs = [r.name for r in result.runs if r.name not in result.skipped]
         logger.info(
             "sweep: %d runs in %s (%d evaluated already, %d to do)",

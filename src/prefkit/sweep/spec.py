@@ -92,8 +92,11 @@ class SweepSpec:
             raise SweepError(f"{path}: not a readable sweep file ({err})") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise SweepError(f"{path}: not a prefkit sweep file of format {FORMAT}")
-        runs = [PlannedRun(**r) for r in data.pop("runs", [])]
-        return cls(**data, runs=runs)
+        try:
+            runs = [PlannedRun(**r) for r in data.pop("runs", [])]
+            return cls(**data, runs=runs)
+        except TypeError as err:  # a key missing or unknown: the file was edited or is damaged
+            raise SweepError(f"{path}: not a valid sweep file ({err})") from None
 
     def write(self, sweep_dir: Path) -> None:
         write_json_atomic(sweep_dir / SPEC_FILE, asdict(self))
@@ -106,12 +109,29 @@ class SweepSpec:
         raise SweepError(f"{name}: no such run in this sweep")
 
     def run_config(self, run: PlannedRun, sweep_dir: Path) -> Config:
-        return load_config(
+        """The run's config, rebuilt from the base config file -- refused if that file no longer gives the
+        config the run was planned with (edited while the sweep runs, or since)."""
+        config = load_config(
             self.config_file, [*self.overrides, *run.overrides, *sweep_overrides(sweep_dir / run.name)]
         )
+        if _digest(_comparable(config)) != run.identity:
+            self._refuse_changed(config, run.name, set(run.settings))
+        return config
 
     def base_config(self) -> Config:
-        return load_config(self.config_file, self.overrides)
+        config = load_config(self.config_file, self.overrides)
+        if _plain(_comparable(config)) != _plain(self.base):
+            self._refuse_changed(config, "its runs", set())
+        return config
+
+    def _refuse_changed(self, config: Config, what: str, swept: set[str]) -> None:
+        now, then = _plain(_comparable(config)), self.base
+        changed = [k for k in sorted(set(now) | set(then)) if k not in swept and now.get(k) != then.get(k)]
+        raise SweepError(
+            f"{self.config_file} no longer gives the config this sweep planned {what} with "
+            f"({', '.join(changed) or 'its resolved values'} changed): every run of a sweep trains from one "
+            "base config. Restore the file, or start another sweep with --output-dir."
+        )
 
     def heldout_path(self, sweep_dir: Path) -> str:
         """The held-out pairs: heldout.jsonl in the sweep folder, an absolute path, or a builtin: name."""
@@ -126,6 +146,11 @@ def sweep_overrides(run_dir: Path) -> list[str]:
 
 def _comparable(config: Config) -> dict[str, Any]:
     return {k: v for k, v in config.resolved().items() if k not in SWEEP_KEYS}
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """Values as sweep.json holds them (JSON types), so a config compares equal to its record."""
+    return json.loads(json.dumps(values, default=str))
 
 
 def _digest(values: dict[str, Any]) -> str:
