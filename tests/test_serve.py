@@ -264,9 +264,10 @@ def test_a_full_queue_answers_429(server):
         waiting.submit(_raw, server, "POST", "/v1/chat/completions", _chat(max_tokens=LONG, ignore_eos=True))
         for _ in range(2)
     ]
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a loaded machine (CI) can take its time to queue them
     while _health(server)["waiting"] < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert _health(server)["waiting"] == 2, _health(server)  # the queue is full now
     status, body = _raw(server, "POST", "/v1/chat/completions", _chat(max_tokens=4))
     assert status == 429 and body["error"]["type"] == "rate_limit_error"
     for conn, _ in streams:

@@ -46,6 +46,12 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def is_first_process() -> bool:
+    """Rank 0 of a launch (or the only process), from the launcher's environment: known before the
+    process group is set up (accelerate's PartialState says "main" on every rank until then)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def mislaunch_warning() -> str | None:
     """A message when more processes were asked for than are running, else None."""
     asked = requested_processes()

@@ -33,7 +33,7 @@ from prefkit.callbacks import (
 )
 from prefkit.data.collate import SFTCollator, preference_collator
 from prefkit.data.load import prepare_data
-from prefkit.distributed import mislaunch_warning
+from prefkit.distributed import is_first_process, mislaunch_warning
 from prefkit.env import cache_dir
 from prefkit.errors import PrefkitError, TrainingInterrupted
 from prefkit.evaluate.training import generation_eval_for
@@ -230,7 +230,7 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
     if (warning := mislaunch_warning()) is not None:
         logger.warning(warning)
     output_dir = Path(config.output_dir)
-    with training_into(output_dir, enabled=state.is_main_process):
+    with training_into(output_dir, enabled=is_first_process()):
         return _train(config, callbacks, state, output_dir)
 
 
