@@ -397,6 +397,7 @@ def main() -> int:
     passed = sys.argv[1:]
     if "--precision" not in passed:
         passed += ["--precision", args.precision]
+    load_before = os.getloadavg()[0]  # other work on the machine skews both sides' figures
     ceiling = matmul_ceiling(device)
     n = parameters(args.model)
     runs = []
@@ -427,6 +428,9 @@ def main() -> int:
         "machine": machine(),
         "settings": {k: v for k, v in vars(args).items() if k not in {"side", "method", "output"}},
         "command": "python benchmarks/vs_trl.py " + " ".join(sys.argv[1:]),
+        # What makes the two sides' work the same (see _keep_template_ending).
+        "same_sequences": "TRL's CPO/ORPO EOS append skipped for replies whose chat template closed the turn",
+        "load_average_before": load_before,
         "date": dt.date.today().isoformat(),
         "runs": runs,
     }

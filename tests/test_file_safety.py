@@ -193,3 +193,22 @@ with training_into(Path(sys.argv[1])):
     print("holding", flush=True)
     time.sleep(600)
 """
+
+
+def test_only_rank_0_holds_the_folder_and_a_write_probe_is_not_a_strangers_file(tmp_path, monkeypatch):
+    """Every rank of a DDP launch trains into one folder: only rank 0 takes the lock (the others would be
+    refused by it). Pre-flight's write probe, held for a moment by one rank, does not make the folder
+    look like someone else's to another."""
+    from prefkit.distributed import is_first_process
+    from prefkit.preflight import WRITE_PROBE_PREFIX
+    from prefkit.run_start import plan_start, training_into
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with training_into(out, enabled=is_first_process()):
+        monkeypatch.setenv("RANK", "1")
+        assert not is_first_process()
+        with training_into(out, enabled=is_first_process()):  # rank 1: no lock, no refusal
+            pass
+    (out / f"{WRITE_PROBE_PREFIX}abc123").write_text("")
+    assert plan_start(out, overwrite=False, resume="auto").action == "fresh"

@@ -543,3 +543,17 @@ def test_sigterm_stops_a_parallel_sweep_and_every_worker_with_a_checkpoint(tmp_p
         assert json.loads((run_dir / "prefkit_run.json").read_text())["status"] != "finished"
         with training_into(run_dir):  # free: the worker that trained it has ended
             pass
+
+
+def test_a_reward_metric_is_refused_when_earlier_runs_of_the_folder_swept_beta(interrupted):
+    """The leaderboard ranks every run of the folder: a later command sweeping only the learning rate
+    cannot rank the earlier pref_beta runs by their (beta-scaled) rewards."""
+    with pytest.raises(SweepError, match="pref_beta"):
+        run_sweep(
+            interrupted["config"],
+            ["learning_rate=1e-3"],
+            metric="rewards/margins",
+            output_dir=interrupted["dir"],
+            evaluation=EVAL,
+            dry_run=True,
+        )

@@ -7,12 +7,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from prefkit.env import cache_dir
+from prefkit.locks import held
 from prefkit.preflight import WRITE_PROBE_PREFIX
 from prefkit.runs import CHECKPOINT, RUN_FILE, RUN_NAMES, OutputDirError, RunFolder, RunMarker, read_marker
 
@@ -166,40 +166,25 @@ def check_not_overlapping(output_dir: Path, protected: dict[str, list[Path]]) ->
 def training_into(output_dir: Path, enabled: bool = True) -> Iterator[None]:
     """Hold this output folder for the run: a second prefkit process training into the same folder (a
     command started twice, a sweep rerun while its workers still train) is refused instead of writing
-    the same checkpoints and marker. An flock on a file in prefkit's cache, keyed by the folder's real
-    path -- not in the folder, which holds only the run's files -- so it is released when the process
-    ends, however it ends. Local file locks: two machines training into one shared folder are not seen."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        fcntl = None
-    if not enabled or fcntl is None:
+    the same checkpoints and marker. The lock file is in prefkit's cache, keyed by the folder's real path
+    -- not in the folder, which holds only the run's files."""
+    if not enabled:
         yield
         return
     key = hashlib.sha256(str(_real(output_dir)).encode()).hexdigest()[:32]
-    lock_path = cache_dir() / "locks" / f"{key}.lock"
+    lock_file = cache_dir() / "locks" / f"{key}.lock"
     try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        handle = lock_path.open("a+")
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        lock_file.touch()
     except OSError as err:  # an unwritable cache: train unlocked rather than not at all
         logger.debug("no run lock for %s: %s", output_dir, err)
         yield
         return
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise OutputDirError(
-                f"output_dir {output_dir}: another prefkit process ({holder}) is training into it now; wait "
-                "for it to end or stop it, then run this command again (it resumes)"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with held(
+        lock_file,
+        lambda holder: OutputDirError(
+            f"output_dir {output_dir}: another prefkit process ({holder}) is training into it now; wait "
+            "for it to end or stop it, then run this command again (it resumes)"
+        ),
+    ):
+        yield

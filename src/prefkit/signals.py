@@ -23,6 +23,9 @@ from transformers import TrainerCallback
 logger = logging.getLogger(__name__)
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
+# Set by the first signal of a run: anything that would signal this process to stop (a sweep worker's
+# watch on its sweep) must not send a second signal, which would cut the checkpoint save short.
+STOP_REQUESTED = threading.Event()
 
 
 class GracefulStop(TrainerCallback):
@@ -59,6 +62,7 @@ class GracefulStop(TrainerCallback):
                 "%s: stopping after this step and saving a checkpoint (send it again to stop at once)", name
             )
             self.request(signum)
+            STOP_REQUESTED.set()
             for s in HANDLED:
                 signal.signal(s, second)
 

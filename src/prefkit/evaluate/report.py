@@ -91,11 +91,14 @@ def guard_for(metric: str) -> tuple[tuple[str, ...], str] | None:
     return None
 
 
-def _fmt(value: Any) -> str:
+def format_cell(value: Any) -> str:
+    """A value as a Markdown table cell: numbers to 3 decimals, missing ones as —, lists as JSON."""
     if value is None:
         return "—"
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 1000 else f"{value:.0f}"
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False)
     return str(value)
 
 
@@ -109,9 +112,9 @@ def _rows(metrics: Mapping[str, Any], baseline: Mapping[str, Any] | None, names:
         if baseline is not None:
             b, m = baseline.get(name), metrics.get(name)
             delta = f"{m - b:+.3f}" if isinstance(b, float) and isinstance(m, float) else ""
-            lines.append(f"| {name} | {_fmt(b)} | {_fmt(m)} | {delta} | {guard_text} |")
+            lines.append(f"| {name} | {format_cell(b)} | {format_cell(m)} | {delta} | {guard_text} |")
         else:
-            lines.append(f"| {name} | {_fmt(metrics.get(name))} | {guard_text} |")
+            lines.append(f"| {name} | {format_cell(metrics.get(name))} | {guard_text} |")
     return lines
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from prefkit.errors import TrainingInterrupted
 from prefkit.sweep.folder import LOG_DIR, Attempt
-from prefkit.sweep.jobs import attempt_job, ray_job
+from prefkit.sweep.jobs import SWEEP_PID_ENV, attempt_job, ray_job
 from prefkit.sweep.spec import SweepError
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ class _Worker:
         self.log = logs / f"{name}.log"
         self.result = logs / f"{name}.result.json"
         self.result.unlink(missing_ok=True)
-        env = dict(os.environ)
+        env = {**os.environ, SWEEP_PID_ENV: str(os.getpid())}
         if gpus > 0:
             env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
         self.started = time.perf_counter()
@@ -123,15 +123,16 @@ def run_in_subprocesses(
             while pending or running:
                 free = sorted(set(range(parallel)) - {w.slot for w in running})
                 while pending and free:
-                    worker = _Worker(pending.pop(0), sweep_dir, cwd, free.pop(0), gpus)
+                    with _signals_held():  # started and listed as one: _stop reaches every worker
+                        worker = _Worker(pending.pop(0), sweep_dir, cwd, free.pop(0), gpus)
+                        running.append(worker)
                     logger.info("sweep: started %s (log: %s)", worker.name, worker.log)
-                    running.append(worker)
                 for worker in [w for w in running if w.process.poll() is not None]:
                     running.remove(worker)
                     record(worker.name, worker.attempt())
                 time.sleep(POLL_SECONDS)
         except KeyboardInterrupt as err:
-            stopped_by = signal.SIGTERM if str(err) == SIGTERM_TEXT else signal.SIGINT
+            stopped_by = _signal_of(err)
         finally:
             _stop(running)
     if stopped_by is not None:
@@ -140,6 +141,24 @@ def run_in_subprocesses(
             "Run the same command to go on.",
             stopped_by,
         )
+
+
+def _signal_of(interrupt: KeyboardInterrupt) -> signal.Signals:
+    return signal.SIGTERM if str(interrupt) == SIGTERM_TEXT else signal.SIGINT
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait (are delivered at the end of the block) -- main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
 
 
 def _stop(workers: Sequence[_Worker]) -> None:
@@ -190,6 +209,30 @@ def run_on_ray(
         raise SweepError(
             "--backend ray needs Ray: pip install 'prefkit[ray]' (on every node of the cluster)"
         ) from None
+    stopped_by: signal.Signals | None = None
+    with _sigterm_as_interrupt():
+        try:
+            _ray_jobs(ray, jobs, sweep_dir, cwd, record, address, gpus_per_run)
+        except KeyboardInterrupt as err:
+            stopped_by = _signal_of(err)
+    if stopped_by is not None:
+        raise TrainingInterrupted(
+            f"the sweep was stopped ({stopped_by.name}); its Ray tasks were cancelled, so their runs resume "
+            "from their last saved checkpoint (the steps after it are trained again). Run the same command "
+            "to go on.",
+            stopped_by,
+        )
+
+
+def _ray_jobs(
+    ray: Any,
+    jobs: Sequence[str],
+    sweep_dir: Path,
+    cwd: str,
+    record: Record,
+    address: str | None,
+    gpus_per_run: float | None,
+) -> None:
     started_here = not ray.is_initialized()
     if started_here:
         # address None: $RAY_ADDRESS, else a running local cluster, else a new local instance.

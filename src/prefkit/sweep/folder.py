@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefkit.locks import held
 from prefkit.runs import RUN_FILE, write_json_atomic
 from prefkit.sweep.spec import BASELINE, SPEC_FILE, SweepError
 
@@ -54,33 +53,20 @@ def check_sweep_folder(path: Path) -> bool:
     )
 
 
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> contextlib.AbstractContextManager[None]:
     """Hold the sweep folder's lock: a second ``prefkit sweep`` into the same folder is refused while one
-    runs (on systems without fcntl, no lock is taken)."""
+    runs."""
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    path.mkdir(parents=True, exist_ok=True)
-    with (path / LOCK_FILE).open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise SweepError(
-                f"another prefkit sweep is running in {path} ({holder}); wait for it, or stop it first"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / LOCK_FILE).touch()
+    except OSError as err:
+        raise SweepError(f"sweep folder {path}: cannot write there ({err.strerror or err})") from None
+    return held(
+        path / LOCK_FILE,
+        lambda holder: SweepError(
+            f"another prefkit sweep is running in {path} ({holder}); wait for it, or stop it first"
+        ),
+    )
 
 
 def run_status(run_dir: Path) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -145,18 +146,26 @@ def _log_to_stderr() -> None:
     root.setLevel(logging.INFO)
 
 
+SWEEP_PID_ENV = "PREFKIT_SWEEP_PID"  # set by the sweep for its worker processes
+
+
 def _stop_when_orphaned() -> None:
     """A worker whose sweep process died (killed) stops as if interrupted -- a checkpoint, then exit --
-    rather than train on unwatched, where a rerun of the sweep would start a second trainer on its run."""
-    import signal
+    rather than train on unwatched, where a rerun of the sweep would start a second trainer on its run.
+    Only for workers a sweep started (it names itself in the environment), and never a second signal."""
     import threading
 
-    parent = os.getppid()
+    from prefkit.signals import STOP_REQUESTED
+
+    sweep = int(os.environ.get(SWEEP_PID_ENV, "0"))
+    if sweep <= 0:
+        return
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while os.getppid() == sweep:
             time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGTERM)
+        if not STOP_REQUESTED.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="prefkit-orphan-watch", daemon=True).start()
 
@@ -171,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m prefkit.sweep.jobs SWEEP_DIR NAME RESULT_FILE", file=sys.stderr)
         return 2
     _log_to_stderr()
+    # The sweep holds SIGINT/SIGTERM back while it starts a worker, and a child inherits that mask.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     _stop_when_orphaned()
     try:
         attempt = attempt_job(Path(args[0]), args[1])

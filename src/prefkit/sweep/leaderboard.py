@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from prefkit.evaluate.compare import differing_settings, load_run, plot_runs
+from prefkit.evaluate.report import format_cell
 from prefkit.runs import write_json_atomic, write_text_atomic
 from prefkit.sweep.folder import EVAL_FILE, EVALUATED, SweepState, run_status
 from prefkit.sweep.plots import plot_metric_by_key
@@ -90,18 +91,8 @@ def collect_rows(spec: SweepSpec, sweep_dir: Path) -> list[Row]:
     return rows
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 1000 else f"{value:.0f}"
-    if isinstance(value, list | dict):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
-
-
 def _setting(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else _fmt(value)  # 5e-06, not 0.000
+    return f"{value:g}" if isinstance(value, float) else format_cell(value)  # 5e-06, not 0.000
 
 
 def _cell(text: str, limit: int = 200) -> str:
@@ -145,10 +136,11 @@ def markdown(spec: SweepSpec, sweep_dir: Path, board: Leaderboard, plots: Sequen
     if board.best is not None:
         b = board.best
         relevance = (
-            f", relevance {_fmt((b.metrics or {}).get('relevance'))}" if "relevance" in columns else ""
+            f", relevance {format_cell((b.metrics or {}).get('relevance'))}" if "relevance" in columns else ""
         )
         lines += [
-            f"**Best: `{b.name}`** ({metric} {_fmt(b.value)}{relevance}); its model: `{sweep_dir / b.name}`.",
+            f"**Best: `{b.name}`** ({metric} {format_cell(b.value)}{relevance}); "
+            f"its model: `{sweep_dir / b.name}`.",
             "",
         ]
     elif rows:
@@ -159,12 +151,12 @@ def markdown(spec: SweepSpec, sweep_dir: Path, board: Leaderboard, plots: Sequen
         base_cells = ["—" for _ in keys]
         lines.append(
             "| — | base model | "
-            + " | ".join([*base_cells, *(_fmt(baseline.get(c)) for c in columns)])
+            + " | ".join([*base_cells, *(format_cell(baseline.get(c)) for c in columns)])
             + " | |"
         )
     for row in rows:
-        cells = [_fmt(row.rank), f"`{row.name}`", *(_setting(row.settings.get(k)) for k in keys)]
-        cells += [_fmt((row.metrics or {}).get(c)) for c in columns]
+        cells = [format_cell(row.rank), f"`{row.name}`", *(_setting(row.settings.get(k)) for k in keys)]
+        cells += [format_cell((row.metrics or {}).get(c)) for c in columns]
         if row.status == FAILED:
             guard = f"failed: {_cell(row.error or '')}"
         elif row.value is None:

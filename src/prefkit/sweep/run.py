@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import prefkit
 from prefkit.sweep.backends import BACKENDS, run_in_process, run_in_subprocesses, run_on_ray
 from prefkit.sweep.folder import (
     EVALUATED,
@@ -119,6 +120,17 @@ def check_working_folder(spec: SweepSpec) -> None:
         )
 
 
+def _version_note(existing: SweepSpec) -> str:
+    """A new prefkit can resolve the same file to other values (a new key with its default)."""
+    if existing.prefkit_version == prefkit.__version__:
+        return ""
+    return (
+        f"\nThis sweep was planned by prefkit {existing.prefkit_version}, this is {prefkit.__version__}: "
+        "a setting that differs without your editing the file comes from that; finish the sweep with "
+        f"prefkit {existing.prefkit_version}, or start a new one."
+    )
+
+
 def _check_backend(backend: str, parallel: int, callbacks: list[TrainerCallback] | None) -> None:
     if backend not in BACKENDS:
         raise SweepError(f"--backend {backend}: expected one of {', '.join(BACKENDS)}")
@@ -169,7 +181,6 @@ def run_sweep(
         raise SweepError(problem)
     resolved_eval = resolved_evaluation(base, evaluation)
     metric = canonical_metric(metric, resolved_eval["scorers"])
-    check_metric_for_grid(metric, {k for c in combos for k, _ in c.items})
     sweep_dir = Path(output_dir if output_dir is not None else f"{base.output_dir.rstrip('/')}-sweep")
 
     # Planned (every combination's config checked) before anything is written, then again under the
@@ -206,13 +217,15 @@ def _plan(
             raise SweepError(
                 f"{sweep_dir} holds a sweep of another base config or evaluation; its runs would not be "
                 "comparable with these:\n" + "\n".join(changed) + "\nUse another --output-dir for this one "
-                "(prefkit never deletes a sweep's runs)."
+                "(prefkit never deletes a sweep's runs)." + _version_note(existing)
             )
         check_working_folder(existing)
         # The same base config (every resolved value equal), perhaps from a moved file: read it from here on.
         existing.config_file, existing.overrides, existing.metric = spec.config_file, spec.overrides, metric
         spec = existing
     planned, new = plan_runs(spec.config_file, spec.overrides, combos, spec.runs)
+    # The leaderboard ranks every run of the folder, those of earlier commands too.
+    check_metric_for_grid(metric, {k for run in [*spec.runs, *new] for k in run.settings})
     skipped = [r.name for r in planned if run_status(sweep_dir / r.name) == EVALUATED]
     return spec, SweepResult(sweep_dir, planned, skipped), new
 
