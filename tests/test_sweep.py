@@ -339,6 +339,9 @@ def test_what_a_sweep_refuses_before_running_anything(tmp_path, tiny_model_dir):
         run_sweep(no_eval, GRID, output_dir=tmp_path / "s", evaluation=EVAL)
     with pytest.raises(SweepError, match="changes which pairs are held out"):
         run_sweep(config, ["seed=1,2"], output_dir=tmp_path / "s", evaluation=EVAL)
+    with pytest.raises(SweepError, match="is the training data"):
+        on_train = EvalSettings(eval_file=str(tmp_path / "pairs.jsonl"), max_new_tokens=8)
+        run_sweep(config, GRID, output_dir=tmp_path / "s", evaluation=on_train)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(SweepError, match=r"holds no sweep\.json"):

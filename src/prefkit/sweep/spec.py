@@ -209,6 +209,11 @@ def plan_runs(
 def eval_data_problem(base: Config, swept_keys: set[str], evaluation: EvalSettings) -> str | None:
     """Why the sweep cannot rank its runs on one held-out set, or None."""
     if evaluation.eval_file:
+        if _same_data(evaluation.eval_file, base.train_file):
+            return (
+                f"--eval-file {evaluation.eval_file} is the training data: the leaderboard would reward "
+                "memorising it; pass held-out pairs"
+            )
         if evaluation.eval_file.startswith("builtin:") or Path(evaluation.eval_file).exists():
             return None
         return f"--eval-file {evaluation.eval_file}: no such file"
@@ -231,6 +236,17 @@ def eval_data_problem(base: Config, swept_keys: set[str], evaluation: EvalSettin
             "ranked on different pairs: set eval_file in the base config or pass --eval-file PAIRS.jsonl"
         )
     return None
+
+
+def _same_data(eval_file: str, train_file: str | None) -> bool:
+    if not train_file:
+        return False
+    if eval_file == train_file:
+        return True
+    try:
+        return Path(eval_file).resolve() == Path(train_file).resolve()
+    except OSError:
+        return False
 
 
 def resolved_evaluation(base: Config, evaluation: EvalSettings) -> dict[str, Any]:
