@@ -322,7 +322,7 @@ def side_main(args: argparse.Namespace) -> None:
     import torch
 
     from prefkit.env import cache_dir
-    from prefkit.models import resolve_first
+    from prefkit.model_sources import resolve_first
 
     model_dir = resolve_first(args.model, cache_dir())
     with tempfile.TemporaryDirectory() as tmp:
@@ -349,7 +349,7 @@ def parameters(model: str) -> int:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from prefkit.env import cache_dir
-    from prefkit.models import resolve_first
+    from prefkit.model_sources import resolve_first
 
     with torch.device("meta"):
         net = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_first(model, cache_dir())))

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from prefkit.models import ModelLoadError, _gguf_cache_name, _why, resolve_first, resolve_model
+from prefkit.model_sources import ModelLoadError, _gguf_cache_name, _why, resolve_first, resolve_model
 
 
 def test_local_folder_resolves_to_itself(tiny_model_dir, tmp_path):
@@ -84,7 +84,7 @@ def offline(monkeypatch) -> None:
 
 
 def test_the_builtins_hub_id_resolves_to_it_offline(builtin_in_cache, monkeypatch):
-    from prefkit.models import BUILTIN_MODELS
+    from prefkit.model_sources import BUILTIN_MODELS
 
     offline(monkeypatch)
     hub_id = BUILTIN_MODELS["smollm2-135m-instruct"].hub_id

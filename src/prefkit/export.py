@@ -39,7 +39,8 @@ from prefkit.inference import (
     shared_template,
     trained_template,
 )
-from prefkit.models import ModelLoadError, load_tokenizer, resolve_first
+from prefkit.model_sources import ModelLoadError, resolve_first
+from prefkit.models import load_tokenizer
 
 logger = logging.getLogger(__name__)
 

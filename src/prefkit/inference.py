@@ -28,7 +28,8 @@ from prefkit.engine import BASE_MODEL
 from prefkit.env import cache_dir, cpu_bf16_fast
 from prefkit.errors import PrefkitError
 from prefkit.generate import context_length
-from prefkit.models import ModelLoadError, load_tokenizer, resolve_first
+from prefkit.model_sources import ModelLoadError, resolve_first
+from prefkit.models import load_tokenizer
 
 logger = logging.getLogger(__name__)
 

@@ -40,7 +40,8 @@ from prefkit.evaluate import (
 from prefkit.evaluate.text import is_japanese
 from prefkit.generate import SamplingSettings
 from prefkit.losses import LOSSES
-from prefkit.models import compute_dtype, load_tokenizer, resolve_first
+from prefkit.model_sources import resolve_first
+from prefkit.models import compute_dtype, load_tokenizer
 from prefkit.run_start import plan_start
 from prefkit.runs import RunFolder, read_marker, write_json_atomic, write_text_atomic
 from prefkit.train import train

@@ -39,13 +39,8 @@ from prefkit.errors import PrefkitError, TrainingInterrupted
 from prefkit.evaluate.training import generation_eval_for
 from prefkit.finish import finish_from_checkpoint, finish_saved_run, save_final, write_plots
 from prefkit.losses import LOSSES, LossParams
-from prefkit.models import (
-    compute_dtype,
-    load_base_model,
-    load_for_training,
-    resolve_first,
-    trainable_parameters,
-)
+from prefkit.model_sources import resolve_first
+from prefkit.models import compute_dtype, load_base_model, load_for_training, trainable_parameters
 from prefkit.preflight import preflight
 from prefkit.refcache import ReferenceCache, reference_identity
 from prefkit.resume import TRAINING_CONFIG, check_resume, training_complete

@@ -27,7 +27,8 @@ from prefkit.checkpointing import AtomicCheckpoints
 from prefkit.data.collate import NUM_TOKENS
 from prefkit.logps import sequence_logps
 from prefkit.losses import LOSSES, LossOutput, LossParams, PolicyLogps
-from prefkit.models import LoadedModel, builtin_origin, place_like
+from prefkit.model_sources import builtin_origin
+from prefkit.models import LoadedModel, place_like
 from prefkit.nonfinite import NonFiniteGuard, NonFiniteWeightsError, nonfinite_parameters
 from prefkit.refcache import PAIR_KEYS, ReferenceCache, fill, pair_key
 

@@ -27,7 +27,8 @@ from prefkit.evaluate.report import check_output_dir, write_reports
 from prefkit.evaluate.scorers import Sample, resolve_scorers
 from prefkit.generate import SamplingSettings
 from prefkit.losses import LOSSES, LossParams
-from prefkit.models import load_tokenizer, resolve_first
+from prefkit.model_sources import resolve_first
+from prefkit.models import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
