@@ -18,6 +18,7 @@ from prefkit.cli_common import (
     reported,
     setup_logging,
 )
+from prefkit.cli_serve import serve_app
 from prefkit.cli_sweep import sweep_app
 from prefkit.cli_use import use_app
 from prefkit.errors import EXIT_BAD_DATA
@@ -33,7 +34,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Check and convert datasets.")
 app.add_typer(data_app, name="data")
-app.add_typer(use_app)  # chat, generate, export, serve, ui
+app.add_typer(use_app)  # chat, generate, export
+app.add_typer(serve_app)  # serve, ui
 app.add_typer(sweep_app)  # sweep
 
 

@@ -1,10 +1,10 @@
-"""The commands that use a trained model: `prefkit chat`, `generate`, `export`, `serve` and `ui` (a thin
-skin over prefkit.chat, prefkit.batch_generate, prefkit.export, prefkit.serve and prefkit.ui)."""
+"""The commands that use a trained model in a terminal or on files: `prefkit chat`, `generate` and `export`
+(a thin skin over prefkit.chat, prefkit.batch_generate and prefkit.export); the servers are in
+cli_serve."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from prefkit.cli_common import fail, reported
+from prefkit.cli_options import Device, Dtype, Model, Template, Threads, candidates
 
 if TYPE_CHECKING:
     from prefkit.generate import SamplingSettings
@@ -19,26 +20,7 @@ if TYPE_CHECKING:
 
 use_app = typer.Typer()
 
-Model = Annotated[
-    str,
-    typer.Option(
-        "--model",
-        help="Base model: a builtin alias (smollm2-135m-instruct), a folder, a .gguf file or a hub id; "
-        "comma-separated candidates are tried in order.",
-    ),
-]
-Template = Annotated[
-    str | None,
-    typer.Option(
-        help="Named chat template (chatml, llama3, qwen, gemma, mistral) for tokenizers without one."
-    ),
-]
-Dtype = Annotated[str, typer.Option(help="auto (bf16 where fast, else fp32/fp16), bf16, fp16 or fp32.")]
-Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
-Threads = Annotated[
-    int | None,
-    typer.Option(help="CPU threads for PyTorch (default: one per core; fewer on a busy shared CPU)."),
-]
+# Sampling, for chat and generate.
 MaxNewTokens = Annotated[int, typer.Option(help="Longest reply, in tokens.")]
 Temperature = Annotated[
     float | None,
@@ -50,19 +32,6 @@ TopP = Annotated[
 TopK = Annotated[int | None, typer.Option(help="Sample among the k most likely tokens (0: off).")]
 RepetitionPenalty = Annotated[float | None, typer.Option(help="Penalty for repeated tokens (1: off).")]
 Seed = Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")]
-ApiKey = Annotated[
-    str | None,
-    typer.Option(
-        envvar="PREFKIT_API_KEY",
-        help="Require 'Authorization: Bearer KEY' on /v1 and /ui/api (or $PREFKIT_API_KEY).",
-    ),
-]
-LogLevel = Annotated[str, typer.Option(help="uvicorn log level: debug, info, warning, error.")]
-
-
-def _candidates(model: str) -> str | list[str]:
-    names = [m.strip() for m in model.split(",") if m.strip()]
-    return names[0] if len(names) == 1 else names
 
 
 def _settings(
@@ -122,7 +91,7 @@ def chat(
         import readline  # noqa: F401  (line editing and history for input())
     adapters = parse_adapters([str(adapter)]) if adapter else []
     loaded = load_for_inference(
-        _candidates(model), adapters, template=template, dtype=dtype, device=device, threads=threads
+        candidates(model), adapters, template=template, dtype=dtype, device=device, threads=threads
     )
     settings = _settings(loaded, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
     session = ChatSession(loaded, settings, adapter=adapters[0].name if adapters else None, system=system)
@@ -197,7 +166,7 @@ def generate_cmd(
         check_files(input, output, skip_bad=skip_bad, force=force)
         adapters = parse_adapters([str(adapter)]) if adapter else []
         loaded = load_for_inference(
-            _candidates(model), adapters, template=template, dtype=dtype, device=device, threads=threads
+            candidates(model), adapters, template=template, dtype=dtype, device=device, threads=threads
         )
         settings = _settings(loaded, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
         result = generate_file(
@@ -271,7 +240,7 @@ def export(
 
     setup_logging()
     result = export_model(
-        _candidates(model),
+        candidates(model),
         parse_adapters(adapter),
         output,
         weights=_floats(weights),
@@ -282,126 +251,3 @@ def export(
     )
     merged = ", ".join(f"{name} x {w:g}" for name, w in zip(result.adapters, result.weights, strict=True))
     console.print(f"wrote {result.output} ({result.dtype}; merged {merged}): {', '.join(result.files)}")
-
-
-@use_app.command()
-@reported
-def serve(
-    model: Model,
-    adapter: Annotated[
-        list[str] | None, typer.Option(help="NAME=PATH of a LoRA adapter to serve as model NAME; repeatable.")
-    ] = None,
-    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (0: any free one).")] = 8000,
-    api_key: ApiKey = None,
-    served_model_name: Annotated[
-        str | None, typer.Option(help="The base model's name in the API (default: --model).")
-    ] = None,
-    max_batch: Annotated[int, typer.Option(help="Sequences decoded together.")] = 8,
-    max_queue: Annotated[int, typer.Option(help="Requests waiting for a slot; more get 429.")] = 64,
-    max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 512,
-    max_model_len: Annotated[
-        int | None, typer.Option(help="Prompt + reply tokens (default: the model's context, at most 4096).")
-    ] = None,
-    max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 1 << 20,
-    max_connections: Annotated[int, typer.Option(help="Open connections; beyond, requests get 503.")] = 256,
-    body_timeout: Annotated[
-        float, typer.Option(help="Seconds a request body may take to arrive (408).")
-    ] = 30.0,
-    header_timeout: Annotated[
-        float, typer.Option(help="Seconds a connection may take to send a request's headers (then closed).")
-    ] = 10.0,
-    template: Template = None,
-    dtype: Dtype = "auto",
-    device: Device = "auto",
-    threads: Threads = None,
-    log_level: LogLevel = "info",
-    ui: Annotated[
-        bool, typer.Option("--ui", help="Also serve the web page at / (runs and a chat; see docs/ui.md).")
-    ] = False,
-    runs: Annotated[
-        Path | None,
-        typer.Option(help="The folder whose prefkit runs the page shows (implies --ui; default: here)."),
-    ] = None,
-) -> None:
-    """An OpenAI-compatible HTTP server for the model and its adapters (/v1/chat/completions, ...)."""
-    from prefkit.cli_common import setup_logging
-    from prefkit.inference import parse_adapters
-    from prefkit.serve import ServeLimits
-    from prefkit.serve import serve as run_server
-
-    setup_logging()
-    limits = ServeLimits(
-        max_batch=max_batch,
-        max_queue=max_queue,
-        max_tokens=max_tokens,
-        max_model_len=max_model_len,
-        max_body_bytes=max_body_bytes,
-        max_connections=max_connections,
-        body_timeout=body_timeout,
-        header_timeout=header_timeout,
-    )
-    limits.check()
-    run_server(
-        _candidates(model),
-        parse_adapters(adapter or []),
-        host=host,
-        port=port,
-        api_key=api_key or os.environ.get("PREFKIT_API_KEY") or None,
-        limits=limits,
-        served_model_name=served_model_name,
-        template=template,
-        dtype=dtype,
-        device=device,
-        threads=threads,
-        log_level=log_level,
-        ui_runs=runs if runs is not None else (Path(".") if ui else None),
-    )
-
-
-@use_app.command()
-@reported
-def ui(
-    runs: Annotated[
-        Path, typer.Option(help="The folder whose prefkit runs (and evaluations) the page shows.")
-    ],
-    model: Annotated[
-        str | None,
-        typer.Option(help="Also serve this base model for the page's chat (as prefkit serve --model)."),
-    ] = None,
-    adapter: Annotated[
-        list[str] | None, typer.Option(help="NAME=PATH of a LoRA adapter to chat with; repeatable.")
-    ] = None,
-    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (0: any free one).")] = 8000,
-    api_key: ApiKey = None,
-    served_model_name: Annotated[
-        str | None, typer.Option(help="The base model's name in the chat (default: --model).")
-    ] = None,
-    template: Template = None,
-    dtype: Dtype = "auto",
-    device: Device = "auto",
-    threads: Threads = None,
-    log_level: LogLevel = "info",
-) -> None:
-    """The web page for a folder of runs: status, live curves, configs, evaluations, overlays; with
-    --model, a chat with the model and its adapters (prefkit serve --ui with fewer options)."""
-    from prefkit.cli_common import setup_logging
-    from prefkit.inference import parse_adapters
-    from prefkit.ui import serve_ui
-
-    setup_logging()
-    if adapter and model is None:
-        raise fail("--adapter needs --model (the base model the adapters were trained on)")
-    options = {"served_model_name": served_model_name, "template": template, "dtype": dtype}
-    options |= {"device": device, "threads": threads}
-    serve_ui(
-        runs,
-        _candidates(model) if model is not None else None,
-        parse_adapters(adapter or []),
-        host=host,
-        port=port,
-        api_key=api_key or os.environ.get("PREFKIT_API_KEY") or None,
-        log_level=log_level,
-        **(options if model is not None else {}),
-    )
