@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -89,7 +88,7 @@ def serve(
         parse_adapters(adapter or []),
         host=host,
         port=port,
-        api_key=api_key or os.environ.get("PREFKIT_API_KEY") or None,
+        api_key=api_key or None,  # --api-key reads $PREFKIT_API_KEY itself
         limits=limits,
         served_model_name=served_model_name,
         template=template,
@@ -143,7 +142,7 @@ def ui(
         parse_adapters(adapter or []),
         host=host,
         port=port,
-        api_key=api_key or os.environ.get("PREFKIT_API_KEY") or None,
+        api_key=api_key or None,  # --api-key reads $PREFKIT_API_KEY itself
         log_level=log_level,
         **(options if model is not None else {}),
     )

@@ -117,8 +117,7 @@ def run_in_subprocesses(
     pending = list(jobs)
     running: list[_Worker] = []
     gpus = _gpu_count()
-    stopped_by: signal.Signals | None = None
-    with _sigterm_as_interrupt():
+    with _stops_the_sweep("each run in training saved a checkpoint first."):
         try:
             while pending or running:
                 free = sorted(set(range(parallel)) - {w.slot for w in running})
@@ -131,20 +130,8 @@ def run_in_subprocesses(
                     running.remove(worker)
                     record(worker.name, worker.attempt())
                 time.sleep(POLL_SECONDS)
-        except KeyboardInterrupt as err:
-            stopped_by = _signal_of(err)
         finally:
             _stop(running)
-    if stopped_by is not None:
-        raise TrainingInterrupted(
-            f"the sweep was stopped ({stopped_by.name}); each run in training saved a checkpoint first. "
-            "Run the same command to go on.",
-            stopped_by,
-        )
-
-
-def _signal_of(interrupt: KeyboardInterrupt) -> signal.Signals:
-    return signal.SIGTERM if str(interrupt) == SIGTERM_TEXT else signal.SIGINT
 
 
 @contextlib.contextmanager
@@ -178,20 +165,29 @@ def _stop(workers: Sequence[_Worker]) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler, `kill`) stops the sweep like Ctrl-C does, so its workers are stopped too."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def _stops_the_sweep(what_happened: str) -> Iterator[None]:
+    """Ctrl-C, or SIGTERM (a scheduler, `kill`), inside the block ends it like an exception (its cleanup
+    runs: workers stopped, tasks cancelled), then raises TrainingInterrupted saying ``what_happened`` to the
+    runs, with the signal's exit code."""
+    stopped_by: signal.Signals | None = None
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(SIGTERM_TEXT)
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    on_main_thread = threading.current_thread() is threading.main_thread()  # where Python takes signals
+    previous = signal.signal(signal.SIGTERM, interrupt) if on_main_thread else None
     try:
         yield
+    except KeyboardInterrupt as err:
+        stopped_by = signal.SIGTERM if str(err) == SIGTERM_TEXT else signal.SIGINT
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    if stopped_by is not None:
+        raise TrainingInterrupted(
+            f"the sweep was stopped ({stopped_by.name}); {what_happened} Run the same command to go on.",
+            stopped_by,
+        )
 
 
 def run_on_ray(
@@ -209,64 +205,58 @@ def run_on_ray(
         raise SweepError(
             "--backend ray needs Ray: pip install 'prefkit[ray]' (on every node of the cluster)"
         ) from None
-    stopped_by: signal.Signals | None = None
-    with _sigterm_as_interrupt():
-        try:
-            _ray_jobs(ray, jobs, sweep_dir, cwd, record, address, gpus_per_run)
-        except KeyboardInterrupt as err:
-            stopped_by = _signal_of(err)
-    if stopped_by is not None:
-        raise TrainingInterrupted(
-            f"the sweep was stopped ({stopped_by.name}); its Ray tasks were cancelled, so their runs resume "
-            "from their last saved checkpoint (the steps after it are trained again). Run the same command "
-            "to go on.",
-            stopped_by,
-        )
-
-
-def _ray_jobs(
-    ray: Any,
-    jobs: Sequence[str],
-    sweep_dir: Path,
-    cwd: str,
-    record: Record,
-    address: str | None,
-    gpus_per_run: float | None,
-) -> None:
-    started_here = not ray.is_initialized()
-    if started_here:
-        # address None: $RAY_ADDRESS, else a running local cluster, else a new local instance.
-        ray.init(address=address)
-    try:
-        cluster_gpus = ray.cluster_resources().get("GPU", 0)
-        gpus = gpus_per_run
-        if gpus is None:
-            gpus = 1 if cluster_gpus >= 1 else 0
-        if gpus > cluster_gpus:  # Ray would wait for them forever
-            raise SweepError(
-                f"--gpus-per-run {gpus:g}: the Ray cluster has {cluster_gpus:g} GPUs, so no run could start"
-            )
-        task = ray.remote(ray_job)
-        refs: dict[Any, tuple[str, float]] = {}
-        for name in jobs:
-            options = {"num_cpus": 1, "num_gpus": gpus, "max_retries": 0, "name": f"prefkit-{name}"}
-            ref = task.options(**options).remote(str(sweep_dir.resolve()), name, cwd)
-            refs[ref] = (name, time.perf_counter())
-        logger.info("sweep: %d jobs submitted to Ray (%s GPU each)", len(refs), gpus)
-        try:
-            while refs:
-                done, _ = ray.wait(list(refs), num_returns=1)
-                for ref in done:
-                    name, started = refs.pop(ref)
-                    try:
-                        outcome = ray.get(ref)
-                        attempt = Attempt(bool(outcome["ok"]), outcome["seconds"], outcome["error"])
-                    except ray.exceptions.RayError as err:  # the worker died (killed, out of memory)
-                        attempt = Attempt(False, time.perf_counter() - started, f"Ray task failed: {err}")
-                    record(name, attempt)
-        finally:
-            for ref in refs:  # interrupted: stop what still runs; those runs resume on the next attempt
-                ray.cancel(ref, force=True)
-    finally:
+    cancelled = (
+        "its Ray tasks were cancelled, so their runs resume from their last saved checkpoint (the steps "
+        "after it are trained again)."
+    )
+    with _stops_the_sweep(cancelled):
+        started_here = not ray.is_initialized()
         if started_here:
-            ray.shutdown()
+            # address None: $RAY_ADDRESS, else a running local cluster, else a new local instance.
+            ray.init(address=address)
+        try:
+            refs = _submit(ray, jobs, sweep_dir, cwd, gpus_per_run)
+            try:
+                _collect(ray, refs, record)
+            finally:
+                for ref in refs:  # interrupted: stop what still runs; those runs resume on the next attempt
+                    ray.cancel(ref, force=True)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+
+def _submit(
+    ray: Any, jobs: Sequence[str], sweep_dir: Path, cwd: str, gpus_per_run: float | None
+) -> dict[Any, tuple[str, float]]:
+    """Each job as a Ray task: {task ref: (job name, start time)}."""
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    gpus = gpus_per_run
+    if gpus is None:
+        gpus = 1 if cluster_gpus >= 1 else 0
+    if gpus > cluster_gpus:  # Ray would wait for them forever
+        raise SweepError(
+            f"--gpus-per-run {gpus:g}: the Ray cluster has {cluster_gpus:g} GPUs, so no run could start"
+        )
+    task = ray.remote(ray_job)
+    refs: dict[Any, tuple[str, float]] = {}
+    for name in jobs:
+        options = {"num_cpus": 1, "num_gpus": gpus, "max_retries": 0, "name": f"prefkit-{name}"}
+        ref = task.options(**options).remote(str(sweep_dir.resolve()), name, cwd)
+        refs[ref] = (name, time.perf_counter())
+    logger.info("sweep: %d jobs submitted to Ray (%s GPU each)", len(refs), gpus)
+    return refs
+
+
+def _collect(ray: Any, refs: dict[Any, tuple[str, float]], record: Record) -> None:
+    """Record each task's outcome as it ends (removing it from ``refs``)."""
+    while refs:
+        done, _ = ray.wait(list(refs), num_returns=1)
+        for ref in done:
+            name, started = refs.pop(ref)
+            try:
+                outcome = ray.get(ref)
+                attempt = Attempt(bool(outcome["ok"]), outcome["seconds"], outcome["error"])
+            except ray.exceptions.RayError as err:  # the worker died (killed, out of memory)
+                attempt = Attempt(False, time.perf_counter() - started, f"Ray task failed: {err}")
+            record(name, attempt)
