@@ -37,11 +37,6 @@ ApiKey = Annotated[
 LogLevel = Annotated[str, typer.Option(help="uvicorn log level: debug, info, warning, error.")]
 
 
-def _candidates(model: str) -> str | list[str]:
-    names = [m.strip() for m in model.split(",") if m.strip()]
-    return names[0] if len(names) == 1 else names
-
-
 Host = Annotated[str, typer.Option(help="Address to bind (loopback by default).")]
 Port = Annotated[int, typer.Option(help="Port (0: any free one).")]
 
