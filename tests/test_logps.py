@@ -1,4 +1,5 @@
-"""The chunked log-prob computation equals the plain full-vocabulary one, in value and in gradient."""
+"""The chunked log-prob computations -- from the model's logits, and fused with the output layer from its
+hidden states -- equal the plain full-vocabulary log-softmax, in value and in gradient."""
 
 from __future__ import annotations
 
@@ -6,9 +7,20 @@ import math
 
 import pytest
 import torch
+from tiny import FAMILIES, build_family
 
 from prefkit import logps
 from prefkit.data.tokenize import IGNORE_INDEX
+from prefkit.output_layer import head_logps
+
+
+def _label_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """label_logps at every position of (B, T, V) logits: 0 where unlabelled; and the labelled mask."""
+    mask = labels != IGNORE_INDEX
+    values, _ = logps.label_logps(
+        logits.reshape(-1, logits.shape[-1]), labels.masked_fill(~mask, 0).reshape(-1)
+    )
+    return torch.where(mask, values.view(mask.shape), 0), mask
 
 
 def naive(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -28,7 +40,7 @@ def test_chunked_equals_full_in_value_and_gradient(monkeypatch, dtype, chunk):
     labels[2, :] = IGNORE_INDEX  # a row with nothing labelled
     weights = torch.randn(3, 5, dtype=torch.float64)
 
-    ours, mask = logps.token_logps(logits, labels)
+    ours, mask = _label_logps(logits, labels)
     (ours.double() * weights).sum().backward()
     grad_ours = logits.grad.clone()
     logits.grad = None
@@ -48,7 +60,7 @@ def test_gradcheck_float64():
     torch.manual_seed(1)
     logits = torch.randn(2, 4, 6, dtype=torch.float64, requires_grad=True)
     labels = torch.tensor([[1, 2, IGNORE_INDEX, 5], [0, IGNORE_INDEX, 3, 3]])
-    assert torch.autograd.gradcheck(lambda x: logps.token_logps(x, labels)[0], (logits,))
+    assert torch.autograd.gradcheck(lambda x: _label_logps(x, labels)[0], (logits,))
 
 
 def test_sequence_logps_on_a_model(tiny_model_dir):
@@ -69,11 +81,13 @@ def test_sequence_logps_on_a_model(tiny_model_dir):
 
 
 def test_sequence_logps_reads_the_models_logits_without_a_copy(tiny_model_dir, monkeypatch):
-    """The logits tensor is the largest of a step: the output layer runs at the predicting positions only,
-    and what it returns is read in place, never sliced or copied."""
+    """Where the output layer cannot be fused (a wrapped layer), the logits are the largest tensor of a
+    step: the output layer runs at the predicting positions only, and what it returns is read in place,
+    never sliced or copied."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    monkeypatch.setattr(logps, "plain_output_layer", lambda model: None)
     seen: dict[str, object] = {}
     model.register_forward_hook(lambda module, args, output: seen.update(model=output.logits.data_ptr()))
     plain = logps.label_logps
@@ -103,7 +117,120 @@ def test_nonfinite_logits_at_unlabelled_positions_do_not_leak(dtype):
     logits.requires_grad_()
     labels = torch.randint(0, 11, (2, 4))
     labels[1, 3] = IGNORE_INDEX
-    values, _ = logps.token_logps(logits, labels)
+    values, _ = _label_logps(logits, labels)
     values.sum().backward()
     assert torch.isfinite(values).all() and values[1, 3] == 0
     assert torch.isfinite(logits.grad).all() and torch.all(logits.grad[1, 3] == 0)
+
+
+def _plain_head_logps(hidden, weight, targets, softcap):
+    logits = hidden @ weight.t()
+    if softcap is not None:
+        logits = softcap * torch.tanh(logits / softcap)
+    full = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    return full.gather(-1, targets.unsqueeze(-1)).squeeze(-1), logits.float().mean(-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("chunk", [7, 2**24])
+@pytest.mark.parametrize("softcap", [None, 3.0])
+@pytest.mark.parametrize("train_weight", [False, True], ids=["frozen-weight", "trained-weight"])
+def test_fused_output_layer_equals_plain(dtype, chunk, softcap, train_weight):
+    """Both backward paths (the hidden-state gradient precomputed for a frozen weight; each chunk
+    recomputed for a trained one), with and without Gemma 2's soft-capping, one row or all per chunk."""
+    torch.manual_seed(0)
+    hidden = (torch.randn(6, 4, dtype=torch.float64) * 2).to(dtype).requires_grad_()
+    weight = torch.randn(11, 4, dtype=torch.float64).to(dtype).requires_grad_(train_weight)
+    targets = torch.randint(0, 11, (6,))
+    weights = torch.randn(6, dtype=torch.float64)
+    weights[2] = 0  # a row that gets no gradient
+
+    ours, our_means = head_logps(hidden, weight, targets, softcap, dtype, chunk)
+    (ours.double() * weights).sum().backward()
+    ours_grads = [hidden.grad.clone()] + ([weight.grad.clone()] if train_weight else [])
+    hidden.grad = weight.grad = None
+    ref, ref_means = _plain_head_logps(hidden, weight, targets, softcap)
+    (ref.double() * weights).sum().backward()
+    ref_grads = [hidden.grad] + ([weight.grad] if train_weight else [])
+
+    tol = 1e-6 if dtype != torch.bfloat16 else 2e-2
+    assert ours.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    torch.testing.assert_close(ours.double(), ref.double(), atol=tol, rtol=tol)
+    torch.testing.assert_close(our_means.double(), ref_means.double(), atol=tol, rtol=tol)
+    for mine, theirs in zip(ours_grads, ref_grads, strict=True):
+        assert mine.dtype == dtype
+        torch.testing.assert_close(mine.double(), theirs.double(), atol=tol, rtol=tol)
+    assert torch.all(ours_grads[0][2] == 0)
+
+
+@pytest.mark.parametrize("softcap", [None, 2.0])
+def test_fused_output_layer_gradcheck(softcap):
+    torch.manual_seed(2)
+    hidden = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([0, 6, 3, 3, 1])
+    frozen = weight.detach()
+    assert torch.autograd.gradcheck(
+        lambda h: head_logps(h, frozen, targets, softcap, torch.float64, 8)[0], (hidden,)
+    )
+    assert torch.autograd.gradcheck(
+        lambda h, w: head_logps(h, w, targets, softcap, torch.float64, 8)[0], (hidden, weight)
+    )
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("train_head", [False, True], ids=["frozen-head", "trained-head"])
+def test_sequence_logps_fused_equals_the_models_logits(family, train_head, tmp_path, monkeypatch):
+    """Every family the seeds use (Gemma 2 soft-caps its logits) takes the fused path, and it gives what
+    the model's own logits give, for every parameter's gradient, the output layer frozen (as under LoRA)
+    or trained (full fine-tuning; tied to the input embedding in GPT-2, Qwen2 and Gemma)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(build_family(family, tmp_path / "m"), dtype=torch.float64)
+    model.get_output_embeddings().weight.requires_grad_(train_head)
+    assert logps.plain_output_layer(model) is model.get_output_embeddings()
+    torch.manual_seed(0)
+    input_ids = torch.randint(5, 300, (3, 10))
+    labels = input_ids.clone()
+    labels[:, :4] = IGNORE_INDEX
+    labels[2, 8:] = IGNORE_INDEX
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+
+    def run():
+        model.zero_grad()
+        sums, counts, means = logps.sequence_logps(model, batch)
+        (sums * torch.tensor([1.0, -0.5, 2.0], dtype=sums.dtype)).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return sums.detach(), counts, means, grads
+
+    fused = run()
+    softcap = getattr(model.config, "final_logit_softcapping", None)
+    assert (softcap is not None) == (family == "gemma")
+    monkeypatch.setattr(logps, "plain_output_layer", lambda model: None)
+    plain = run()
+    assert getattr(model.config, "final_logit_softcapping", None) == softcap  # restored
+    torch.testing.assert_close(fused[0], plain[0], atol=1e-9, rtol=1e-9)
+    assert torch.equal(fused[1], plain[1])
+    torch.testing.assert_close(fused[2], plain[2], atol=1e-9, rtol=1e-9)
+    assert fused[3].keys() == plain[3].keys() and fused[3]
+    for name, grad in plain[3].items():
+        torch.testing.assert_close(fused[3][name], grad, atol=1e-9, rtol=1e-9, msg=name)
+
+
+def test_fused_path_keeps_no_logits(tiny_model_dir):
+    """No tensor autograd saves has the vocabulary's width: the output layer's gradient needs none."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.get_output_embeddings().weight.requires_grad_(False)
+    vocab = model.config.vocab_size
+    input_ids = torch.randint(3, 100, (2, 12))
+    labels = input_ids.clone()
+    labels[:, :3] = IGNORE_INDEX
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+    widths: list[tuple[int, ...]] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: widths.append(tuple(t.shape)) or t, lambda t: t):
+        sums, _, _ = logps.sequence_logps(model, batch)
+    assert widths and not [s for s in widths if s and s[-1] == vocab]
+    sums.sum().backward()
+    assert model.model.layers[0].mlp.up_proj.weight.grad is not None

@@ -2,17 +2,19 @@
 batch layout.
 
 Every layout (padded rows, a shared prompt, packed rows: see :mod:`prefkit.data.collate`) says which
-positions' logits are needed and which token each predicts for which sequence. The output layer is run
-at those positions only (``logits_to_keep`` as a boolean mask), and the log-softmax is taken over the
-vocabulary in chunks of rows, in float32 (float64 stays float64): the full ``(rows, positions, vocab)``
+positions' logits are needed and which token each predicts for which sequence. Only those positions
+reach the output layer (``logits_to_keep`` as a boolean mask), and the log-softmax over the vocabulary
+is taken in chunks of rows, in float32 (float64 stays float64): the full ``(rows, positions, vocab)``
 float32 tensor is never built -- with a 150k-token vocabulary (Qwen2, Gemma) it would be the largest
-tensor of a training step. The backward pass recomputes each chunk's softmax from the logits (kept in
-the model's dtype) and the saved log-normaliser, so autograd holds the needed logits once plus one float
-per labelled token.
+tensor of a training step.
 
-Under accelerate's mixed precision (``bf16``/``fp16`` in the Trainer) the logits do not arrive in the
-model's dtype: accelerate converts every output of a prepared model's forward to float32, so there the
-saved logits are float32 -- one more reason to compute them at the predicting positions only.
+Where the output layer is a plain linear map (every family the seeds use), it is fused with the
+log-softmax (:mod:`prefkit.output_layer`): the model returns its last hidden states and no logits tensor
+exists beyond one chunk. Otherwise (a LoRA-wrapped or quantised output layer, a sharded weight) the model's
+logits are read in place and differentiated in chunks: the backward pass recomputes each chunk's softmax
+from the logits and the saved log-normaliser. Under accelerate's mixed precision those logits arrive in
+float32 (accelerate converts every output of a prepared model's forward), one more reason to compute
+them at the predicting positions only.
 """
 
 from __future__ import annotations
@@ -24,19 +26,17 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from prefkit.data.tokenize import IGNORE_INDEX
+from prefkit.output_layer import (
+    accumulate_dtype,
+    chunk_rows,
+    head_logps,
+    hidden_states_out,
+    plain_output_layer,
+)
 
 # Elements of one float32 chunk (positions x vocabulary): 2**24 floats is 64 MiB, a chunk of about 340
 # positions at a 49k vocabulary and 110 at Qwen2's 152k.
 CHUNK_ELEMENTS = 2**24
-
-
-def _accumulate(logits: torch.Tensor) -> torch.dtype:
-    """float32 for half-precision logits (the log-normaliser needs it), float64 kept as it is."""
-    return torch.promote_types(logits.dtype, torch.float32)
-
-
-def _chunk_rows(vocab: int) -> int:
-    return max(1, CHUNK_ELEMENTS // max(vocab, 1))
 
 
 class _LabelLogps(torch.autograd.Function):
@@ -46,11 +46,11 @@ class _LabelLogps(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        dtype = _accumulate(logits)
+        dtype = accumulate_dtype(logits.dtype)
         out = torch.empty(logits.shape[0], dtype=dtype, device=logits.device)
         lse = torch.empty_like(out)
         means = torch.empty_like(out)
-        step = _chunk_rows(logits.shape[-1])
+        step = chunk_rows(logits.shape[-1], CHUNK_ELEMENTS)
         for start in range(0, logits.shape[0], step):
             rows = slice(start, start + step)
             x = logits[rows].to(dtype)
@@ -66,7 +66,7 @@ class _LabelLogps(torch.autograd.Function):
     def backward(ctx: Any, grad_out: torch.Tensor, _: torch.Tensor) -> tuple[torch.Tensor, None]:
         logits, targets, lse = ctx.saved_tensors
         grad = torch.empty_like(logits)
-        step = _chunk_rows(logits.shape[-1])
+        step = chunk_rows(logits.shape[-1], CHUNK_ELEMENTS)
         for start in range(0, logits.shape[0], step):
             rows = slice(start, start + step)
             go = grad_out[rows].unsqueeze(-1)
@@ -81,16 +81,6 @@ class _LabelLogps(torch.autograd.Function):
 def label_logps(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log softmax(logits)[target], mean logit)`` per row of ``(M, V)`` logits; ``targets`` ``(M,)``."""
     return _LabelLogps.apply(logits.contiguous(), targets)
-
-
-def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log p(label) at every position, 0 where the label is IGNORE_INDEX; the mask of labelled
-    positions)`` for ``logits`` of shape ``(B, T, V)`` already aligned with ``labels`` ``(B, T)``."""
-    mask = labels != IGNORE_INDEX
-    values, _ = label_logps(logits.reshape(-1, logits.shape[-1]), labels.masked_fill(~mask, 0).reshape(-1))
-    # where, not a product with the mask: an unlabelled position's value may be NaN (a padding position
-    # whose attention had nothing to look at), and 0 * NaN is NaN -- in the gradient too.
-    return torch.where(mask, values.view(mask.shape), 0), mask
 
 
 @dataclass(frozen=True)
@@ -153,11 +143,15 @@ def model_attention_mask(model: Any, mask: torch.Tensor, dtype: torch.dtype) -> 
     )
 
 
+def _autocast_dtype() -> torch.dtype | None:
+    for device in ("cuda", "cpu"):
+        if torch.is_autocast_enabled(device):
+            return torch.get_autocast_dtype(device)
+    return None
+
+
 def _compute_dtype(model: Any) -> torch.dtype:
-    if torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda"):
-        device = "cuda" if torch.is_autocast_enabled("cuda") else "cpu"
-        return torch.get_autocast_dtype(device)
-    return next(model.parameters()).dtype
+    return _autocast_dtype() or next(model.parameters()).dtype
 
 
 def sequence_logps(model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -173,13 +167,25 @@ def sequence_logps(model: Any, batch: dict[str, Any]) -> tuple[torch.Tensor, tor
         inputs["position_ids"] = batch["position_ids"]
     # The output layer runs only where a labelled token is predicted: prompt and padding positions never
     # reach the vocabulary projection.
-    logits = model(**inputs, use_cache=False, logits_to_keep=targets.predict).logits
-    values, means = label_logps(logits, targets.tokens)
-    sequence = targets.sequence
-    if targets.extra_rows is not None and len(targets.extra_rows):
-        extra_values, extra_means = label_logps(logits[targets.extra_rows], targets.extra_tokens)
-        values, means = torch.cat([values, extra_values]), torch.cat([means, extra_means])
+    tokens, sequence = targets.tokens, targets.sequence
+    extra = targets.extra_rows is not None and len(targets.extra_rows) > 0
+    if extra:
+        tokens = torch.cat([tokens, targets.extra_tokens])
         sequence = torch.cat([sequence, targets.extra_sequence])
+    head = plain_output_layer(model)
+    if head is not None:
+        with hidden_states_out(model, head) as softcap:
+            hidden = model(**inputs, use_cache=False, logits_to_keep=targets.predict).logits
+        if extra:
+            hidden = torch.cat([hidden, hidden[targets.extra_rows]])
+        compute = _autocast_dtype() or head.weight.dtype
+        values, means = head_logps(hidden, head.weight, tokens, softcap, compute, CHUNK_ELEMENTS)
+    else:
+        logits = model(**inputs, use_cache=False, logits_to_keep=targets.predict).logits
+        values, means = label_logps(logits, targets.tokens)
+        if extra:
+            extra_values, extra_means = label_logps(logits[targets.extra_rows], targets.extra_tokens)
+            values, means = torch.cat([values, extra_values]), torch.cat([means, extra_means])
     sums = values.new_zeros(targets.sequences).index_add(0, sequence, values)
     mean_sums = means.new_zeros(targets.sequences).index_add(0, sequence, means.detach())
     counts = torch.bincount(sequence, minlength=targets.sequences)

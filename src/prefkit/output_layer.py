@@ -1,0 +1,172 @@
+"""The output layer fused with the log-softmax: per-token log-probs straight from the last hidden states.
+
+A model's vocabulary projection gives logits of shape ``(positions, vocabulary)``; at a 49k vocabulary
+(SmolLM2) and a few hundred reply tokens that is the largest tensor of a training step, and 150k-256k
+(Qwen2, Gemma) make it larger still. Here the projection and the log-softmax run together over chunks of
+rows, so no more than one chunk of logits (:data:`prefkit.logps.CHUNK_ELEMENTS` floats) exists at a time,
+in the forward pass or the backward.
+
+The gradient of row r's log-prob with respect to its hidden state is ``(onehot(t_r) - p_r) W`` (W the
+output weight, p_r the softmax), a ``(rows, hidden)`` matrix. When W is frozen -- LoRA, the common case --
+that matrix is computed in the forward pass from the chunk of probabilities at hand, and the backward
+only scales each row by its incoming gradient: nothing is recomputed and no logits are kept. When W is
+trained (full fine-tuning; in tied models it is the input embedding too) the backward recomputes each
+chunk's logits to give W its gradient.
+
+Gemma 2's final soft-capping (``cap * tanh(z / cap)``) is applied inside the chunks. The model's own output
+layer is skipped for the forward (:func:`hidden_states_out`): the model returns its last hidden states where
+it would return logits, at the positions ``logits_to_keep`` selects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch.autograd.function import once_differentiable
+
+
+def chunk_rows(vocab: int, elements: int) -> int:
+    return max(1, elements // max(vocab, 1))
+
+
+def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half-precision logits (the log-normaliser needs it), float64 kept as it is."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _logits(
+    hidden: torch.Tensor, weight: torch.Tensor, softcap: float | None, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One chunk's logits in ``dtype``, and (soft-capped models) the tanh the capping's derivative needs."""
+    logits = (hidden @ weight.t()).to(dtype)
+    if softcap is None:
+        return logits, None
+    tanh = torch.tanh(logits / softcap)
+    return tanh * softcap, tanh
+
+
+def _unit_gradient(probs: torch.Tensor, targets: torch.Tensor, tanh: torch.Tensor | None) -> torch.Tensor:
+    """d log p(target) / d (pre-cap) logits, ``onehot - p``, in place of ``probs``."""
+    grad = probs.neg_().scatter_add_(-1, targets.unsqueeze(-1), torch.ones_like(probs[:, :1]))
+    return grad if tanh is None else grad.mul_(1 - tanh * tanh)
+
+
+class _HeadLogps(torch.autograd.Function):
+    """``log softmax(softcap(h W^T))[target]`` and the mean logit of every row of ``hidden`` ``(M, d)``."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        softcap: float | None,
+        compute: torch.dtype,
+        elements: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        acc = accumulate_dtype(compute)
+        h, w = hidden.to(compute), weight.to(compute)
+        rows_total = h.shape[0]
+        out = torch.empty(rows_total, dtype=acc, device=h.device)
+        lse, means = torch.empty_like(out), torch.empty_like(out)
+        precompute = ctx.needs_input_grad[0] and not ctx.needs_input_grad[1]
+        unit_grad = torch.empty_like(h) if precompute else None
+        step = chunk_rows(w.shape[0], elements)
+        for start in range(0, rows_total, step):
+            rows = slice(start, start + step)
+            x, tanh = _logits(h[rows], w, softcap, acc)
+            means[rows] = x.mean(-1)
+            picked = x.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1)
+            peak = x.amax(-1, keepdim=True)
+            total = x.sub_(peak).exp_().sum(-1, keepdim=True)
+            lse[rows] = (peak + total.log()).squeeze(-1)
+            out[rows] = picked - lse[rows]
+            if unit_grad is not None:
+                unit_grad[rows] = _unit_gradient(x.div_(total), targets[rows], tanh).to(compute) @ w
+        ctx.softcap, ctx.compute, ctx.step, ctx.hidden_dtype = softcap, compute, step, hidden.dtype
+        if precompute:
+            ctx.save_for_backward(unit_grad)
+        else:
+            ctx.save_for_backward(h, weight, targets, lse)
+        ctx.mark_non_differentiable(means)
+        return out, means
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor, _: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        go = grad_out.unsqueeze(-1)
+        # A row whose output gets no gradient has none to give, even where its logits are not finite:
+        # 0 * NaN would be NaN.
+        silent = go == 0
+        if len(ctx.saved_tensors) == 1:
+            (unit_grad,) = ctx.saved_tensors
+            grad_h = torch.where(silent, 0, unit_grad.to(go.dtype) * go)
+            return grad_h.to(ctx.hidden_dtype), None, None, None, None, None
+        h, weight, targets, lse = ctx.saved_tensors
+        w = weight.to(ctx.compute)
+        grad_h = torch.empty_like(h) if ctx.needs_input_grad[0] else None
+        grad_w = torch.zeros(weight.shape, dtype=lse.dtype, device=weight.device)
+        for start in range(0, h.shape[0], ctx.step):
+            rows = slice(start, start + ctx.step)
+            x, tanh = _logits(h[rows], w, ctx.softcap, lse.dtype)
+            probs = x.sub_(lse[rows].unsqueeze(-1)).exp_()
+            g = _unit_gradient(probs, targets[rows], tanh).mul_(go[rows]).masked_fill_(silent[rows], 0)
+            g = g.to(ctx.compute)
+            if grad_h is not None:
+                grad_h[rows] = g @ w
+            grad_w.add_(g.t() @ h[rows])
+        grad_h = grad_h.to(ctx.hidden_dtype) if grad_h is not None else None
+        return grad_h, grad_w.to(weight.dtype), None, None, None, None
+
+
+def head_logps(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    softcap: float | None,
+    compute: torch.dtype,
+    elements: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log p(target), mean logit)`` per row of ``hidden`` ``(M, d)`` under the output weight ``(V, d)``,
+    computed in ``compute`` precision (the model's, or the autocast dtype) and accumulated in float32 (float64
+    stays float64), ``elements`` logits at a time."""
+    return _HeadLogps.apply(hidden, weight, targets, softcap, compute, elements)
+
+
+def plain_output_layer(model: Any) -> torch.nn.Linear | None:
+    """The model's output layer where it is a plain bias-free linear map whose whole weight is at hand;
+    None where it is anything else (a LoRA- or quantisation-wrapped layer, a weight sharded by FSDP or
+    DeepSpeed ZeRO-3, a layer with hooks): those take the logits path."""
+    inner = getattr(model, "module", model)  # DDP
+    get = getattr(inner, "get_output_embeddings", None)
+    head = get() if get is not None else None
+    if type(head) is not torch.nn.Linear or head.bias is not None:
+        return None
+    weight = head.weight
+    whole = weight.shape == (head.out_features, head.in_features) and type(weight.data) is torch.Tensor
+    hooked = head._forward_hooks or head._forward_pre_hooks or hasattr(head, "_hf_hook")
+    return head if whole and not hooked and not hasattr(weight, "ds_id") else None
+
+
+def _pass_through(hidden: torch.Tensor) -> torch.Tensor:
+    return hidden
+
+
+@contextmanager
+def hidden_states_out(model: Any, head: torch.nn.Linear) -> Iterator[float | None]:
+    """For the forwards run inside it, ``model`` returns its last hidden states in place of logits (its
+    output layer ``head`` passes them through, and a final soft-capping is suspended). Yields the cap."""
+    config = getattr(model, "module", model).config
+    softcap = getattr(config, "final_logit_softcapping", None)
+    head.forward = _pass_through
+    if softcap is not None:
+        config.final_logit_softcapping = None
+    try:
+        yield softcap
+    finally:
+        del head.forward
+        if softcap is not None:
+            config.final_logit_softcapping = softcap
