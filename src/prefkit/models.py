@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from prefkit.errors import PrefkitError
+from prefkit.lora_fast import use_lean_lora_forward
 from prefkit.model_sources import ModelLoadError, first_line, source_model_id
 
 if TYPE_CHECKING:
@@ -219,6 +220,7 @@ def load_for_training(config: Config, model_path: str, needs_reference: bool) ->
             model.base_model.set_adapter("default")
             reference_adapter = REFERENCE_ADAPTER
         logger.info("continuing to train the adapter in %s", config.adapter_name_or_path)
+        use_lean_lora_forward(model)
         return LoadedModel(model, tokenizer, None, reference_adapter, source)
 
     lora = LoraConfig(
@@ -229,6 +231,7 @@ def load_for_training(config: Config, model_path: str, needs_reference: bool) ->
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(base, lora)
+    use_lean_lora_forward(model)
     return LoadedModel(model, tokenizer, None, None, source)
 
 

@@ -1,0 +1,130 @@
+"""The lean LoRA forward gives peft's outputs and gradients on every family the seeds use, and leaves
+everything but plain LoRA to peft."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from tiny import FAMILIES, build_family
+
+from prefkit.lora_fast import use_lean_lora_forward
+
+
+def _lora_model(family: str, tmp_path, dropout: float = 0.0):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(build_family(family, tmp_path / family), dtype=torch.float32)
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules="all-linear")
+    model = get_peft_model(base, config)
+    torch.manual_seed(1)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)  # peft starts B at zero: the update would be nothing
+    return model
+
+
+def _run(model, autocast: bool, seed: int = 0):
+    model.zero_grad()
+    torch.manual_seed(seed)
+    ids = torch.randint(5, 300, (2, 9))
+    context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+    with context:
+        logits = model(input_ids=ids).logits.float()
+    (logits * torch.linspace(-1, 1, logits.shape[-1])).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return logits.detach(), grads
+
+
+def _original(model, autocast: bool, seed: int = 0):
+    """The same model with peft's own forward (the instance attribute removed, the class's forward back)."""
+    from peft.tuners.lora.layer import Linear
+
+    saved = {m: m.__dict__.pop("forward") for m in model.modules() if type(m) is Linear}
+    try:
+        return _run(model, autocast, seed)
+    finally:
+        for m, forward in saved.items():
+            m.forward = forward
+
+
+def _assert_same(ours, theirs, tol):
+    torch.testing.assert_close(ours[0], theirs[0], atol=tol, rtol=tol)
+    assert ours[1].keys() == theirs[1].keys() and any("lora_A" in n for n in ours[1])
+    for name, grad in theirs[1].items():
+        torch.testing.assert_close(ours[1][name], grad, atol=tol, rtol=tol, msg=name)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_lean_forward_equals_peft_in_float32(family, tmp_path):
+    model = _lora_model(family, tmp_path)
+    assert use_lean_lora_forward(model) > 0
+    _assert_same(_run(model, False), _original(model, False), 1e-5)
+
+
+def _relative_errors(result, truth) -> tuple[float, float]:
+    """(logits, worst parameter gradient): relative distance to the float32 result."""
+    logits = ((result[0] - truth[0]).norm() / truth[0].norm()).item()
+    grads = max(((result[1][n] - g).norm() / g.norm()).item() for n, g in truth[1].items())
+    return logits, grads
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_lean_forward_under_bf16_autocast_is_no_further_from_float32(family, tmp_path):
+    """Under bf16 autocast peft rounds the update three times (scaled, added, cast back) where the lean
+    forward rounds once: measured against the float32 result, its logits and gradients are no worse."""
+    model = _lora_model(family, tmp_path)
+    use_lean_lora_forward(model)
+    truth = _run(model, False)
+    ours = _relative_errors(_run(model, True), truth)
+    theirs = _relative_errors(_original(model, True), truth)
+    assert ours[0] <= 1.1 * theirs[0] and ours[1] <= 1.1 * theirs[1], (ours, theirs)
+    assert ours[0] < 0.05 and ours[1] < 0.2  # and it is bf16 rounding, not a different function
+
+
+def test_disabled_adapter_is_the_base_model(tmp_path):
+    """The reference forward of a LoRA run (adapter disabled) is the base model's."""
+    model = _lora_model("llama", tmp_path)
+    use_lean_lora_forward(model)
+    ids = torch.randint(5, 300, (2, 9))
+    with torch.no_grad(), model.disable_adapter():
+        disabled = model(input_ids=ids).logits
+    with torch.no_grad():
+        adapted = model(input_ids=ids).logits
+        base = model.get_base_model()
+        with model.disable_adapter():
+            plain = base(input_ids=ids).logits
+    torch.testing.assert_close(disabled, plain)
+    assert not torch.allclose(adapted, disabled)
+
+
+def test_dropout_while_training_takes_peft_forward(tmp_path):
+    model = _lora_model("llama", tmp_path, dropout=0.3)
+    use_lean_lora_forward(model)
+    model.train()
+    ours, theirs = _run(model, False, seed=3), _original(model, False, seed=3)
+    _assert_same(ours, theirs, 1e-6)
+    model.eval()  # dropout is off in eval: the lean forward applies, and agrees
+    _assert_same(_run(model, False), _original(model, False), 1e-5)
+
+
+def test_second_adapter_is_followed(tmp_path):
+    """Continuing an adapter keeps its starting copy as the reference adapter: switching adapters switches
+    the lean forward's weights too."""
+    from peft import LoraConfig
+
+    model = _lora_model("llama", tmp_path)
+    model.add_adapter("other", LoraConfig(r=2, lora_alpha=2, target_modules="all-linear"))
+    use_lean_lora_forward(model)
+    for name, p in model.named_parameters():
+        if "lora_B.other" in name:
+            torch.nn.init.normal_(p, std=0.5)
+    ids = torch.randint(5, 300, (2, 9))
+    with torch.no_grad():
+        first = model(input_ids=ids).logits
+        model.base_model.set_adapter("other")
+        second = model(input_ids=ids).logits
+    assert not torch.allclose(first, second)
+    _assert_same(_run(model, False), _original(model, False), 1e-5)
