@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
+from prefkit.attention import ATTENTION_TAKES_BOOLEAN_MASK
 from prefkit.data.tokenize import IGNORE_INDEX
 from prefkit.output_layer import (
     accumulate_dtype,
@@ -131,7 +132,7 @@ def model_attention_mask(model: Any, mask: torch.Tensor, dtype: torch.dtype) -> 
         return mask
     config = getattr(model, "module", model).config  # under DDP the model is wrapped
     implementation = getattr(config, "_attn_implementation", "sdpa")
-    if implementation == "sdpa":
+    if implementation in ATTENTION_TAKES_BOOLEAN_MASK:
         return mask
     if implementation == "eager":
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(

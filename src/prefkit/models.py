@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from prefkit.attention import use_lean_attention
 from prefkit.errors import PrefkitError
 from prefkit.lora_fast import use_lean_lora_forward
 from prefkit.model_sources import ModelLoadError, first_line, source_model_id
@@ -93,9 +94,11 @@ def load_base_model(name_or_path: str, config: Config) -> Any:
         full = config.finetuning_type == "full"
         kwargs["dtype"] = torch.float32 if full else compute_dtype(config)
     try:
-        return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"could not load a model from '{name_or_path}': {first_line(err)}") from err
+    use_lean_attention(model)
+    return model
 
 
 def lora_targets(targets: list[str]) -> list[str] | str:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from prefkit.attention import ATTENTION_TAKES_BOOLEAN_MASK
 from prefkit.data.tokenize import IGNORE_INDEX
 from prefkit.errors import PrefkitError
 
@@ -178,7 +179,7 @@ def attention_takes_mask(model_config: Any, row_length: int) -> bool:
     """Whether a model runs with a ready-made 4-D attention mask for rows up to ``row_length`` tokens: its
     attention implementation accepts one (flash-attention kernels do not), and no sliding window (which the
     ready-made mask would not apply) is shorter than a row."""
-    if getattr(model_config, "_attn_implementation", "sdpa") not in ("sdpa", "eager"):
+    if getattr(model_config, "_attn_implementation", "sdpa") not in (*ATTENTION_TAKES_BOOLEAN_MASK, "eager"):
         return False
     window = getattr(model_config, "sliding_window", None)
     return not (isinstance(window, int) and window < row_length)
