@@ -65,11 +65,12 @@ class _MaskedAttention(torch.autograd.Function):
         grad = grad.reshape(out.shape).to(dtype)
         probs = _probabilities(grouped_q, k, bias, ctx.scale)
         grad_v = torch.matmul(probs.to(dtype).transpose(-1, -2), grad)
-        grad_probs = torch.matmul(grad, v.transpose(-1, -2)).to(acc)
         row_dot = (grad.to(acc) * out.to(acc)).sum(-1, keepdim=True)
-        grad_scores = probs.mul_(grad_probs.sub_(row_dot)).mul_(ctx.scale).to(dtype)
-        grad_q = torch.matmul(grad_scores, k).view(ctx.shape)
-        grad_k = torch.matmul(grad_scores.transpose(-1, -2), grouped_q)
+        # bf16 minus float32 gives float32: the cast and the subtraction in one pass.
+        grad_scores = probs.mul_(torch.matmul(grad, v.transpose(-1, -2)) - row_dot).to(dtype)
+        # The scale goes on the (positions x head size) products, not the (positions x positions) scores.
+        grad_q = torch.matmul(grad_scores, k).mul_(ctx.scale).view(ctx.shape)
+        grad_k = torch.matmul(grad_scores.transpose(-1, -2), grouped_q).mul_(ctx.scale)
         return grad_q, grad_k, grad_v, None, None
 
 
