@@ -2,10 +2,11 @@
 prompts: preference accuracy after >= 0.9, style score up by >= 0.3 over the base model, relevance
 after >= before, ROUGE-L against the chosen replies up (prefkit.quickstart.missed_targets).
 
-    python benchmarks/quickstart.py [--warm] [--method METHOD] [key=value ...]
+    python benchmarks/quickstart.py [--warm] [--method METHOD] [--output FILE] [key=value ...]
 
 Runs `prefkit quickstart` as a user would, in a fresh process and (unless --warm) with an empty model
-cache, so the GGUF conversion is included. Prints the figures and exits 1 if a target is missed.
+cache, so the GGUF conversion is included. Prints the figures, writes them to ``--output`` (default
+``benchmarks/results/quickstart.json``) and exits 1 if a target is missed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -28,6 +30,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warm", action="store_true", help="reuse the model cache (no conversion)")
     parser.add_argument("--method", default=None, help="pref_loss instead of the recipe's")
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "quickstart.json")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the recipe")
     args = parser.parse_args()
 
@@ -58,19 +61,23 @@ def main() -> int:
         **{f"{k}_after": round(a[k], 3) for k in a},
         "style_gain": round(a["style_score"] - b["style_score"], 3),
     }
-    print(
-        json.dumps(
-            {
-                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                "cold_cache": not args.warm,
-                "method": report["method"],
-                **figures,
-                "example": report["example"],
-            },
-            indent=2,
-            ensure_ascii=False,
-        )
+    text = json.dumps(
+        {
+            "command": shlex.join(["python", "benchmarks/quickstart.py", *sys.argv[1:]]),
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "cold_cache": not args.warm,
+            "method": report["method"],
+            "overrides": args.overrides,
+            **figures,
+            "example": report["example"],
+        },
+        indent=2,
+        ensure_ascii=False,
     )
+    print(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text + "\n", encoding="utf-8")
     missed = [f"{k} = {figures[k]} (limit {limit})" for k, limit in LIMITS.items() if figures[k] > limit]
     missed += report["missed_targets"]  # accuracy, style, relevance and ROUGE-L on the held-out prompts
     for target in missed:

@@ -3,6 +3,7 @@
     python benchmarks/vs_trl.py [--model smollm2-135m-instruct] [--data builtin:tutor_train]
                                 [--methods sigmoid,simpo,orpo] [--steps 12] [--warmup 2]
                                 [--batch 4] [--grad-acc 1] [--cutoff 160] [--precision bf16|fp32]
+                                [--prefkit-set KEY=VALUE ...] [--prefkit-without SPEEDUP ...]
 
 Both sides train the same model with LoRA on every linear layer (rank 8, alpha 16, no dropout), on the
 same pairs rendered with the model's chat template, with the same batch, precision, learning rate,
@@ -16,6 +17,10 @@ imply (LoRA: policy forward + input gradients about 4N, a reference forward 2N m
 "Trained tokens" are counted the same way on both sides: the non-padding tokens of prompt + chosen and
 prompt + rejected of every pair trained on (what a padded batch holds). Where prefkit computes fewer
 (a shared prompt computed once), ``computed_tokens_per_second`` says so and the ceiling fraction uses it.
+
+``--prefkit-set`` overrides prefkit's config (``batch_layout=padded``: TRL's layout); ``--prefkit-without``
+turns one of prefkit's speed-ups off (``fused_output_layer``, ``lean_lora``, ``lean_attention``) to see
+what it contributes.
 
 Writes ``benchmarks/results/<device>-<date>.json``; prints a table. A benchmark, not a test: run it on a
 quiet machine.
@@ -180,6 +185,7 @@ def run_prefkit(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str
         return collate
 
     train_module.preference_collator = counting_collator  # instrumentation only
+    _turn_off(args.prefkit_without)
     clock = StepClock(counter)
     config = load_config(
         None,
@@ -209,6 +215,23 @@ def run_prefkit(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str
     )
     train_module.train(config, callbacks=[clock.callback])
     return clock.summary(args.warmup)
+
+
+# What each of prefkit's speed-ups contributes (--prefkit-without): the function that turns it on, made a
+# no-op for this process.
+SPEEDUPS = {
+    "fused_output_layer": ("prefkit.logps", "plain_output_layer", lambda model: None),
+    "lean_lora": ("prefkit.models", "use_lean_lora_forward", lambda model: 0),
+    "lean_attention": ("prefkit.models", "use_lean_attention", lambda model: False),
+}
+
+
+def _turn_off(names: list[str]) -> None:
+    import importlib
+
+    for name in names:
+        module, attribute, off = SPEEDUPS[name]
+        setattr(importlib.import_module(module), attribute, off)
 
 
 def _method_overrides(method: str) -> list[str]:
@@ -378,6 +401,13 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="A prefkit config override for prefkit's side (repeat), e.g. batch_layout=padded to see what "
         "a layout contributes; the defaults are what a user gets.",
+    )
+    parser.add_argument(
+        "--prefkit-without",
+        action="append",
+        default=[],
+        choices=sorted(SPEEDUPS),
+        help="Run prefkit's side without one of its speed-ups (repeat), to see what it contributes.",
     )
     parser.add_argument("--side", choices=["prefkit", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
