@@ -1,9 +1,9 @@
 """Attention under a ready-made mask on a CPU: transformers' eager numerics at flash attention's memory.
 
 The shared-prompt and packed batch layouts hand the model a 4-D boolean mask. With one, torch's SDPA on a
-CPU takes its flash kernel's masked path, whose backward is slow: on the race's shapes (3 rows x 9 heads x
-254 positions, 3 key/value heads) a forward and backward take 11.8 ms there against 5.5 ms here (forward
-alone 3.4 against 1.6 ms; ``benchmarks/attention.py``). Here attention is computed as transformers' eager
+CPU takes its flash kernel's masked path, whose backward is slow: in the DPO race's packed step the
+attention took 0.39 s of operator time per step with it and 0.20 s with this
+(``benchmarks/profile_step.py``; docs/performance.md). Here attention is computed as transformers' eager
 implementation computes it -- the two matmuls in the compute dtype, the softmax in float32 -- but the
 backward recomputes the probabilities from q and k, as flash attention does, so nothing of size
 ``positions x positions`` is kept per layer. Grouped-query heads are computed against their shared
