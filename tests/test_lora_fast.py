@@ -128,3 +128,18 @@ def test_second_adapter_is_followed(tmp_path):
         second = model(input_ids=ids).logits
     assert not torch.allclose(first, second)
     _assert_same(_run(model, False), _original(model, False), 1e-5)
+
+
+def test_dora_takes_peft_forward(tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(
+        build_family("llama", tmp_path / "llama"), dtype=torch.float32
+    )
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, use_dora=True, target_modules="all-linear"))
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)
+    use_lean_lora_forward(model)
+    _assert_same(_run(model, False), _original(model, False), 1e-6)

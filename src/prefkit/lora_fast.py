@@ -28,7 +28,9 @@ def _plain_adapter(layer: Any) -> str | None:
     if len(active) != 1:
         return None
     name = active[0]
-    if name in layer.lora_variant or layer.lora_bias.get(name, False):
+    # getattr: peft versions before variants (0.17 is the floor) mark DoRA by use_dora only.
+    variant = name in getattr(layer, "lora_variant", {}) or getattr(layer, "use_dora", {}).get(name, False)
+    if variant or getattr(layer, "lora_bias", {}).get(name, False):
         return None
     dropout = layer.lora_dropout[name]
     if layer.training and isinstance(dropout, torch.nn.Dropout) and dropout.p > 0:
