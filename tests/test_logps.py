@@ -9,7 +9,7 @@ import pytest
 import torch
 from tiny import FAMILIES, build_family
 
-from prefkit import logps
+from prefkit import logps, output_layer
 from prefkit.data.tokenize import IGNORE_INDEX
 from prefkit.output_layer import head_logps
 
@@ -133,11 +133,14 @@ def _plain_head_logps(hidden, weight, targets, softcap):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("chunk", [7, 2**24])
+@pytest.mark.parametrize("block", [22, 2**19])  # 22 elements: the softmax two rows at a time
 @pytest.mark.parametrize("softcap", [None, 3.0])
 @pytest.mark.parametrize("train_weight", [False, True], ids=["frozen-weight", "trained-weight"])
-def test_fused_output_layer_equals_plain(dtype, chunk, softcap, train_weight):
+def test_fused_output_layer_equals_plain(monkeypatch, dtype, chunk, block, softcap, train_weight):
     """Both backward paths (the hidden-state gradient precomputed for a frozen weight; each chunk
-    recomputed for a trained one), with and without Gemma 2's soft-capping, one row or all per chunk."""
+    recomputed for a trained one), with and without Gemma 2's soft-capping, one row or all per chunk, the
+    chunk's softmax taken all at once or a few rows at a time."""
+    monkeypatch.setattr(output_layer, "BLOCK_ELEMENTS", block)
     torch.manual_seed(0)
     hidden = (torch.randn(6, 4, dtype=torch.float64) * 2).to(dtype).requires_grad_()
     weight = torch.randn(11, 4, dtype=torch.float64).to(dtype).requires_grad_(train_weight)

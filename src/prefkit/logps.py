@@ -35,8 +35,8 @@ from prefkit.output_layer import (
     plain_output_layer,
 )
 
-# Elements of one float32 chunk (positions x vocabulary): 2**24 floats is 64 MiB, a chunk of about 340
-# positions at a 49k vocabulary and 110 at Qwen2's 152k.
+# Logits in one chunk (positions x vocabulary): 2**24 is about 340 positions at a 49k vocabulary and 110 at
+# Qwen2's 152k; 32 MiB in bf16 on the fused output layer's path, 64 MiB of float32 on the logits path.
 CHUNK_ELEMENTS = 2**24
 
 

@@ -37,21 +37,70 @@ def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _logits(
-    hidden: torch.Tensor, weight: torch.Tensor, softcap: float | None, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One chunk's logits in ``dtype``, and (soft-capped models) the tanh the capping's derivative needs."""
-    logits = (hidden @ weight.t()).to(dtype)
+# Float32 logits taken through the softmax at a time (2 MiB: ten rows at a 49k vocabulary), small enough to
+# stay in the cores' caches: each pass of the softmax runs there, and the chunk itself is read once and
+# written once, in the compute dtype. (At the race's shape 2**19 and 2**20 measured alike, 2**17 and 2**21
+# slower: benchmarks/output_layer.py.)
+BLOCK_ELEMENTS = 2**19
+
+
+def _blocks(chunk: torch.Tensor) -> Iterator[slice]:
+    step = chunk_rows(chunk.shape[-1], BLOCK_ELEMENTS)
+    return (slice(start, start + step) for start in range(0, chunk.shape[0], step))
+
+
+def _capped(logits: torch.Tensor, softcap: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Soft-capped logits (Gemma 2: ``cap * tanh(z / cap)``) and the tanh the capping's derivative needs."""
     if softcap is None:
         return logits, None
     tanh = torch.tanh(logits / softcap)
     return tanh * softcap, tanh
 
 
-def _unit_gradient(probs: torch.Tensor, targets: torch.Tensor, tanh: torch.Tensor | None) -> torch.Tensor:
+def _to_unit_gradient(probs: torch.Tensor, targets: torch.Tensor, tanh: torch.Tensor | None) -> torch.Tensor:
     """d log p(target) / d (pre-cap) logits, ``onehot - p``, in place of ``probs``."""
     grad = probs.neg_().scatter_add_(-1, targets.unsqueeze(-1), torch.ones_like(probs[:, :1]))
     return grad if tanh is None else grad.mul_(1 - tanh * tanh)
+
+
+def _chunk_forward(
+    chunk: torch.Tensor, targets: torch.Tensor, softcap: float | None, acc: torch.dtype, unit_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(log p(target), log-normaliser, mean logit)`` per row of one chunk of raw logits, in ``acc``; with
+    ``unit_grad`` the chunk is overwritten, in its dtype, by the gradient of each row's log-prob with respect
+    to its raw logits."""
+    out, lse, means = (torch.empty(chunk.shape[0], dtype=acc, device=chunk.device) for _ in range(3))
+    for rows in _blocks(chunk):
+        x, tanh = _capped(chunk[rows].to(acc), softcap)
+        means[rows] = x.mean(-1)
+        picked = x.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1)
+        peak = x.amax(-1, keepdim=True)
+        total = x.sub_(peak).exp_().sum(-1, keepdim=True)
+        lse[rows] = (peak + total.log()).squeeze(-1)
+        out[rows] = picked - lse[rows]
+        if unit_grad:
+            chunk[rows] = _to_unit_gradient(x.div_(total), targets[rows], tanh)
+    return out, lse, means
+
+
+def _chunk_backward(
+    chunk: torch.Tensor,
+    targets: torch.Tensor,
+    lse: torch.Tensor,
+    go: torch.Tensor,
+    silent: torch.Tensor,
+    softcap: float | None,
+) -> torch.Tensor:
+    """Overwrites one chunk of raw logits with the gradient of the loss with respect to them, given each
+    row's log-normaliser ``lse`` and incoming gradient ``go``."""
+    for rows in _blocks(chunk):
+        x, tanh = _capped(chunk[rows].to(lse.dtype), softcap)
+        probs = x.sub_(lse[rows].unsqueeze(-1)).exp_()
+        grad = _to_unit_gradient(probs, targets[rows], tanh).mul_(go[rows])
+        # A row whose output gets no gradient has none to give, even where its logits are not finite:
+        # 0 * NaN would be NaN.
+        chunk[rows] = grad.masked_fill_(silent[rows], 0)
+    return chunk
 
 
 class _HeadLogps(torch.autograd.Function):
@@ -77,15 +126,10 @@ class _HeadLogps(torch.autograd.Function):
         step = chunk_rows(w.shape[0], elements)
         for start in range(0, rows_total, step):
             rows = slice(start, start + step)
-            x, tanh = _logits(h[rows], w, softcap, acc)
-            means[rows] = x.mean(-1)
-            picked = x.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1)
-            peak = x.amax(-1, keepdim=True)
-            total = x.sub_(peak).exp_().sum(-1, keepdim=True)
-            lse[rows] = (peak + total.log()).squeeze(-1)
-            out[rows] = picked - lse[rows]
+            chunk = h[rows] @ w.t()
+            out[rows], lse[rows], means[rows] = _chunk_forward(chunk, targets[rows], softcap, acc, precompute)
             if unit_grad is not None:
-                unit_grad[rows] = _unit_gradient(x.div_(total), targets[rows], tanh).to(compute) @ w
+                unit_grad[rows] = chunk @ w
         ctx.softcap, ctx.compute, ctx.step, ctx.hidden_dtype = softcap, compute, step, hidden.dtype
         if precompute:
             ctx.save_for_backward(unit_grad)
@@ -98,8 +142,6 @@ class _HeadLogps(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad_out: torch.Tensor, _: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         go = grad_out.unsqueeze(-1)
-        # A row whose output gets no gradient has none to give, even where its logits are not finite:
-        # 0 * NaN would be NaN.
         silent = go == 0
         if len(ctx.saved_tensors) == 1:
             (unit_grad,) = ctx.saved_tensors
@@ -111,10 +153,8 @@ class _HeadLogps(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, dtype=lse.dtype, device=weight.device)
         for start in range(0, h.shape[0], ctx.step):
             rows = slice(start, start + ctx.step)
-            x, tanh = _logits(h[rows], w, ctx.softcap, lse.dtype)
-            probs = x.sub_(lse[rows].unsqueeze(-1)).exp_()
-            g = _unit_gradient(probs, targets[rows], tanh).mul_(go[rows]).masked_fill_(silent[rows], 0)
-            g = g.to(ctx.compute)
+            chunk = h[rows] @ w.t()
+            g = _chunk_backward(chunk, targets[rows], lse[rows], go[rows], silent[rows], ctx.softcap)
             if grad_h is not None:
                 grad_h[rows] = g @ w
             grad_w.add_(g.t() @ h[rows])

@@ -1,0 +1,91 @@
+"""The output layer fused with the log-softmax (``prefkit.output_layer``) against its matmuls alone.
+
+    python benchmarks/output_layer.py [--rows 627] [--hidden 576] [--vocab 49152] [--chunk 16777216]
+
+The default shape is one DPO race step's scored positions on SmolLM2-135M in bf16. Times the policy's
+pass (forward, with the hidden-state gradient precomputed for the frozen output weight, and backward) and
+the reference's (forward, no gradient), median of 7 after a warm-up, each against the vocabulary
+projections it must run anyway (two for the policy, one for the reference): what is left is the
+softmax's own cost. Writes ``benchmarks/results/output_layer.json``. Take the figure on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from prefkit.env import _cpu_name
+from prefkit.output_layer import chunk_rows, head_logps
+
+RESULTS = Path(__file__).parent / "results" / "output_layer.json"
+
+
+def median_ms(fn, repeats: int = 7) -> float:
+    fn()
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return round(statistics.median(times) * 1000, 1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=627)
+    parser.add_argument("--hidden", type=int, default=576)
+    parser.add_argument("--vocab", type=int, default=49152)
+    parser.add_argument("--chunk", type=int, default=2**24)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    g = torch.Generator().manual_seed(0)
+    dtype = torch.bfloat16
+    weight = (torch.randn(args.vocab, args.hidden, generator=g) * 0.05).to(dtype)
+    hidden = torch.randn(args.rows, args.hidden, generator=g).to(dtype)
+    targets = torch.randint(0, args.vocab, (args.rows,), generator=g)
+
+    def policy() -> None:
+        h = hidden.clone().requires_grad_()
+        values, _ = head_logps(h, weight, targets, None, dtype, args.chunk)
+        values.sum().backward()
+
+    def reference() -> None:
+        with torch.no_grad():
+            head_logps(hidden, weight, targets, None, dtype, args.chunk)
+
+    step = chunk_rows(args.vocab, args.chunk)
+    chunks = [hidden[start : start + step] for start in range(0, args.rows, step)]
+
+    def projections(count: int):
+        def run() -> None:
+            for chunk in chunks:
+                logits = chunk @ weight.t()
+                if count == 2:
+                    logits @ weight
+
+        return run
+
+    result: dict = {
+        "machine": {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__},
+        "shape": {k: v for k, v in vars(args).items() if k != "output"},
+        "command": "python benchmarks/output_layer.py",
+        "policy_ms": median_ms(policy),
+        "policy_projections_ms": median_ms(projections(2)),
+        "reference_ms": median_ms(reference),
+        "reference_projection_ms": median_ms(projections(1)),
+    }
+    print(json.dumps(result, indent=1))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
