@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+import sys
 from pathlib import Path
 
 import torch
@@ -22,18 +21,10 @@ import torch
 from prefkit.env import _cpu_name
 from prefkit.output_layer import chunk_rows, head_logps
 
+sys.path.insert(0, str(Path(__file__).parent))
+from attention import median_ms  # one warm-up, then the median
+
 RESULTS = Path(__file__).parent / "results" / "output_layer.json"
-
-
-def median_ms(fn, repeats: int = 7) -> float:
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times) * 1000, 1)
 
 
 def main() -> int:
@@ -76,10 +67,10 @@ def main() -> int:
         "machine": {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__},
         "shape": {k: v for k, v in vars(args).items() if k != "output"},
         "command": "python benchmarks/output_layer.py",
-        "policy_ms": median_ms(policy),
-        "policy_projections_ms": median_ms(projections(2)),
-        "reference_ms": median_ms(reference),
-        "reference_projection_ms": median_ms(projections(1)),
+        "policy_ms": median_ms(policy, 7),
+        "policy_projections_ms": median_ms(projections(2), 7),
+        "reference_ms": median_ms(reference, 7),
+        "reference_projection_ms": median_ms(projections(1), 7),
     }
     print(json.dumps(result, indent=1))
     args.output.parent.mkdir(parents=True, exist_ok=True)
