@@ -1,6 +1,7 @@
 """The output layer fused with the log-softmax (``prefkit.output_layer``) against its matmuls alone.
 
     python benchmarks/output_layer.py [--rows 627] [--hidden 576] [--vocab 49152] [--chunk 16777216]
+        [--block 524288]
 
 The default shape is one DPO race step's scored positions on SmolLM2-135M in bf16. Times the policy's
 pass (forward, with the hidden-state gradient precomputed for the frozen output weight, and backward) and
@@ -18,8 +19,9 @@ from pathlib import Path
 
 import torch
 
+from prefkit import output_layer
 from prefkit.env import _cpu_name
-from prefkit.output_layer import chunk_rows, head_logps
+from prefkit.output_layer import head_logps, row_chunks
 
 sys.path.insert(0, str(Path(__file__).parent))
 from attention import median_ms  # one warm-up, then the median
@@ -33,8 +35,10 @@ def main() -> int:
     parser.add_argument("--hidden", type=int, default=576)
     parser.add_argument("--vocab", type=int, default=49152)
     parser.add_argument("--chunk", type=int, default=2**24)
+    parser.add_argument("--block", type=int, default=output_layer.BLOCK_ELEMENTS)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
+    output_layer.BLOCK_ELEMENTS = args.block
 
     g = torch.Generator().manual_seed(0)
     dtype = torch.bfloat16
@@ -51,8 +55,7 @@ def main() -> int:
         with torch.no_grad():
             head_logps(hidden, weight, targets, None, dtype, args.chunk)
 
-    step = chunk_rows(args.vocab, args.chunk)
-    chunks = [hidden[start : start + step] for start in range(0, args.rows, step)]
+    chunks = [hidden[rows] for rows in row_chunks(args.rows, args.vocab, args.chunk)]
 
     def projections(count: int):
         def run() -> None:

@@ -29,10 +29,10 @@ from prefkit.attention import ATTENTION_TAKES_BOOLEAN_MASK
 from prefkit.data.tokenize import IGNORE_INDEX
 from prefkit.output_layer import (
     accumulate_dtype,
-    chunk_rows,
     head_logps,
     hidden_states_out,
     plain_output_layer,
+    row_chunks,
 )
 
 # Logits in one chunk (positions x vocabulary): 2**24 is about 340 positions at a 49k vocabulary and 110 at
@@ -51,9 +51,7 @@ class _LabelLogps(torch.autograd.Function):
         out = torch.empty(logits.shape[0], dtype=dtype, device=logits.device)
         lse = torch.empty_like(out)
         means = torch.empty_like(out)
-        step = chunk_rows(logits.shape[-1], CHUNK_ELEMENTS)
-        for start in range(0, logits.shape[0], step):
-            rows = slice(start, start + step)
+        for rows in row_chunks(logits.shape[0], logits.shape[-1], CHUNK_ELEMENTS):
             x = logits[rows].to(dtype)
             lse[rows] = torch.logsumexp(x, dim=-1)
             out[rows] = x.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1) - lse[rows]
@@ -67,9 +65,7 @@ class _LabelLogps(torch.autograd.Function):
     def backward(ctx: Any, grad_out: torch.Tensor, _: torch.Tensor) -> tuple[torch.Tensor, None]:
         logits, targets, lse = ctx.saved_tensors
         grad = torch.empty_like(logits)
-        step = chunk_rows(logits.shape[-1], CHUNK_ELEMENTS)
-        for start in range(0, logits.shape[0], step):
-            rows = slice(start, start + step)
+        for rows in row_chunks(logits.shape[0], logits.shape[-1], CHUNK_ELEMENTS):
             go = grad_out[rows].unsqueeze(-1)
             g = torch.exp(logits[rows].to(lse.dtype) - lse[rows].unsqueeze(-1)).mul_(-go)
             g.scatter_add_(-1, targets[rows].unsqueeze(-1), go)

@@ -28,8 +28,11 @@ import torch
 from torch.autograd.function import once_differentiable
 
 
-def chunk_rows(vocab: int, elements: int) -> int:
-    return max(1, elements // max(vocab, 1))
+def row_chunks(rows: int, width: int, elements: int) -> Iterator[slice]:
+    """Consecutive row slices of a ``(rows, width)`` matrix, each of at most ``elements`` elements (or one
+    row)."""
+    step = max(1, elements // max(width, 1))
+    return (slice(start, start + step) for start in range(0, rows, step))
 
 
 def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -40,13 +43,12 @@ def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
 # Float32 logits taken through the softmax at a time (2 MiB: ten rows at a 49k vocabulary), small enough to
 # stay in the cores' caches: each pass of the softmax runs there, and the chunk itself is read once and
 # written once, in the compute dtype. (At the race's shape 2**19 and 2**20 measured alike, 2**17 and 2**21
-# slower: benchmarks/output_layer.py.)
+# slower: benchmarks/output_layer.py --block N.)
 BLOCK_ELEMENTS = 2**19
 
 
 def _blocks(chunk: torch.Tensor) -> Iterator[slice]:
-    step = chunk_rows(chunk.shape[-1], BLOCK_ELEMENTS)
-    return (slice(start, start + step) for start in range(0, chunk.shape[0], step))
+    return row_chunks(chunk.shape[0], chunk.shape[-1], BLOCK_ELEMENTS)
 
 
 def _capped(logits: torch.Tensor, softcap: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -123,14 +125,12 @@ class _HeadLogps(torch.autograd.Function):
         lse, means = torch.empty_like(out), torch.empty_like(out)
         precompute = ctx.needs_input_grad[0] and not ctx.needs_input_grad[1]
         unit_grad = torch.empty_like(h) if precompute else None
-        step = chunk_rows(w.shape[0], elements)
-        for start in range(0, rows_total, step):
-            rows = slice(start, start + step)
+        for rows in row_chunks(rows_total, w.shape[0], elements):
             chunk = h[rows] @ w.t()
             out[rows], lse[rows], means[rows] = _chunk_forward(chunk, targets[rows], softcap, acc, precompute)
             if unit_grad is not None:
                 unit_grad[rows] = chunk @ w
-        ctx.softcap, ctx.compute, ctx.step, ctx.hidden_dtype = softcap, compute, step, hidden.dtype
+        ctx.softcap, ctx.compute, ctx.elements, ctx.hidden_dtype = softcap, compute, elements, hidden.dtype
         if precompute:
             ctx.save_for_backward(unit_grad)
         else:
@@ -151,8 +151,7 @@ class _HeadLogps(torch.autograd.Function):
         w = weight.to(ctx.compute)
         grad_h = torch.empty_like(h) if ctx.needs_input_grad[0] else None
         grad_w = torch.zeros(weight.shape, dtype=lse.dtype, device=weight.device)
-        for start in range(0, h.shape[0], ctx.step):
-            rows = slice(start, start + ctx.step)
+        for rows in row_chunks(h.shape[0], w.shape[0], ctx.elements):
             chunk = h[rows] @ w.t()
             g = _chunk_backward(chunk, targets[rows], lse[rows], go[rows], silent[rows], ctx.softcap)
             if grad_h is not None:
