@@ -5,8 +5,9 @@ CPU takes its flash kernel's masked path, whose backward is slow: in the DPO rac
 attention took 0.39 s of operator time per step with it and 0.20 s with this
 (``benchmarks/profile_step.py``; docs/performance.md). Here attention is computed as transformers' eager
 implementation computes it -- the two matmuls in the compute dtype, the softmax in float32 -- but the
-backward recomputes the probabilities from q and k, as flash attention does, so nothing of size
-``positions x positions`` is kept per layer. Grouped-query heads are computed against their shared
+backward recomputes the probabilities from q and k, as flash attention does, so no
+``heads x positions x positions`` probabilities are kept per layer (the mask is, as a float32 additive bias
+of ``rows x positions x positions``). Grouped-query heads are computed against their shared
 key/value head without copying it per head.
 
 Models that train with ``sdpa`` are switched to :data:`IMPLEMENTATION`, whose masks are sdpa's; anything
