@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+from prefkit import attention as attention_module
 from prefkit.attention import IMPLEMENTATION, attention_forward, masked_attention, use_lean_attention
 
 
@@ -95,7 +96,8 @@ class _Module(torch.nn.Module):
 
 
 @pytest.mark.parametrize(
-    "case", ["no-mask", "additive-mask", "one-query", "dropout-while-training", "softcap"]
+    "case",
+    ["no-mask", "additive-mask", "mask-per-head", "one-query", "dropout-while-training", "softcap", "dtypes"],
 )
 def test_other_cases_go_to_sdpa(case):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -107,14 +109,19 @@ def test_other_cases_go_to_sdpa(case):
         mask = None
     elif case == "additive-mask":
         mask = torch.zeros(mask.shape).masked_fill_(~mask, torch.finfo(torch.float32).min)
+    elif case == "mask-per-head":
+        mask = mask.expand(-1, q.shape[1], -1, -1)
+    elif case == "dtypes":  # outside autocast
+        v = v.to(torch.float64)
     elif case == "one-query":
         q, mask = q[:, :, -1:], mask[:, :, -1:]
     elif case == "dropout-while-training":
         kwargs["dropout"] = 0.5
     else:
         kwargs["softcap"] = 30.0
-    if case == "softcap":  # sdpa itself refuses it: the eager implementation is the one for soft-capping
-        with pytest.raises(ValueError, match="softcap"):
+    # sdpa itself refuses these: the eager implementation is the one for soft-capping
+    if case in ("softcap", "dtypes"):
+        with pytest.raises((ValueError, RuntimeError), match=r"softcap|same dtype"):
             attention_forward(module, q, k, v, mask, **kwargs)
         return
     torch.manual_seed(0)
@@ -122,6 +129,45 @@ def test_other_cases_go_to_sdpa(case):
     torch.manual_seed(0)
     theirs, _ = sdpa_attention_forward(module, q, k, v, mask, **kwargs)
     assert torch.equal(ours, theirs)
+
+
+def test_keeps_the_boolean_mask_not_a_float_bias():
+    """What the backward keeps: q, k, v, the output and the boolean mask itself (shared by every layer),
+    nothing of the ``rows x positions x positions`` size in float."""
+    q, k, v, mask = _inputs(torch.float32)
+    saved: list[torch.Tensor] = []
+    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        masked_attention(*leaves, mask, 0.3).sum().backward()
+    assert any(t is mask for t in saved)
+    assert not [t for t in saved if t.dtype != torch.bool and t.shape[-2:] == mask.shape[-2:]]
+
+
+def test_one_bias_per_mask_rebuilt_after_an_in_place_change():
+    q, k, v, mask = _inputs(torch.float64)
+    mask = mask.clone()
+    first = masked_attention(q, k, v, mask, 0.3)
+    bias = attention_module._bias(mask, torch.float64)
+    masked_attention(q, k, v, mask, 0.3)  # a second layer: the same bias
+    assert attention_module._bias(mask, torch.float64) is bias
+    mask[0, 0, 5, :3] = False
+    changed = masked_attention(q, k, v, mask, 0.3)
+    torch.testing.assert_close(changed, _plain(q, k, v, mask, 0.3), atol=1e-10, rtol=1e-10)
+    assert not torch.allclose(changed, first)
+
+
+def test_mixed_dtypes_under_autocast_train():
+    """Full fine-tuning in bf16 on a CPU: float32 weights under autocast, q and k float32 after the rotary
+    embedding, v bf16. The backward (outside autocast) gets one dtype and gives each input its own."""
+    q, k, v, mask = _inputs(torch.float32, heads=6, kv_heads=2)
+    leaves = [q.detach().clone().requires_grad_(), k.clone().requires_grad_(), v.bfloat16().requires_grad_()]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = attention_forward(_Module(), *leaves, mask, scaling=0.3)
+    out.float().square().sum().backward()
+    assert out.dtype == torch.bfloat16
+    assert [t.grad.dtype for t in leaves] == [torch.float32, torch.float32, torch.bfloat16]
+    plain = _plain(q.double(), k.double(), v.double(), mask, 0.3).transpose(1, 2)  # (B, L, H, D)
+    assert ((out.double() - plain).norm() / plain.norm()).item() < 0.02
 
 
 def test_switch_applies_to_sdpa_models_only_and_is_not_saved(tiny_model_dir, tmp_path):

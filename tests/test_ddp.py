@@ -56,15 +56,18 @@ POISON = textwrap.dedent("""
 """)
 
 
-def overrides(model: Path, data: Path, out: Path, batch: int, loss: str = "sigmoid") -> list[str]:
+def overrides(
+    model: Path, data: Path, out: Path, batch: int, loss: str = "sigmoid", finetuning: str = "lora"
+) -> list[str]:
     return [
         f"model_name_or_path={model}",
         f"train_file={data}",
         f"output_dir={out}",
         "stage=dpo",
         f"pref_loss={loss}",
+        f"finetuning_type={finetuning}",
         "lora_rank=8",
-        "learning_rate=5e-3",
+        f"learning_rate={5e-3 if finetuning == 'lora' else 1e-3}",
         f"per_device_train_batch_size={batch}",
         "max_steps=6",
         "logging_steps=1",
@@ -83,9 +86,12 @@ def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return result
 
 
-# kto_pair's KL reference points are batch means: they must be means over both processes' rows.
-@pytest.mark.parametrize("loss", ["sigmoid", "kto_pair"])
-def test_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir, loss):
+# kto_pair's KL reference points are batch means: they must be means over both processes' rows. Full
+# fine-tuning trains the (untied) output layer, which the fused output layer would use outside DDP's forward.
+@pytest.mark.parametrize(
+    ("loss", "finetuning"), [("sigmoid", "lora"), ("kto_pair", "lora"), ("sigmoid", "full")]
+)
+def test_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir, loss, finetuning):
     data = toy_pairs(tmp_path / "pairs.jsonl")
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
@@ -100,7 +106,7 @@ def test_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir, loss):
             "--nproc_per_node=2",
             str(driver),
             str(out),
-            *overrides(tiny_model_dir, data, out, batch=2, loss=loss),
+            *overrides(tiny_model_dir, data, out, batch=2, loss=loss, finetuning=finetuning),
         ],
         tmp_path,
     )
@@ -112,7 +118,10 @@ def test_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir, loss):
     assert json.loads((out / "prefkit_run.json").read_text())["world_size"] == 2
 
     single = train(
-        load_config(None, overrides(tiny_model_dir, data, tmp_path / "single", batch=4, loss=loss))
+        load_config(
+            None,
+            overrides(tiny_model_dir, data, tmp_path / "single", batch=4, loss=loss, finetuning=finetuning),
+        )
     )
     ddp_loss = [r["loss"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
     one_loss = [r["loss"] for r in single.metrics if "loss" in r]

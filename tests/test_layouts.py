@@ -6,6 +6,7 @@ import pytest
 import torch
 from tiny import FAMILIES, build_family
 
+from prefkit import attention as attention_module
 from prefkit.attention import IMPLEMENTATION, use_lean_attention
 from prefkit.data.collate import PreferenceCollator, SharedPromptCollator
 from prefkit.logps import sequence_logps
@@ -51,21 +52,26 @@ def _run(model, batch):
     ids=["shared-prompt", "shared-prompt-packed", "one-row"],
 )
 @pytest.mark.parametrize("attention", ["default", "eager", IMPLEMENTATION])
-def test_layout_equals_padded(model, layout, attention):
+def test_layout_equals_padded(model, layout, attention, monkeypatch):
     """The padded layout runs the model's own attention; the other layout runs ``attention`` (prefkit's
     lean attention is what training on a CPU uses for sdpa models)."""
     default = model.config._attn_implementation  # sdpa, or eager where the family needs it (Gemma 2)
     features = _features()
     padded = _run(model, PreferenceCollator(0)(features))
+    lean_calls: list[int] = []
     if attention == IMPLEMENTATION:
         if not use_lean_attention(model):
             pytest.skip(f"{default} attention stays as it is")
+        lean = attention_module.masked_attention
+        monkeypatch.setattr(attention_module, "masked_attention", lambda *a: lean_calls.append(1) or lean(*a))
     elif attention != "default":
         model.config._attn_implementation = attention
     try:
         other = _run(model, layout(features))
     finally:
         model.config._attn_implementation = default
+    # The lean attention itself ran, in every layer (not transformers' sdpa in its place).
+    assert len(lean_calls) == (model.config.num_hidden_layers if attention == IMPLEMENTATION else 0)
     torch.testing.assert_close(other[0], padded[0], atol=1e-5, rtol=1e-5)
     assert torch.equal(other[1], padded[1])
     torch.testing.assert_close(other[2], padded[2], atol=1e-5, rtol=1e-5)

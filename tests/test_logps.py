@@ -220,6 +220,33 @@ def test_sequence_logps_fused_equals_the_models_logits(family, train_head, tmp_p
         torch.testing.assert_close(fused[3][name], grad, atol=1e-9, rtol=1e-9, msg=name)
 
 
+def test_a_model_that_scales_its_logits_takes_the_logits_path():
+    """Granite divides its logits by ``logits_scaling`` after the output layer: fusing would skip that."""
+    from transformers import GraniteConfig, GraniteForCausalLM
+
+    torch.manual_seed(0)
+    config = GraniteConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        logits_scaling=4.0,
+    )
+    model = GraniteForCausalLM(config).double()
+    assert logps.plain_output_layer(model) is None
+    input_ids = torch.randint(0, 64, (2, 6))
+    labels = input_ids.clone()
+    labels[:, :2] = IGNORE_INDEX
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
+    sums, counts, _ = logps.sequence_logps(model, batch)
+    logits = model(input_ids=input_ids).logits[:, :-1].log_softmax(-1)
+    picked = logits.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)[:, 1:]
+    torch.testing.assert_close(sums, picked.sum(-1), atol=1e-10, rtol=1e-10)
+    assert counts.tolist() == [4, 4]
+
+
 def test_fused_path_keeps_no_logits(tiny_model_dir):
     """No tensor autograd saves has the vocabulary's width: the output layer's gradient needs none."""
     from transformers import AutoModelForCausalLM

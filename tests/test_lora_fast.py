@@ -57,11 +57,41 @@ def _assert_same(ours, theirs, tol):
         torch.testing.assert_close(ours[1][name], grad, atol=tol, rtol=tol, msg=name)
 
 
+@pytest.fixture
+def peft_calls(monkeypatch) -> list[int]:
+    """Counts calls of peft's own LoRA forward: the lean forward calls it only where it does not apply."""
+    from peft.tuners.lora.layer import Linear
+
+    calls: list[int] = []
+    original = Linear.forward
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Linear, "forward", counted)
+    return calls
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_lean_forward_equals_peft_in_float32(family, tmp_path):
+def test_lean_forward_equals_peft_in_float32(family, tmp_path, peft_calls):
     model = _lora_model(family, tmp_path)
     assert use_lean_lora_forward(model) > 0
-    _assert_same(_run(model, False), _original(model, False), 1e-5)
+    ours = _run(model, False)
+    assert not peft_calls  # every layer took the lean forward
+    _assert_same(ours, _original(model, False), 1e-5)
+    assert peft_calls
+
+
+def test_model_with_lean_forward_pickles(tmp_path):
+    """torch.save of a whole model (as some users checkpoint) keeps working, lean forward included."""
+    model = _lora_model("llama", tmp_path)
+    use_lean_lora_forward(model)
+    torch.save(model, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    ids = torch.randint(5, 300, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
 
 
 def _relative_errors(result, truth) -> tuple[float, float]:
@@ -100,14 +130,18 @@ def test_disabled_adapter_is_the_base_model(tmp_path):
     assert not torch.allclose(adapted, disabled)
 
 
-def test_dropout_while_training_takes_peft_forward(tmp_path):
+def test_dropout_while_training_takes_peft_forward(tmp_path, peft_calls):
     model = _lora_model("llama", tmp_path, dropout=0.3)
     use_lean_lora_forward(model)
     model.train()
-    ours, theirs = _run(model, False, seed=3), _original(model, False, seed=3)
-    _assert_same(ours, theirs, 1e-6)
+    ours = _run(model, False, seed=3)
+    assert peft_calls
+    _assert_same(ours, _original(model, False, seed=3), 1e-6)
     model.eval()  # dropout is off in eval: the lean forward applies, and agrees
-    _assert_same(_run(model, False), _original(model, False), 1e-5)
+    peft_calls.clear()
+    ours = _run(model, False)
+    assert not peft_calls
+    _assert_same(ours, _original(model, False), 1e-5)
 
 
 def test_second_adapter_is_followed(tmp_path):
@@ -130,7 +164,7 @@ def test_second_adapter_is_followed(tmp_path):
     _assert_same(_run(model, False), _original(model, False), 1e-5)
 
 
-def test_dora_takes_peft_forward(tmp_path):
+def test_dora_takes_peft_forward(tmp_path, peft_calls):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -142,4 +176,6 @@ def test_dora_takes_peft_forward(tmp_path):
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.5)
     use_lean_lora_forward(model)
-    _assert_same(_run(model, False), _original(model, False), 1e-6)
+    ours = _run(model, False)
+    assert peft_calls
+    _assert_same(ours, _original(model, False), 1e-6)

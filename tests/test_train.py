@@ -4,6 +4,7 @@ LoRA runs save loadable models, resume is exact, finished runs are never overwri
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from transformers import TrainerCallback
 from prefkit.callbacks import read_metrics
 from prefkit.config import load_config
 from prefkit.data.collate import PreferenceCollator, SFTCollator
+from prefkit.env import bf16_supported
 from prefkit.runs import OutputDirError, checkpoints
 from prefkit.train import train
 
@@ -139,12 +141,32 @@ def test_sft_then_dpo_on_the_sft_adapter(tmp_path, tiny_model_dir):
     assert dpo.metrics[1]["rewards/margins"] != 0.0
 
 
-def test_full_finetuning_saves_a_full_model(tmp_path, tiny_model_dir):
+# bf16 on a CPU: float32 weights under autocast. The rotary embedding leaves q and k in float32 beside a bf16
+# v, and the output layer runs outside the model's forward; the policy and its frozen copy must still compute
+# alike (a step-1 DPO loss of exactly ln 2).
+@pytest.mark.parametrize(
+    "precision",
+    [
+        "fp32",
+        pytest.param(
+            "bf16", marks=pytest.mark.skipif(not bf16_supported(), reason="this CPU has no bfloat16 support")
+        ),
+    ],
+)
+def test_full_finetuning_saves_a_full_model(tmp_path, tiny_model_dir, precision):
     from transformers import AutoModelForCausalLM
 
     result = train(
-        config(tmp_path, tiny_model_dir, "finetuning_type=full", "learning_rate=1e-3", "max_steps=4")
+        config(
+            tmp_path,
+            tiny_model_dir,
+            "finetuning_type=full",
+            "learning_rate=1e-3",
+            "max_steps=4",
+            f"bf16={precision == 'bf16'}",
+        )
     )
+    assert result.metrics[0]["loss"] == pytest.approx(math.log(2), rel=1e-7)
     out = result.output_dir
     assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()
     trained = AutoModelForCausalLM.from_pretrained(out)

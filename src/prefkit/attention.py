@@ -6,8 +6,8 @@ attention took 0.39 s of operator time per step with it and 0.20 s with this
 (``benchmarks/profile_step.py``; docs/performance.md). Here attention is computed as transformers' eager
 implementation computes it -- the two matmuls in the compute dtype, the softmax in float32 -- but the
 backward recomputes the probabilities from q and k, as flash attention does, so no
-``heads x positions x positions`` probabilities are kept per layer (the mask is, as a float32 additive bias
-of ``rows x positions x positions``). Grouped-query heads are computed against their shared
+``heads x positions x positions`` probabilities are kept per layer (only the boolean mask, one tensor shared
+by all layers). Grouped-query heads are computed against their shared
 key/value head without copying it per head.
 
 Models that train with ``sdpa`` are switched to :data:`IMPLEMENTATION`, whose masks are sdpa's; anything
@@ -39,6 +39,26 @@ def _probabilities(
     return torch.softmax(scores, -1)
 
 
+_BIAS = "_prefkit_additive_bias"
+
+
+def _bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The boolean mask as an additive bias in the scores' accumulation dtype (float32, or float64). Additive,
+    as eager attention masks: a broadcast add is ~30x faster here than a masked fill, and a query that may
+    attend to nothing gets uniform weights instead of NaN. Every layer of a forward gets the same mask
+    tensor, so the bias is built once and kept on the mask itself: one for all layers, forward and
+    backward, alive as long as the mask is (rebuilt if the mask is changed in place)."""
+    acc = torch.promote_types(dtype, torch.float32)
+    cache = mask.__dict__.setdefault(_BIAS, {})
+    key = (acc, mask._version)
+    if key not in cache:
+        cache.clear()
+        cache[key] = torch.zeros(mask.shape, dtype=acc, device=mask.device).masked_fill_(
+            ~mask, torch.finfo(acc).min
+        )
+    return cache[key]
+
+
 class _MaskedAttention(torch.autograd.Function):
     """``softmax(q k^T * scale, masked) v`` for q ``(B, H, L, D)``, k and v ``(B, KV, S, D)``, a boolean mask
     ``(B or 1, 1, L, S)`` (True: may attend)."""
@@ -48,20 +68,18 @@ class _MaskedAttention(torch.autograd.Function):
         ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float
     ) -> torch.Tensor:
         batch, heads, positions, dim = q.shape
-        acc = torch.promote_types(q.dtype, torch.float32)
-        # Additive, as eager attention masks: a broadcast add is ~30x faster here than a masked fill, and a
-        # query that may attend to nothing gets uniform weights instead of NaN.
-        bias = torch.zeros(mask.shape, dtype=acc, device=q.device).masked_fill_(~mask, torch.finfo(acc).min)
         grouped_q = q.reshape(batch, k.shape[1], (heads // k.shape[1]) * positions, dim)
-        out = torch.matmul(_probabilities(grouped_q, k, bias, scale).to(q.dtype), v)
-        ctx.save_for_backward(grouped_q, k, v, bias, out)
+        out = torch.matmul(_probabilities(grouped_q, k, _bias(mask, q.dtype), scale).to(q.dtype), v)
+        # The mask, not a bias of this layer's own, is kept: one for the whole model (see _bias).
+        ctx.save_for_backward(grouped_q, k, v, mask, out)
         ctx.scale, ctx.shape = scale, q.shape
         return out.view(q.shape)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        grouped_q, k, v, bias, out = ctx.saved_tensors
+        grouped_q, k, v, mask, out = ctx.saved_tensors
+        bias = _bias(mask, grouped_q.dtype)
         dtype, acc = grouped_q.dtype, bias.dtype
         grad = grad.reshape(out.shape).to(dtype)
         probs = _probabilities(grouped_q, k, bias, ctx.scale)
@@ -100,6 +118,7 @@ def attention_forward(
         and attention_mask is not None
         and attention_mask.dtype == torch.bool
         and attention_mask.dim() == 4
+        and attention_mask.shape[1] == 1
         and query.shape[2] > 1
         and query.shape[1] % key.shape[1] == 0
         and not (dropout and module.training)
@@ -107,6 +126,13 @@ def attention_forward(
         and kwargs.get("position_bias") is None
     )
     if not ours:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    # The backward runs outside autocast, so q, k and v enter in one dtype: under autocast the one its
+    # matmuls would take (rotary embeddings leave q and k in float32 beside a bf16 v in full fine-tuning).
+    if torch.is_autocast_enabled("cpu"):
+        dtype = torch.get_autocast_dtype("cpu")
+        query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
+    elif not query.dtype == key.dtype == value.dtype:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     out = masked_attention(query, key, value, attention_mask, scale)

@@ -30,6 +30,7 @@ and no per-request adapters, so prefkit keeps this loop.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -105,6 +106,13 @@ def _left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
 
+def _cache_kwarg(model: Any) -> str:
+    """The name the model's forward takes its key/value cache by: ``cache`` since transformers 5.25, which
+    still takes ``past_key_values`` with a warning (until 5.40); before, only ``past_key_values``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 class Engine:
     def __init__(self, model: Any, tokenizer: Any, *, max_batch: int = 8, prefill_tokens: int = 4096) -> None:
         if max_batch < 1:
@@ -121,6 +129,7 @@ class Engine:
         self.running: list[Sequence] = []
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None  # [rows, cached columns]: 1 for a token, 0 for padding
+        self._cache_kwarg = _cache_kwarg(model)
         layers = DynamicCache(config=self._config()).layers
         self.can_join = all(type(layer) is DynamicLayer for layer in layers)
         if not self.can_join:
@@ -184,7 +193,7 @@ class Engine:
             "input_ids": input_ids,
             "attention_mask": mask,
             "position_ids": position_ids,
-            "past_key_values": cache,
+            self._cache_kwarg: cache,
             "use_cache": True,
             "logits_to_keep": 1,
         }

@@ -14,7 +14,7 @@ float32 adapter outside autocast (peft computes that update in float32) -- takes
 
 from __future__ import annotations
 
-from types import MethodType
+from functools import partial
 from typing import Any
 
 import torch
@@ -58,5 +58,6 @@ def use_lean_lora_forward(model: torch.nn.Module) -> int:
 
     layers = [m for m in model.modules() if type(m) is Linear]
     for layer in layers:
-        layer.forward = MethodType(_forward, layer)
+        # A partial of a module-level function, not a bound method: the model still pickles (torch.save).
+        layer.forward = partial(_forward, layer)
     return len(layers)

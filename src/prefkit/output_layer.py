@@ -175,16 +175,52 @@ def head_logps(
     return _HeadLogps.apply(hidden, weight, targets, softcap, compute, elements)
 
 
+# Model types whose causal-LM forward makes its logits as ``lm_head(hidden)``, then at most Gemma's final
+# soft-capping (read in transformers 5.25). Elsewhere a forward may scale or post-process them (Granite,
+# Cohere, Gemma 3n) in ways the fused layer would skip: those take the logits path.
+FUSED_MODEL_TYPES = frozenset(
+    {
+        "gemma",
+        "gemma2",
+        "gemma3_text",
+        "gpt2",
+        "llama",
+        "mistral",
+        "mixtral",
+        "olmo2",
+        "phi",
+        "phi3",
+        "qwen2",
+        "qwen2_moe",
+        "qwen3",
+        "qwen3_moe",
+        "smollm3",
+        "stablelm",
+        "starcoder2",
+    }
+)
+
+
 def plain_output_layer(model: Any) -> torch.nn.Linear | None:
     """The model's output layer where it is a plain bias-free linear map whose whole weight is at hand;
     None where it is anything else (a LoRA- or quantisation-wrapped layer, a weight sharded by FSDP or
-    DeepSpeed ZeRO-3, a layer with hooks): those take the logits path."""
+    DeepSpeed ZeRO-3, a layer with hooks, a trained untied weight under DDP), or in a model type not known
+    to use it plainly (:data:`FUSED_MODEL_TYPES`): those take the logits path."""
     inner = getattr(model, "module", model)  # DDP
+    if getattr(getattr(inner, "config", None), "model_type", None) not in FUSED_MODEL_TYPES:
+        return None
     get = getattr(inner, "get_output_embeddings", None)
     head = get() if get is not None else None
     if type(head) is not torch.nn.Linear or head.bias is not None:
         return None
     weight = head.weight
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel) and weight.requires_grad:
+        # DDP reduces the gradients of the parameters its forward used; a trained output weight used only
+        # here would get its gradient after DDP has counted it unused. Tied to the input embedding, it is
+        # used inside the forward.
+        embeddings = inner.get_input_embeddings()
+        if embeddings is None or embeddings.weight is not weight:
+            return None
     whole = weight.shape == (head.out_features, head.in_features) and type(weight.data) is torch.Tensor
     hooked = head._forward_hooks or head._forward_pre_hooks or hasattr(head, "_hf_hook")
     return head if whole and not hooked and not hasattr(weight, "ds_id") else None

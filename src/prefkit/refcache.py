@@ -21,7 +21,8 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +169,7 @@ def fill(
     collator: Any,
     *,
     batch_size: int,
-    autocast: Any,
+    autocast: Callable[[], AbstractContextManager[Any]],
     rank: int = 0,
     world_size: int = 1,
 ) -> int:
@@ -184,7 +185,7 @@ def fill(
         chunk = missing[start : start + batch_size]
         batch = collator(chunk)
         inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        with autocast:
+        with autocast():  # a fresh context each batch: accelerate's is a one-shot generator
             sums, _, _ = sequence_logps(reference, inputs)
         cache.put([pair_key(f) for f in chunk], sums[: len(chunk)], sums[len(chunk) :])
     return len(missing)

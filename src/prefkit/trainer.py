@@ -170,7 +170,10 @@ class PrefTrainer(AtomicCheckpoints, Trainer):
                 self.nonfinite.observe(result[0] if return_outputs else result, example_ids)
             return result
 
-        logps, counts, logit_sums = sequence_logps(model, inputs)
+        # The output layer runs outside the model's forward (accelerate puts only that under the
+        # mixed-precision autocast): here it gets the same autocast, as the reference's pass below does.
+        with self.accelerator.autocast():
+            logps, counts, logit_sums = sequence_logps(model, inputs)
         half = logps.shape[0] // 2
         ref_chosen = ref_rejected = None
         if self.loss_spec.needs_reference:
@@ -215,7 +218,7 @@ class PrefTrainer(AtomicCheckpoints, Trainer):
                 features,
                 self.data_collator,
                 batch_size=self.args.per_device_eval_batch_size,
-                autocast=self.accelerator.autocast(),
+                autocast=self.accelerator.autocast,
                 rank=self.accelerator.process_index,
                 world_size=self.accelerator.num_processes,
             )
