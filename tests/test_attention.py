@@ -154,6 +154,11 @@ def test_one_bias_per_mask_rebuilt_after_an_in_place_change():
     changed = masked_attention(q, k, v, mask, 0.3)
     torch.testing.assert_close(changed, _plain(q, k, v, mask, 0.3), atol=1e-10, rtol=1e-10)
     assert not torch.allclose(changed, first)
+    with torch.inference_mode():  # an inference tensor has no version counter: no bias kept on it
+        frozen = mask.clone()
+        torch.testing.assert_close(
+            masked_attention(q, k, v, frozen, 0.3), _plain(q, k, v, frozen, 0.3), atol=1e-10, rtol=1e-10
+        )
 
 
 def test_mixed_dtypes_under_autocast_train():

@@ -157,6 +157,22 @@ def test_notebook_sft_keys_load_with_rename_warnings() -> None:
     assert config.sources()["use_cpu"] == f"{path}:{line_of(path, 'no_cuda')}"
 
 
+@pytest.mark.parametrize(("flag", "strategy"), [("true", "group_by_length"), ("false", "random")])
+def test_transformers_4_group_by_length_reads_as_the_sampling_strategy(
+    tmp_path: Path, flag, strategy
+) -> None:
+    path = write(tmp_path, f"stage: dpo\ngroup_by_length: {flag}\n")
+    config, warnings = load(path)
+    assert config.training_arguments == {"train_sampling_strategy": strategy}
+    assert warnings == [
+        f"{path}:2: 'group_by_length' was replaced by 'train_sampling_strategy' in transformers 5; read as "
+        f"train_sampling_strategy: {strategy}"
+    ]
+    assert load_error(path, "group_by_length=sometimes") == [
+        "command line: group_by_length: got sometimes -- expected true or false"
+    ]
+
+
 def test_defaults_without_a_file() -> None:
     config, warnings = load(None)
     assert warnings == []

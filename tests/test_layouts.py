@@ -87,3 +87,16 @@ def test_packing_fills_rows():
     # Every token of every pair is in the batch once; padding is what is left.
     real = int((batch["attention_mask"][:, 0].diagonal(dim1=1, dim2=2) & (batch["input_ids"] != 0)).sum())
     assert real == sum(lengths)
+
+
+def test_packing_computes_the_fewest_positions_it_can_find():
+    """Pairs of 25, 20, 15 and 20 tokens in rows of 40: in order they would take 3 rows of 35 positions
+    (25 | 20 + 15 | 20); longest first, 2 rows of 40 (25 + 15 | 20 + 20)."""
+
+    def pair(size: int) -> dict[str, list[int]]:
+        return {"prompt_ids": [7] * (size - 4), "chosen_ids": [8, 9], "rejected_ids": [10, 11]}
+
+    features = [pair(n) for n in (25, 20, 15, 20)]
+    batch = SharedPromptCollator(0, pack_length=40)(features)
+    assert tuple(batch["input_ids"].shape) == (2, 40)
+    assert int((batch["input_ids"] != 0).sum()) == 80  # every token placed once, no padding

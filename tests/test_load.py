@@ -30,7 +30,13 @@ def test_prepare_tokenises_and_splits(tmp_path, tokenizer):
     cfg = load_config(None, [f"train_file={data}", "val_size=0.25", "cutoff_len=64", "template=chatml"])
     prepared = prepare_data(cfg, tokenizer)
     assert len(prepared.train) == 15 and len(prepared.eval) == 5
-    assert set(prepared.train.column_names) == {"prompt_ids", "chosen_ids", "rejected_ids", "example_id"}
+    assert set(prepared.train.column_names) == {
+        "prompt_ids",
+        "chosen_ids",
+        "rejected_ids",
+        "example_id",
+        "length",
+    }
     first = prepared.train_examples[0]
     assert prepared.train[0]["example_id"] == str(first.location)  # "d.jsonl:N", for messages about a batch
     assert tokenizer.decode(prepared.train[0]["chosen_ids"]) == f"{first.chosen}<|im_end|>\n"

@@ -84,14 +84,18 @@ def _health(server) -> dict:
     return _raw(server, "GET", "/health", key=None)[1]
 
 
-def _wait_idle(server, timeout: float = 60) -> dict:
+def _wait_for(server, running: int, waiting: int, timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         health = _health(server)
-        if health["running"] == 0 and health["waiting"] == 0:
+        if health["running"] == running and health["waiting"] == waiting:
             return health
-        time.sleep(0.05)
-    raise AssertionError(f"the server did not go idle: {health}")
+        time.sleep(0.01)
+    raise AssertionError(f"the server did not get to {running} running, {waiting} waiting: {health}")
+
+
+def _wait_idle(server, timeout: float = 60) -> dict:
+    return _wait_for(server, 0, 0, timeout)
 
 
 def _chat(model: str = BASE, content: str = "hello", **extra) -> dict:
@@ -235,7 +239,7 @@ def _start_long_stream(
     conn.request("POST", "/v1/chat/completions", body=body, headers={"Authorization": f"Bearer {KEY}"})
     response = conn.getresponse()
     assert response.status == 200
-    response.fp.readline()  # the first event: generation has started
+    response.fp.readline()  # the first event: the request is queued
     return conn, response
 
 
@@ -243,6 +247,7 @@ def test_health_answers_while_generating_and_a_disconnect_stops_generation(serve
     _wait_idle(server)
     before = _health(server)
     conn, _ = _start_long_stream(server)
+    _wait_for(server, running=1, waiting=0)
     slowest, saw_running = 0.0, False
     for _ in range(5):
         started = time.monotonic()
@@ -259,6 +264,8 @@ def test_health_answers_while_generating_and_a_disconnect_stops_generation(serve
 def test_a_full_queue_answers_429(server):
     _wait_idle(server)
     streams = [_start_long_stream(server) for _ in range(2)]  # both places of the batch
+    # A stream's first event comes when it is queued; it holds a place once the scheduler admits it.
+    _wait_for(server, running=2, waiting=0)
     waiting = concurrent.futures.ThreadPoolExecutor(4)
     queued = [
         waiting.submit(_raw, server, "POST", "/v1/chat/completions", _chat(max_tokens=LONG, ignore_eos=True))

@@ -111,3 +111,44 @@ def test_a_full_finetuning_reference_sits_with_the_policy(tmp_path, tiny_model_d
     )
     placed = {(p.device, p.dtype) for p in trainer.loaded.reference.parameters()}
     assert placed == {(next(trainer.model.parameters()).device, torch.float64)}
+
+
+@pytest.mark.parametrize("stage", ["dpo", "sft"])
+def test_group_by_length_groups_pairs_by_their_padded_length(tmp_path, tiny_model_dir, monkeypatch, stage):
+    """transformers' length-grouped sampler reads a pair's length from the "length" column (it would look for
+    ``input_ids``, which a pair has not); SFT examples have ``input_ids``."""
+    import json
+
+    import transformers.trainer
+    from toydata import toy_sft
+
+    lengths: list[list[int]] = []
+
+    class Recording(transformers.trainer.LengthGroupedSampler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            lengths.append(list(self.lengths))
+
+    monkeypatch.setattr(transformers.trainer, "LengthGroupedSampler", Recording)
+    data = tmp_path / "varied.jsonl"
+    rows = [
+        {"prompt": "tell me " * (1 + i % 5), "chosen": "yes " * (1 + i % 3), "rejected": "no " * (1 + i % 4)}
+        for i in range(12)
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    train_file = data if stage == "dpo" else toy_sft(tmp_path / "sft.jsonl", 12)
+    cfg = config(
+        tmp_path, tiny_model_dir, f"stage={stage}", f"train_file={train_file}", "group_by_length=true"
+    )
+    result = train(cfg)
+    assert [r["loss"] for r in result.metrics if "loss" in r] and len(lengths) == 1
+    from transformers import AutoTokenizer
+
+    from prefkit.data.load import prepare_data
+
+    dataset = prepare_data(cfg, AutoTokenizer.from_pretrained(tiny_model_dir)).train
+    if stage == "dpo":  # the longest row a pair makes in the padded layout: prompt and its longer reply
+        expected = [len(f["prompt_ids"]) + max(len(f["chosen_ids"]), len(f["rejected_ids"])) for f in dataset]
+    else:
+        expected = [len(f["input_ids"]) for f in dataset]
+    assert lengths[0] == expected and len(set(expected)) > 1

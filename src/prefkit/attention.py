@@ -49,14 +49,20 @@ def _bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     tensor, so the bias is built once and kept on the mask itself: one for all layers, forward and
     backward, alive as long as the mask is (rebuilt if the mask is changed in place)."""
     acc = torch.promote_types(dtype, torch.float32)
+    if mask.is_inference():  # no version counter to tell an in-place change by: built each time
+        return _additive(mask, acc)
     cache = mask.__dict__.setdefault(_BIAS, {})
     key = (acc, mask._version)
     if key not in cache:
         cache.clear()
-        cache[key] = torch.zeros(mask.shape, dtype=acc, device=mask.device).masked_fill_(
-            ~mask, torch.finfo(acc).min
-        )
+        cache[key] = _additive(mask, acc)
     return cache[key]
+
+
+def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(
+        ~mask, torch.finfo(dtype).min
+    )
 
 
 class _MaskedAttention(torch.autograd.Function):

@@ -28,6 +28,12 @@ RENAMED_KEYS: dict[str, str] = {
     "no_cuda": "use_cpu",
 }
 
+# Boolean keys of transformers 4 that transformers 5 replaced by a choice: old name -> (new name, the value
+# `true` means, the value `false` means).
+REPLACED_FLAGS: dict[str, tuple[str, str, str]] = {
+    "group_by_length": ("train_sampling_strategy", "group_by_length", "random"),
+}
+
 # Keys of LLaMA-Factory (and of the libraries it wraps) that prefkit accepts but does not use, each with
 # what prefkit does instead.  This is the one place that list lives: the loader warns from it, and the
 # unknown-key suggestions draw on it.
@@ -53,8 +59,10 @@ IGNORED_KEYS: dict[str, str] = {
     "ref_model_quantization_bit": "prefkit uses the base model with the adapter switched off as the "
     "reference (LoRA), or a frozen copy of the starting model (full fine-tuning)",
     "mask_history": "prefkit trains on every assistant turn of a conversation",
-    "packing": "prefkit does not pack examples; each example is its own padded row",
-    "neat_packing": "prefkit does not pack examples; each example is its own padded row",
+    "packing": "prefkit packs preference pairs by itself (batch_layout: auto; pack_length sets the row "
+    "length); SFT examples are padded rows",
+    "neat_packing": "prefkit packs preference pairs by itself, each attending only within its own pair "
+    "(batch_layout: auto); SFT examples are padded rows",
     "tokenized_path": "prefkit tokenises from the dataset on every run",
     "streaming": "prefkit loads datasets fully into memory",
     "buffer_size": "prefkit loads datasets fully into memory (no streaming buffer)",

@@ -11,7 +11,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from prefkit.config.keys import COMMAND_LINE, IGNORED_KEYS, RENAMED_KEYS, RESERVED_KEYS, ConfigError
+from prefkit.config.keys import (
+    COMMAND_LINE,
+    IGNORED_KEYS,
+    RENAMED_KEYS,
+    REPLACED_FLAGS,
+    RESERVED_KEYS,
+    ConfigError,
+)
 from prefkit.config.messages import field_problem, unknown_key_message
 from prefkit.config.passthrough import training_argument_names, validate_training_argument
 from prefkit.config.schema import Config
@@ -84,8 +91,26 @@ def load_config(
                 (entry.order, f"{entry.origin}: {shown}: got {yaml_scalar(bad)} -- expected a finite number")
             )
             continue
+        value = entry.value
         if key in config_keys:
             canonical = key
+        elif key in REPLACED_FLAGS:
+            canonical, on, off = REPLACED_FLAGS[key]
+            if not isinstance(value, bool):
+                shown = short_repr(key, quote=False)
+                problems.append(
+                    (
+                        entry.order,
+                        f"{entry.origin}: {shown}: got {yaml_scalar(value)} -- expected true or false",
+                    )
+                )
+                continue
+            value = on if value else off
+            warn_once(
+                f"replaced:{key}",
+                f"{entry.origin}: '{key}' was replaced by '{canonical}' in transformers 5; read as "
+                f"{canonical}: {value}",
+            )
         elif key in RENAMED_KEYS:
             canonical = RENAMED_KEYS[key]
             warn_once(
@@ -113,7 +138,7 @@ def load_config(
                 )
             )
         spelled[layer] = entry
-        values[canonical] = entry.value
+        values[canonical] = value
         origins[canonical] = entry.origin
         orders[canonical] = entry.order
         if canonical not in config_keys:

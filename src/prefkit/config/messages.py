@@ -7,7 +7,14 @@ import types
 import typing
 from typing import Any, Literal
 
-from prefkit.config.keys import EXPECTED, IGNORED_KEYS, RENAMED_KEYS, RESERVED_KEYS, VALUE_HINTS
+from prefkit.config.keys import (
+    EXPECTED,
+    IGNORED_KEYS,
+    RENAMED_KEYS,
+    REPLACED_FLAGS,
+    RESERVED_KEYS,
+    VALUE_HINTS,
+)
 from prefkit.config.passthrough import training_argument_names
 from prefkit.config.schema import Config
 from prefkit.config.words import describe, one_of
@@ -82,7 +89,9 @@ def _strip_optional(annotation: Any) -> Any:
 
 
 def unknown_key_message(entry: Entry, config_keys: frozenset[str]) -> str:
-    candidates = sorted(config_keys | training_argument_names() | set(IGNORED_KEYS) | set(RENAMED_KEYS))
+    candidates = sorted(
+        config_keys | training_argument_names() | set(IGNORED_KEYS) | set(RENAMED_KEYS) | set(REPLACED_FLAGS)
+    )
     close = difflib.get_close_matches(entry.key[:100], candidates, n=1, cutoff=0.75)
     if entry.text is not None:
         text = f"{entry.origin}: unknown key {short_repr(entry.key)} in {short_repr(entry.text)}"

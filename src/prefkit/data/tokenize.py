@@ -85,6 +85,9 @@ class EncodedPair:
             "chosen_ids": self.chosen_ids,
             "rejected_ids": self.rejected_ids,
             "example_id": self.example_id,
+            # The longest row the pair makes in the padded layout: what `train_sampling_strategy:
+            # group_by_length` groups by (transformers' sampler reads a "length" column).
+            "length": len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids)),
         }
 
 
