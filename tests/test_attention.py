@@ -161,13 +161,27 @@ def test_one_bias_per_mask_rebuilt_after_an_in_place_change():
         )
 
 
-def test_mixed_dtypes_under_autocast_train():
+def test_compiles():
+    """torch_compile traces the attention (the bias is not cached there: dynamo cannot trace the cache)."""
+    q, k, v, mask = _inputs(torch.float64)
+    compiled = torch.compile(masked_attention, backend="eager")
+    torch.testing.assert_close(
+        compiled(q, k, v, mask, 0.3), _plain(q, k, v, mask, 0.3), atol=1e-10, rtol=1e-10
+    )
+
+
+def test_mixed_dtypes_under_autocast_train(monkeypatch):
     """Full fine-tuning in bf16 on a CPU: float32 weights under autocast, q and k float32 after the rotary
     embedding, v bf16. The backward (outside autocast) gets one dtype and gives each input its own."""
     q, k, v, mask = _inputs(torch.float32, heads=6, kv_heads=2)
     leaves = [q.detach().clone().requires_grad_(), k.clone().requires_grad_(), v.bfloat16().requires_grad_()]
+    calls = []
+    monkeypatch.setattr(
+        attention_module, "masked_attention", lambda *a: calls.append(1) or masked_attention(*a)
+    )
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out, _ = attention_forward(_Module(), *leaves, mask, scaling=0.3)
+    assert calls  # prefkit's attention, not sdpa (which would take mixed dtypes under autocast too)
     out.float().square().sum().backward()
     assert out.dtype == torch.bfloat16
     assert [t.grad.dtype for t in leaves] == [torch.float32, torch.float32, torch.bfloat16]

@@ -168,6 +168,9 @@ def test_transformers_4_group_by_length_reads_as_the_sampling_strategy(
         f"{path}:2: 'group_by_length' was replaced by 'train_sampling_strategy' in transformers 5; read as "
         f"train_sampling_strategy: {strategy}"
     ]
+    assert load(path, "group_by_length=1")[0].training_arguments == {
+        "train_sampling_strategy": "group_by_length"
+    }
     assert load_error(path, "group_by_length=sometimes") == [
         "command line: group_by_length: got sometimes -- expected true or false"
     ]

@@ -301,3 +301,22 @@ def test_other_architectures_match_generate(name, encoder):
         engine.step()
     for seq, ids in zip(seqs, prompt_ids, strict=True):
         assert seq.generated == _hf_greedy(model, ids, stop, 12)
+
+
+def test_the_cache_goes_by_the_name_the_model_takes(model, encoder):
+    """transformers 5.25 renamed forward's ``past_key_values`` to ``cache`` and warns at the old name (a
+    warning that would show in `prefkit chat`'s terminal); the engine passes it by the model's own name."""
+    import inspect
+    import warnings
+
+    stop = stop_condition(model, encoder)
+    engine = Engine(model, encoder.tokenizer)
+    names = inspect.signature(model.forward).parameters
+    assert engine._cache_kwarg == ("cache" if "cache" in names else "past_key_values")
+    engine.add(
+        engine.sequence(Request(encoder.prompt_ids([Message("user", "hi")]), SamplingSettings(4), stop))
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        while engine.has_work:
+            engine.step()

@@ -264,3 +264,21 @@ def test_fused_path_keeps_no_logits(tiny_model_dir):
     assert widths and not [s for s in widths if s and s[-1] == vocab]
     sums.sum().backward()
     assert model.model.layers[0].mlp.up_proj.weight.grad is not None
+
+
+def test_a_trained_untied_output_layer_under_ddp_takes_the_logits_path(tiny_model_dir, tmp_path):
+    """DDP reduces the gradients of what its forward used: a trained output weight used outside it (the
+    fused path) would be counted twice. Also when torch_compile wraps the DDP model."""
+    import torch.distributed as dist
+    from transformers import AutoModelForCausalLM
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)  # untied
+        wrapped = torch.nn.parallel.DistributedDataParallel(model)
+        for outer in (wrapped, torch.compile(wrapped, backend="eager")):
+            assert logps.plain_output_layer(outer) is None
+        model.get_output_embeddings().weight.requires_grad_(False)  # frozen, as under LoRA: fused
+        assert logps.plain_output_layer(wrapped) is model.get_output_embeddings()
+    finally:
+        dist.destroy_process_group()

@@ -47,9 +47,12 @@ def _bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     as eager attention masks: a broadcast add is ~30x faster here than a masked fill, and a query that may
     attend to nothing gets uniform weights instead of NaN. Every layer of a forward gets the same mask
     tensor, so the bias is built once and kept on the mask itself: one for all layers, forward and
-    backward, alive as long as the mask is (rebuilt if the mask is changed in place)."""
+    backward, alive as long as the mask is (rebuilt if the mask is changed in place by a torch operation;
+    a write through ``.data`` or numpy goes unseen, as it does by autograd)."""
     acc = torch.promote_types(dtype, torch.float32)
-    if mask.is_inference():  # no version counter to tell an in-place change by: built each time
+    # An inference tensor has no version counter to tell an in-place change by, and dynamo cannot trace the
+    # cache (torch_compile): there it is built each time.
+    if mask.is_inference() or torch.compiler.is_compiling():
         return _additive(mask, acc)
     cache = mask.__dict__.setdefault(_BIAS, {})
     key = (acc, mask._version)

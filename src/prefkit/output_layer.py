@@ -214,7 +214,8 @@ def plain_output_layer(model: Any) -> torch.nn.Linear | None:
     if type(head) is not torch.nn.Linear or head.bias is not None:
         return None
     weight = head.weight
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel) and weight.requires_grad:
+    wrapped = getattr(model, "_orig_mod", model)  # torch_compile wraps the DDP-wrapped model
+    if isinstance(wrapped, torch.nn.parallel.DistributedDataParallel) and weight.requires_grad:
         # DDP reduces the gradients of the parameters its forward used; a trained output weight used only
         # here would get its gradient after DDP has counted it unused. Tied to the input embedding, it is
         # used inside the forward.

@@ -175,7 +175,8 @@ class DataKeys(BaseModel):
     pack_length: int | None = Field(
         default=None,
         gt=0,
-        description="Most tokens in one packed row (`batch_layout: packed`). Defaults to `None`, which means "
+        description="Most tokens in one packed row (`batch_layout: packed`), unless one pair is longer: the "
+        "batch is then as wide as that pair, and rows may fill that width. Defaults to `None`, which means "
         "`2 * cutoff_len`. prefkit key.",
     )
 

@@ -96,7 +96,7 @@ def load_config(
             canonical = key
         elif key in REPLACED_FLAGS:
             canonical, on, off = REPLACED_FLAGS[key]
-            if not isinstance(value, bool):
+            if value not in (True, False):  # 1 and 0 too, as booleans elsewhere in the config
                 shown = short_repr(key, quote=False)
                 problems.append(
                     (
