@@ -23,11 +23,12 @@ RESULTS = Path(__file__).parent / "results" / "padding.json"
 
 def positions(batch: dict[str, Any], features: list[dict[str, Any]]) -> tuple[int, int]:
     """(positions computed, of which real tokens) for one collated batch."""
+    from prefkit.data.collate import pair_tokens
+
     ids = batch["input_ids"]
     if batch["attention_mask"].dim() == 2:  # padded: every position of the (rows, length) block runs
         return ids.numel(), int(batch["attention_mask"].sum())
-    real = sum(len(f["prompt_ids"]) + len(f["chosen_ids"]) + len(f["rejected_ids"]) for f in features)
-    return ids.numel(), real
+    return ids.numel(), sum(pair_tokens(f) for f in features)
 
 
 def main() -> int:

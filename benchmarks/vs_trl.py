@@ -160,7 +160,7 @@ def _conversational(data: str) -> list[dict[str, Any]]:
 def run_prefkit(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str, Any]:
     import prefkit.train as train_module
     from prefkit.config import load_config
-    from prefkit.data.collate import NUM_TOKENS
+    from prefkit.data.collate import NUM_TOKENS, pair_tokens
 
     counter = {"tokens": 0, "computed": 0}
     make_collator = train_module.preference_collator
@@ -177,9 +177,7 @@ def run_prefkit(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str
             if batch["attention_mask"].dim() == 2:
                 counter["computed"] += int(batch["attention_mask"].sum())
             else:
-                counter["computed"] += sum(
-                    len(f["prompt_ids"]) + len(f["chosen_ids"]) + len(f["rejected_ids"]) for f in features
-                )
+                counter["computed"] += sum(pair_tokens(f) for f in features)
             return batch
 
         return collate

@@ -133,6 +133,7 @@ def attention_forward(
         and not (dropout and module.training)
         and kwargs.get("softcap") is None
         and kwargs.get("position_bias") is None
+        and (torch.is_autocast_enabled("cpu") or query.dtype == key.dtype == value.dtype)
     )
     if not ours:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
@@ -141,8 +142,6 @@ def attention_forward(
     if torch.is_autocast_enabled("cpu"):
         dtype = torch.get_autocast_dtype("cpu")
         query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
-    elif not query.dtype == key.dtype == value.dtype:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     out = masked_attention(query, key, value, attention_mask, scale)
     return out.transpose(1, 2).contiguous(), None

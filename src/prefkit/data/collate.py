@@ -62,6 +62,11 @@ class SFTCollator:
         }
 
 
+def pair_tokens(feature: dict[str, Any]) -> int:
+    """The tokens one pair takes in a shared-prompt row: its prompt once, then both replies."""
+    return len(feature["prompt_ids"]) + len(feature["chosen_ids"]) + len(feature["rejected_ids"])
+
+
 def _first_fit_decreasing(sizes: list[int], capacity: int) -> tuple[list[list[int]], list[int]]:
     """Indices of ``sizes`` in rows of at most ``capacity`` (one item alone may exceed it), each placed in
     the first row it fits, longest first; and each row's load."""
@@ -103,17 +108,13 @@ class SharedPromptCollator:
         computes 12% fewer positions than packing in order (``python benchmarks/padding.py``)."""
         if not self.pack_length:
             return [[i] for i in range(len(features))]
-        sizes = [len(f["prompt_ids"]) + len(f["chosen_ids"]) + len(f["rejected_ids"]) for f in features]
+        sizes = [pair_tokens(f) for f in features]
         longest = max(sizes)
         top = max(self.pack_length, longest)
-        best: tuple[int, list[list[int]]] | None = None
-        for capacity in (*range(longest, top, max(1, -(-(top - longest) // 64))), top):
-            rows, loads = _first_fit_decreasing(sizes, capacity)
-            cost = len(rows) * max(loads)
-            if best is None or cost < best[0]:
-                best = (cost, rows)
-        assert best is not None
-        return best[1]
+        capacities = (*range(longest, top, max(1, -(-(top - longest) // 64))), top)
+        packings = (_first_fit_decreasing(sizes, capacity) for capacity in capacities)
+        rows, _ = min(packings, key=lambda packing: len(packing[0]) * max(packing[1]))  # the first best
+        return rows
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         pairs = len(features)
