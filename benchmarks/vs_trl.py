@@ -40,8 +40,11 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 RESULTS = Path(__file__).parent / "results"
+# prefkit's side counts the tokens its collator passes (see run_prefkit); other benchmarks read it mid-run.
+COUNTED = {"tokens": 0, "computed": 0}
 FLOPS_PER_TOKEN = {"sigmoid": 6, "simpo": 4, "orpo": 4}  # x N, with LoRA (no weight gradients of the base)
 
 
@@ -162,7 +165,7 @@ def run_prefkit(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str
     from prefkit.config import load_config
     from prefkit.data.collate import NUM_TOKENS, pair_tokens
 
-    counter = {"tokens": 0, "computed": 0}
+    counter = COUNTED
     make_collator = train_module.preference_collator
 
     def counting_collator(*args: Any, **kwargs: Any) -> Any:
@@ -346,7 +349,7 @@ def side_main(args: argparse.Namespace) -> None:
     from prefkit.model_sources import resolve_first
 
     model_dir = resolve_first(args.model, cache_dir())
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ):
         # An empty reference cache: the race measures the work done, not log-probs an earlier race left.
         os.environ["PREFKIT_CACHE"] = str(Path(tmp) / "cache")
         result = (run_prefkit if args.side == "prefkit" else run_trl)(args, model_dir, Path(tmp) / "run")
@@ -372,12 +375,14 @@ def parameters(model: str) -> int:
     from prefkit.env import cache_dir
     from prefkit.model_sources import resolve_first
 
+    config = AutoConfig.from_pretrained(resolve_first(model, cache_dir()))  # may convert: not on meta
     with torch.device("meta"):
-        net = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_first(model, cache_dir())))
+        net = AutoModelForCausalLM.from_config(config)
     return sum(p.numel() for p in net.parameters())
 
 
-def main() -> int:
+def race_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The race's options (``argv``, else the command line's), the precision resolved for this machine."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--data", default="builtin:tutor_train")
@@ -409,7 +414,7 @@ def main() -> int:
     )
     parser.add_argument("--side", choices=["prefkit", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import torch
 
@@ -417,6 +422,13 @@ def main() -> int:
 
     if args.precision is None:
         args.precision = "bf16" if torch.cuda.is_available() or cpu_bf16_fast() else "fp32"
+    return args
+
+
+def main() -> int:
+    args = race_arguments()
+    import torch
+
     if args.side:
         side_main(args)
         return 0
