@@ -16,8 +16,8 @@ Each shape's matmuls are also timed as a group with all of torch's threads and w
 is a shape the matmul library runs on one core however many it has. The weight of the slowest such shape
 is then timed against 256 to 2048 positions, to show where the library starts using every core.
 
-Prints the bound and the matmuls by shape; writes ``benchmarks/results/matmul_bound.json`` (``--output`` to
-change).
+CPU only. Prints the bound and the matmuls by shape; writes ``benchmarks/results/matmul_bound.json``
+(``--output`` to change).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results" / "matmul_bound.json"
+Spec = tuple[tuple[tuple[int, ...], tuple[int, ...], Any], ...]  # each operand's shape, strides, dtype
 
 
 def matmul_flops(shapes: list[tuple[int, ...]]) -> int:
@@ -46,6 +47,10 @@ def operand(shape: tuple[int, ...], stride: tuple[int, ...], _: object) -> str:
     of ``x W^T`` and of the backward's ``g W`` arrive."""
     transposed = len(shape) >= 2 and stride[-2] == 1 and shape[-2] > 1 and shape[-1] > 1
     return "x".join(map(str, shape)) + ("T" if transposed else "")
+
+
+def shape_key(func: Any, tensors: Spec) -> str:
+    return f"{func.overloadpacket.__name__} {' @ '.join(operand(*t) for t in tensors[-2:])}"
 
 
 def timed(calls: list[tuple[Any, list[Any]]]) -> float:
@@ -96,12 +101,16 @@ def main() -> int:
     import transformers
     from torch.utils._python_dispatch import TorchDispatchMode
 
+    if torch.cuda.is_available():
+        print("matmul_bound.py replays on a CPU; on a GPU, read the race's own figures", file=sys.stderr)
+        return 2
+
     sys.path.insert(0, str(Path(__file__).parent))
     import vs_trl
 
     aten = torch.ops.aten
     products = {aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default}
-    recorded: list[tuple[Any, tuple[tuple[tuple[int, ...], tuple[int, ...], torch.dtype], ...]]] = []
+    recorded: list[tuple[Any, Spec]] = []
 
     class Record(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -154,9 +163,7 @@ def main() -> int:
     # much the second core (or the rest) gives each shape.
     groups: dict[str, list[int]] = defaultdict(list)
     for index, (func, tensors) in enumerate(recorded):
-        groups[f"{func.overloadpacket.__name__} {' @ '.join(operand(*t) for t in tensors[-2:])}"].append(
-            index
-        )
+        groups[shape_key(func, tensors)].append(index)
     threads = torch.get_num_threads()
     by_shape: dict[str, dict[str, float]] = {}
     for key, indices in groups.items():
