@@ -26,6 +26,9 @@ class ConfigError(PrefkitError):
 RENAMED_KEYS: dict[str, str] = {
     "evaluation_strategy": "eval_strategy",
     "no_cuda": "use_cpu",
+    # transformers 5.23 made these aliases, to be removed in v6 (a FutureWarning on every run until then)
+    "gradient_checkpointing": "activation_checkpointing",
+    "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs",
 }
 
 # Boolean keys of transformers 4 that transformers 5 replaced by a choice: old name -> (new name, the value
@@ -39,7 +42,7 @@ REPLACED_FLAGS: dict[str, tuple[str, str, str]] = {
 # unknown-key suggestions draw on it.
 IGNORED_KEYS: dict[str, str] = {
     "use_unsloth": "prefkit does not use Unsloth; training runs on plain transformers + peft",
-    "use_unsloth_gc": "prefkit does not use Unsloth; set gradient_checkpointing: true for the stock "
+    "use_unsloth_gc": "prefkit does not use Unsloth; set activation_checkpointing: true for the stock "
     "gradient checkpointing",
     "enable_liger_kernel": "prefkit does not use Liger kernels; it runs the model's own modules",
     "flash_attn": "prefkit leaves the attention implementation to transformers' default (sdpa)",

@@ -44,8 +44,8 @@ class Config(TrainingKeys, LossKeys, DataKeys, MethodKeys, ModelKeys):
     training_arguments: dict[str, Any] = Field(
         default_factory=dict,
         description="Fields of `transformers.TrainingArguments` that are not prefkit keys (`optim`, "
-        "`weight_decay`, `gradient_checkpointing`, ...), as the user set them, type-checked. Written at the "
-        "top level of the YAML file; passed to TrainingArguments unchanged.",
+        "`weight_decay`, `activation_checkpointing`, ...), as the user set them, type-checked. Written at "
+        "the top level of the YAML file; passed to TrainingArguments unchanged.",
     )
     config_file: str | None = Field(
         default=None,

@@ -79,7 +79,7 @@ NOT_DATA_KEYS = frozenset(
         "adam_beta1",
         "adam_beta2",
         "adam_epsilon",
-        "gradient_checkpointing",
+        "activation_checkpointing",
         "dataloader_num_workers",
         "metric_for_best_model",
         "greater_is_better",
