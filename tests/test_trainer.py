@@ -62,36 +62,54 @@ def test_bf16_where_the_cpu_has_none_is_a_clear_error(tmp_path, tiny_model_dir, 
 def test_lora_with_gradient_checkpointing_trains_every_adapter(tmp_path, tiny_model_dir, reentrant, recwarn):
     """With reentrant checkpointing a checkpointed layer only gets gradients if its input requires them;
     the frozen embedding's output does not, unless input gradients are enabled. The seeds' key names
-    (``gradient_checkpointing``, deprecated aliases in transformers 5) reach transformers by the new ones."""
+    (deprecated aliases since transformers 5.23) reach transformers under the current ones."""
     cfg_file = tmp_path / "gc.yaml"
     cfg_file.write_text(
         f"gradient_checkpointing: true\ngradient_checkpointing_kwargs: {{use_reentrant: {reentrant}}}\n"
     )
-    cfg = load_config(
-        cfg_file,
-        [
-            f"model_name_or_path={tiny_model_dir}",
-            f"train_file={toy_pairs(tmp_path / 'pairs.jsonl', 8)}",
-            f"output_dir={tmp_path / 'run'}",
-            "learning_rate=1e-3",
-            "per_device_train_batch_size=2",
-            "max_steps=2",
-            "save_steps=100",
-            "plot_loss=false",
-        ],
+    result = train(
+        load_config(
+            cfg_file,
+            [
+                f"model_name_or_path={tiny_model_dir}",
+                f"train_file={toy_pairs(tmp_path / 'pairs.jsonl', 8)}",
+                f"output_dir={tmp_path / 'run'}",
+                "learning_rate=1e-3",
+                "per_device_train_batch_size=2",
+                "max_steps=2",
+                "save_steps=100",
+                "plot_loss=false",
+            ],
+        )
     )
-    assert cfg.training_arguments == {
-        "activation_checkpointing": True,
-        "activation_checkpointing_kwargs": {"use_reentrant": reentrant},
-    }
-    result = train(cfg)
     from safetensors.torch import load_file
 
     weights = load_file(result.output_dir / "adapter_model.safetensors")
     lora_b = {n: w for n, w in weights.items() if "lora_B" in n}
     assert lora_b and all(w.abs().sum() > 0 for w in lora_b.values())  # B starts at 0: every one moved
-    # (peft itself still reads the model's deprecated is_gradient_checkpointing; that warning is not ours)
+    # (peft itself still reads the model's deprecated is_gradient_checkpointing: not prefkit's warning)
     assert not [w for w in recwarn if str(w.message).startswith("`gradient_checkpointing")]
+
+
+@pytest.mark.parametrize("alias", ["gradient_checkpointing", "activation_checkpointing"])
+def test_checkpointing_under_either_name_reaches_the_trainer_as_activation_checkpointing(
+    tmp_path, tiny_model_dir, alias
+):
+    args = training_arguments(config(tmp_path, tiny_model_dir, f"{alias}=true"))
+    assert args.activation_checkpointing is True
+
+
+def test_checkpointing_set_twice_differently_names_both_places(tmp_path, tiny_model_dir):
+    cfg_file = tmp_path / "gc.yaml"
+    cfg_file.write_text("gradient_checkpointing: true\nactivation_checkpointing: false\n")
+    cfg = load_config(cfg_file, [f"model_name_or_path={tiny_model_dir}", f"output_dir={tmp_path / 'run'}"])
+    with pytest.raises(PrefkitError) as err:
+        training_arguments(cfg)
+    assert str(err.value) == (
+        f"{cfg_file}:1: gradient_checkpointing: true and {cfg_file}:2: activation_checkpointing: false set "
+        "one thing twice (gradient_checkpointing is activation_checkpointing's name before transformers "
+        "5.23): keep one"
+    )
 
 
 def test_a_full_finetuning_reference_sits_with_the_policy(tmp_path, tiny_model_dir):

@@ -184,7 +184,7 @@ class LoadedModel:
 
 def _checkpointing(config: Config) -> bool:
     args = config.training_arguments
-    return bool(args.get("activation_checkpointing"))  # the loader reads gradient_checkpointing as it
+    return bool(args.get("activation_checkpointing", args.get("gradient_checkpointing")))
 
 
 def load_for_training(config: Config, model_path: str, needs_reference: bool) -> LoadedModel:

@@ -88,6 +88,7 @@ def open_reference_cache(config: Config, model: str) -> ReferenceCache:
 def training_arguments(config: Config) -> TrainingArguments:
     import torch
 
+    from prefkit.config.passthrough import current_argument_names
     from prefkit.env import bf16_supported
     from prefkit.trainer import PrefTrainingArguments
 
@@ -128,7 +129,8 @@ def training_arguments(config: Config) -> TrainingArguments:
         "seed": config.seed,
         "remove_unused_columns": False,  # our features are not the model's forward arguments
         "use_cpu": not torch.cuda.is_available(),
-        **config.training_arguments,  # TrainingArguments fields the user set by name win
+        # TrainingArguments fields the user set by name win
+        **current_argument_names(config.training_arguments, config.sources()),
     }
     try:
         return PrefTrainingArguments(**kwargs)

@@ -26,9 +26,6 @@ class ConfigError(PrefkitError):
 RENAMED_KEYS: dict[str, str] = {
     "evaluation_strategy": "eval_strategy",
     "no_cuda": "use_cpu",
-    # transformers 5.23 made these aliases, to be removed in v6 (a FutureWarning on every run until then)
-    "gradient_checkpointing": "activation_checkpointing",
-    "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs",
 }
 
 # Boolean keys of transformers 4 that transformers 5 replaced by a choice: old name -> (new name, the value

@@ -14,8 +14,18 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from prefkit.config.words import describe, one_of
+from prefkit.config.keys import ConfigError
+from prefkit.config.words import describe, one_of, yaml_scalar
 from prefkit.config.yaml_input import short_repr
+
+# Fields transformers 5.23 renamed, keeping the old names as deprecated aliases (a FutureWarning on every
+# run; gone in v6). The seeds and LLaMA-Factory configs use the old names. prefkit keeps the config as
+# written -- saved configs, resume checks and sweep identities stay as they were -- and hands the trainer
+# the new name.
+DEPRECATED_ALIASES = {
+    "gradient_checkpointing": "activation_checkpointing",
+    "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs",
+}
 
 
 @functools.cache
@@ -58,3 +68,21 @@ def validate_training_argument(key: str, value: Any) -> tuple[Any, str | None]:
         if checked not in allowed:
             return value, f"{key}: got {short_repr(value)} -- {one_of(allowed, checked)}"
     return checked, None
+
+
+def current_argument_names(arguments: dict[str, Any], sources: dict[str, str]) -> dict[str, Any]:
+    """The pass-through ``arguments`` with each deprecated alias under its current name; an alias and its
+    current name set to different values is an error naming where each was set."""
+    current = dict(arguments)
+    for old, new in DEPRECATED_ALIASES.items():
+        if old not in current:
+            continue
+        value = current.pop(old)
+        if new in current and current[new] != value:
+            raise ConfigError(
+                f"{sources.get(old, old)}: {old}: {yaml_scalar(value)} and {sources.get(new, new)}: {new}: "
+                f"{yaml_scalar(current[new])} set one thing twice ({old} is {new}'s name before "
+                "transformers 5.23): keep one"
+            )
+        current[new] = value
+    return current
