@@ -53,6 +53,15 @@ def shape_key(func: Any, tensors: Spec) -> str:
     return f"{func.overloadpacket.__name__} {' @ '.join(operand(*t) for t in tensors[-2:])}"
 
 
+def operand_like(spec: tuple[tuple[int, ...], tuple[int, ...], Any]) -> Any:
+    """A tensor of the recorded shape, strides (an expanded operand's zero strides too) and dtype."""
+    import torch
+
+    shape, stride, dtype = spec
+    span = 0 if 0 in shape else 1 + sum((size - 1) * step for size, step in zip(shape, stride, strict=True))
+    return torch.empty(span, dtype=dtype).uniform_(-1, 1).as_strided(shape, stride)
+
+
 def timed(calls: list[tuple[Any, list[Any]]]) -> float:
     started = time.perf_counter()
     for func, operands in calls:
@@ -67,7 +76,7 @@ def positions_scan(
     thread, and how much faster that is than one thread (where the matmul library starts using them)."""
     import torch
 
-    b = torch.empty_strided(*weight[:2], dtype=weight[2]).uniform_(-1, 1)
+    b = operand_like(weight)
     threads, rows = torch.get_num_threads(), []
     for positions in range(256, 2049, 128):
         a = torch.empty(positions, b.shape[0], dtype=b.dtype).uniform_(-1, 1)
@@ -95,6 +104,9 @@ def main() -> int:
     parser.add_argument("--recorded", type=int, default=5)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args, race_args = parser.parse_known_args()
+    for option in ("--steps", "--warmup", "--grad-acc"):  # this script sets the steps and their order
+        if any(a == option or a.startswith(option + "=") for a in race_args):
+            parser.error(f"{option}: the bound sets the race's steps itself (--clocked, --recorded)")
     command = " ".join(["python", "benchmarks/matmul_bound.py", *sys.argv[1:]])
 
     import torch
@@ -121,17 +133,16 @@ def main() -> int:
                 recorded.append((func, tensors))
             return func(*args, **(kwargs or {}))
 
-    warmup = 2
+    race = vs_trl.race_arguments(race_args)
+    warmup = race.warmup
     first_recorded = warmup + args.clocked + 1
     last = first_recorded + args.recorded - 1
-    state: dict[str, Any] = {"step": 0, "clocked_seconds": 0.0, "computed": {}}
+    state: dict[str, Any] = {"step": 0, "clocked_seconds": 0.0}
     train_step = transformers.Trainer.training_step
 
     def step(self: Any, *a: Any, **k: Any) -> Any:
         state["step"] += 1
         n = state["step"]
-        # The collator has counted this step's batch when the step starts (no loader workers).
-        state["computed"][n] = vs_trl.COUNTED["computed"]
         if first_recorded <= n <= last:
             with Record():
                 return train_step(self, *a, **k)
@@ -145,15 +156,13 @@ def main() -> int:
     sys.argv = ["vs_trl.py", "--side", "prefkit", "--method", args.method, "--steps", str(last), *race_args]
     vs_trl.main()
 
-    computed = state["computed"]
-    clocked_tokens = computed[first_recorded - 1] - computed[warmup]
-    recorded_tokens = computed[last] - computed[first_recorded - 1]
+    # Step k trained the k-th batch the collator made (one batch a step; vs_trl.StepClock says why the
+    # index and not the running count).
+    computed = vs_trl.COUNTED["computed"]
+    clocked_tokens = sum(computed[warmup : first_recorded - 1])
+    recorded_tokens = sum(computed[first_recorded - 1 : last])
 
-    inputs = {
-        spec: torch.empty_strided(spec[0], spec[1], dtype=spec[2]).uniform_(-1, 1)
-        for _, tensors in recorded
-        for spec in tensors
-    }
+    inputs = {spec: operand_like(spec) for _, tensors in recorded for spec in tensors}
     calls = [(func, [inputs[spec] for spec in tensors]) for func, tensors in recorded]
 
     timed(calls)  # warm-up
@@ -182,7 +191,6 @@ def main() -> int:
         }
     one_core = {key for key, e in by_shape.items() if e["one"] / e["seconds"] < 1.2}
 
-    race = vs_trl.race_arguments(race_args)
     ceiling = vs_trl.matmul_ceiling("cpu")[race.precision]
     nominal = vs_trl.FLOPS_PER_TOKEN[args.method] * vs_trl.parameters(race.model)
     matmul_total = sum(e["flops"] for e in by_shape.values())
@@ -219,8 +227,10 @@ def main() -> int:
         ),
         "matmuls_by_shape": rows,
     }
-    if one_core:  # the weight of the one-core shape that takes longest, at other numbers of positions
-        slowest = max(one_core, key=lambda key: by_shape[key]["seconds"])
+    # The weight of the one-core product (not batched) that takes longest, at other numbers of positions.
+    products_2d = [key for key in one_core if len(recorded[groups[key][0]][1][-1][0]) == 2]
+    if products_2d:
+        slowest = max(products_2d, key=lambda key: by_shape[key]["seconds"])
         weight = recorded[groups[slowest][0]][1][-1]
         result["positions_scan"] = {"weight": operand(*weight), "rows": positions_scan(weight, ceiling)}
         print(f"{slowest} at other numbers of positions:", result["positions_scan"]["rows"])

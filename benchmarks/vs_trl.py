@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -43,8 +44,9 @@ from typing import Any
 from unittest import mock
 
 RESULTS = Path(__file__).parent / "results"
-# prefkit's side counts the tokens its collator passes (see run_prefkit); other benchmarks read it mid-run.
-COUNTED = {"tokens": 0, "computed": 0}
+# prefkit's side counts the tokens of each batch its collator makes, in order (see run_prefkit); other
+# benchmarks read it mid-run.
+COUNTED: dict[str, list[int]] = {"tokens": [], "computed": []}
 FLOPS_PER_TOKEN = {"sigmoid": 6, "simpo": 4, "orpo": 4}  # x N, with LoRA (no weight gradients of the base)
 
 
@@ -94,39 +96,45 @@ def machine() -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------- one side
 class StepClock:
-    """A TrainerCallback that timestamps every optimiser step and reads the step-1 loss."""
+    """A TrainerCallback that timestamps every optimiser step and reads the step-1 loss; with the tokens of
+    each batch the collator made (``counted``, in order), the tokens per second of the steps after warm-up.
 
-    def __init__(self, counter: dict[str, int]) -> None:
+    Step k trained the batches (k-1)·g to k·g-1 the collator made after training began (g: gradient
+    accumulation; a reference pre-pass collates before). The tokens are taken by that index, not by what
+    the collator has counted when a step ends: accelerate's loader collates one batch ahead."""
+
+    def __init__(self, counted: dict[str, list[int]], accumulation: int) -> None:
         from transformers import TrainerCallback
 
         clock = self
 
         class _Callback(TrainerCallback):
             def on_train_begin(self, args, state, control, **kwargs):
-                clock.marks.append((time.perf_counter(), counter["tokens"], counter["computed"]))
+                clock.first_batch = len(counted["tokens"])
+                clock.marks.append(time.perf_counter())
 
             def on_step_end(self, args, state, control, **kwargs):
-                clock.marks.append((time.perf_counter(), counter["tokens"], counter["computed"]))
+                clock.marks.append(time.perf_counter())
 
             def on_log(self, args, state, control, logs=None, **kwargs):
                 if logs and "loss" in logs and clock.first_loss is None:
                     clock.first_loss = float(logs["loss"])
 
-        self.marks: list[tuple[float, int, int]] = []
+        self.counted, self.accumulation = counted, accumulation
+        self.first_batch = 0
+        self.marks: list[float] = []
         self.first_loss: float | None = None
         self.callback = _Callback()
 
     def summary(self, warmup: int) -> dict[str, Any]:
-        steps = [
-            (t1 - t0, n1 - n0, c1 - c0)
-            for (t0, n0, c0), (t1, n1, c1) in zip(self.marks, self.marks[1:], strict=False)
-        ][warmup:]
-        seconds = sum(s for s, _, _ in steps)
+        seconds = [t1 - t0 for t0, t1 in itertools.pairwise(self.marks)][warmup:]
+        first = self.first_batch + warmup * self.accumulation
+        batches = slice(first, first + len(seconds) * self.accumulation)
         return {
-            "measured_steps": len(steps),
-            "seconds_per_step": round(statistics.median(s for s, _, _ in steps), 3),
-            "tokens_per_second": round(sum(n for _, n, _ in steps) / seconds, 1),
-            "computed_tokens_per_second": round(sum(c for _, _, c in steps) / seconds, 1),
+            "measured_steps": len(seconds),
+            "seconds_per_step": round(statistics.median(seconds), 3),
+            "tokens_per_second": round(sum(self.counted["tokens"][batches]) / sum(seconds), 1),
+            "computed_tokens_per_second": round(sum(self.counted["computed"][batches]) / sum(seconds), 1),
             "step1_loss": self.first_loss,
         }
 
@@ -165,7 +173,7 @@ def run_prefkit(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str
     from prefkit.config import load_config
     from prefkit.data.collate import NUM_TOKENS, pair_tokens
 
-    counter = COUNTED
+    counted = COUNTED
     make_collator = train_module.preference_collator
 
     def counting_collator(*args: Any, **kwargs: Any) -> Any:
@@ -176,18 +184,18 @@ def run_prefkit(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str
 
         def collate(features: list[dict[str, Any]]) -> dict[str, Any]:
             batch = inner(features)
-            counter["tokens"] += int(batch[NUM_TOKENS])
+            counted["tokens"].append(int(batch[NUM_TOKENS]))
             if batch["attention_mask"].dim() == 2:
-                counter["computed"] += int(batch["attention_mask"].sum())
+                counted["computed"].append(int(batch["attention_mask"].sum()))
             else:
-                counter["computed"] += sum(pair_tokens(f) for f in features)
+                counted["computed"].append(sum(pair_tokens(f) for f in features))
             return batch
 
         return collate
 
     train_module.preference_collator = counting_collator  # instrumentation only
     _turn_off(args.prefkit_without)
-    clock = StepClock(counter)
+    clock = StepClock(counted, args.grad_acc)
     config = load_config(
         None,
         [
@@ -268,8 +276,8 @@ def run_trl(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str, An
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    counter = {"tokens": 0, "computed": 0}
-    clock = StepClock(counter)
+    counted: dict[str, list[int]] = {"tokens": [], "computed": []}
+    clock = StepClock(counted, args.grad_acc)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -333,8 +341,8 @@ def run_trl(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str, An
         if masks[0] not in batch:
             masks = ("attention_mask",)
         tokens = sum(int(batch[m].sum()) for m in masks)
-        counter["tokens"] += tokens
-        counter["computed"] += tokens
+        counted["tokens"].append(tokens)
+        counted["computed"].append(tokens)
         return batch
 
     trainer.data_collator = counting
