@@ -156,11 +156,9 @@ def main() -> int:
     sys.argv = ["vs_trl.py", "--side", "prefkit", "--method", args.method, "--steps", str(last), *race_args]
     vs_trl.main()
 
-    # Step k trained the k-th batch the collator made (one batch a step; vs_trl.StepClock says why the
-    # index and not the running count).
-    computed = vs_trl.COUNTED["computed"]
-    clocked_tokens = sum(computed[warmup : first_recorded - 1])
-    recorded_tokens = sum(computed[first_recorded - 1 : last])
+    clock = vs_trl.CLOCKS["prefkit"]
+    clocked_tokens = clock.step_tokens("computed", warmup + 1, first_recorded - 1)
+    recorded_tokens = clock.step_tokens("computed", first_recorded, last)
 
     inputs = {spec: operand_like(spec) for _, tensors in recorded for spec in tensors}
     calls = [(func, [inputs[spec] for spec in tensors]) for func, tensors in recorded]

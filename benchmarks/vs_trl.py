@@ -44,9 +44,8 @@ from typing import Any
 from unittest import mock
 
 RESULTS = Path(__file__).parent / "results"
-# prefkit's side counts the tokens of each batch its collator makes, in order (see run_prefkit); other
-# benchmarks read it mid-run.
-COUNTED: dict[str, list[int]] = {"tokens": [], "computed": []}
+# Each side's StepClock, for benchmarks that run a side in their own process (matmul_bound.py).
+CLOCKS: dict[str, StepClock] = {}
 FLOPS_PER_TOKEN = {"sigmoid": 6, "simpo": 4, "orpo": 4}  # x N, with LoRA (no weight gradients of the base)
 
 
@@ -96,45 +95,65 @@ def machine() -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------------- one side
 class StepClock:
-    """A TrainerCallback that timestamps every optimiser step and reads the step-1 loss; with the tokens of
-    each batch the collator made (``counted``, in order), the tokens per second of the steps after warm-up.
+    """A TrainerCallback that timestamps every optimiser step, reads the step-1 loss and keeps the tokens
+    of each batch the collator makes while training (``add``, in order) with how many batches each step
+    trained, so that a step's tokens are those of its own batches. (Reading what the collator has counted
+    when a step ends would not do: accelerate's loader collates one batch ahead.) Batches collated before
+    training -- a reference pre-pass -- are not counted."""
 
-    Step k trained the batches (k-1)·g to k·g-1 the collator made after training began (g: gradient
-    accumulation; a reference pre-pass collates before). The tokens are taken by that index, not by what
-    the collator has counted when a step ends: accelerate's loader collates one batch ahead."""
-
-    def __init__(self, counted: dict[str, list[int]], accumulation: int) -> None:
+    def __init__(self) -> None:
         from transformers import TrainerCallback
 
         clock = self
 
         class _Callback(TrainerCallback):
             def on_train_begin(self, args, state, control, **kwargs):
-                clock.first_batch = len(counted["tokens"])
+                clock.training = True
                 clock.marks.append(time.perf_counter())
 
+            def on_substep_end(self, args, state, control, **kwargs):
+                clock.micro_batches += 1  # a micro-batch of gradient accumulation, not the step's last
+
             def on_step_end(self, args, state, control, **kwargs):
+                clock.batches_per_step.append(clock.micro_batches + 1)
+                clock.micro_batches = 0
                 clock.marks.append(time.perf_counter())
 
             def on_log(self, args, state, control, logs=None, **kwargs):
                 if logs and "loss" in logs and clock.first_loss is None:
                     clock.first_loss = float(logs["loss"])
 
-        self.counted, self.accumulation = counted, accumulation
-        self.first_batch = 0
+        self.counted: dict[str, list[int]] = {"tokens": [], "computed": []}
+        self.training = False
+        self.micro_batches = 0
+        self.batches_per_step: list[int] = []
         self.marks: list[float] = []
         self.first_loss: float | None = None
         self.callback = _Callback()
 
+    def add(self, tokens: int, computed: int) -> None:
+        if self.training:
+            self.counted["tokens"].append(tokens)
+            self.counted["computed"].append(computed)
+
+    def step_tokens(self, kind: str, first: int, last: int) -> int:
+        """The ``kind`` ("tokens" or "computed") of steps ``first`` to ``last`` (from 1, inclusive)."""
+        start, end = sum(self.batches_per_step[: first - 1]), sum(self.batches_per_step[:last])
+        if end > len(self.counted[kind]):
+            raise RuntimeError(
+                f"steps {first}-{last} trained {end - start} batches, but {len(self.counted[kind]) - start} "
+                "were counted: batches collated in other processes (dataloader_num_workers) go uncounted"
+            )
+        return sum(self.counted[kind][start:end])
+
     def summary(self, warmup: int) -> dict[str, Any]:
         seconds = [t1 - t0 for t0, t1 in itertools.pairwise(self.marks)][warmup:]
-        first = self.first_batch + warmup * self.accumulation
-        batches = slice(first, first + len(seconds) * self.accumulation)
+        first, last = warmup + 1, warmup + len(seconds)
         return {
             "measured_steps": len(seconds),
             "seconds_per_step": round(statistics.median(seconds), 3),
-            "tokens_per_second": round(sum(self.counted["tokens"][batches]) / sum(seconds), 1),
-            "computed_tokens_per_second": round(sum(self.counted["computed"][batches]) / sum(seconds), 1),
+            "tokens_per_second": round(self.step_tokens("tokens", first, last) / sum(seconds), 1),
+            "computed_tokens_per_second": round(self.step_tokens("computed", first, last) / sum(seconds), 1),
             "step1_loss": self.first_loss,
         }
 
@@ -173,7 +192,7 @@ def run_prefkit(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str
     from prefkit.config import load_config
     from prefkit.data.collate import NUM_TOKENS, pair_tokens
 
-    counted = COUNTED
+    clock = CLOCKS["prefkit"] = StepClock()
     make_collator = train_module.preference_collator
 
     def counting_collator(*args: Any, **kwargs: Any) -> Any:
@@ -184,18 +203,17 @@ def run_prefkit(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str
 
         def collate(features: list[dict[str, Any]]) -> dict[str, Any]:
             batch = inner(features)
-            counted["tokens"].append(int(batch[NUM_TOKENS]))
             if batch["attention_mask"].dim() == 2:
-                counted["computed"].append(int(batch["attention_mask"].sum()))
+                computed = int(batch["attention_mask"].sum())
             else:
-                counted["computed"].append(sum(pair_tokens(f) for f in features))
+                computed = sum(pair_tokens(f) for f in features)
+            clock.add(int(batch[NUM_TOKENS]), computed)
             return batch
 
         return collate
 
     train_module.preference_collator = counting_collator  # instrumentation only
     _turn_off(args.prefkit_without)
-    clock = StepClock(counted, args.grad_acc)
     config = load_config(
         None,
         [
@@ -276,8 +294,7 @@ def run_trl(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str, An
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    counted: dict[str, list[int]] = {"tokens": [], "computed": []}
-    clock = StepClock(counted, args.grad_acc)
+    clock = CLOCKS["trl"] = StepClock()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -341,8 +358,7 @@ def run_trl(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str, An
         if masks[0] not in batch:
             masks = ("attention_mask",)
         tokens = sum(int(batch[m].sum()) for m in masks)
-        counted["tokens"].append(tokens)
-        counted["computed"].append(tokens)
+        clock.add(tokens, tokens)
         return batch
 
     trainer.data_collator = counting

@@ -448,3 +448,26 @@ def test_transformers_is_imported_only_for_keys_prefkit_does_not_own() -> None:
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_checkpointing_under_both_names_in_one_layer_is_refused_at_load(tmp_path: Path) -> None:
+    """gradient_checkpointing is activation_checkpointing's deprecated alias (transformers 5.23): one key."""
+    path = tmp_path / "gc.yaml"
+    path.write_text("gradient_checkpointing: true\nactivation_checkpointing: false\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.problems == [
+        f"{path}:2: 'activation_checkpointing' and 'gradient_checkpointing' ({path}:1) both set "
+        "activation_checkpointing -- keep only 'activation_checkpointing'"
+    ]
+
+
+def test_checkpointing_on_the_command_line_overrides_the_files_other_name(tmp_path: Path) -> None:
+    path = tmp_path / "gc.yaml"
+    path.write_text("gradient_checkpointing: true\ngradient_checkpointing_kwargs: {use_reentrant: true}\n")
+    config = load_config(path, ["activation_checkpointing=false", "activation_checkpointing_kwargs={}"])
+    assert config.training_arguments == {
+        "activation_checkpointing": False,
+        "activation_checkpointing_kwargs": {},
+    }
+    assert config.sources()["activation_checkpointing"] == "command line"

@@ -16,6 +16,15 @@ from prefkit.resume import ResumeError, check_resume, checkpoint_step, config_ch
 from prefkit.train import train
 
 
+def test_config_changes_take_a_deprecated_alias_as_its_current_name():
+    saved = {"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
+    now = {"activation_checkpointing": True, "activation_checkpointing_kwargs": {"use_reentrant": False}}
+    assert config_changes(saved, now, defaults={}) == ([], [])
+    assert config_changes(saved, {**now, "activation_checkpointing": False}, defaults={})[0] == [
+        "activation_checkpointing: true -> false"
+    ]
+
+
 def test_config_changes_sort_result_changing_from_neutral():
     saved = {"learning_rate": 1e-3, "logging_steps": 10, "max_steps": 100, "lora_rank": 8}
     now = {"learning_rate": 1e-3, "logging_steps": 1, "max_steps": 200, "lora_rank": 16, "weight_decay": 0.1}

@@ -99,19 +99,6 @@ def test_checkpointing_under_either_name_reaches_the_trainer_as_activation_check
     assert args.activation_checkpointing is True
 
 
-def test_checkpointing_set_twice_differently_names_both_places(tmp_path, tiny_model_dir):
-    cfg_file = tmp_path / "gc.yaml"
-    cfg_file.write_text("gradient_checkpointing: true\nactivation_checkpointing: false\n")
-    cfg = load_config(cfg_file, [f"model_name_or_path={tiny_model_dir}", f"output_dir={tmp_path / 'run'}"])
-    with pytest.raises(PrefkitError) as err:
-        training_arguments(cfg)
-    assert str(err.value) == (
-        f"{cfg_file}:1: gradient_checkpointing: true and {cfg_file}:2: activation_checkpointing: false set "
-        "one thing twice (gradient_checkpointing is activation_checkpointing's name before transformers "
-        "5.23): keep one"
-    )
-
-
 def test_a_full_finetuning_reference_sits_with_the_policy(tmp_path, tiny_model_dir):
     """The frozen copy is loaded beside the policy; the trainer places the policy (on the GPU, in its dtype)
     and the copy must follow, or the reference pass gets tensors on another device."""

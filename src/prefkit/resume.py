@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from prefkit.config.passthrough import current_argument_names
 from prefkit.errors import PrefkitError
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,9 @@ def config_changes(
 ) -> tuple[list[str], list[str]]:
     """(changes that alter the result, changes that do not), each as ``key: saved -> now``.
 
-    A key the saved config lacks (a setting added to prefkit since) counts as its default."""
+    A key the saved config lacks (a setting added to prefkit since) counts as its default. A TrainingArguments
+    name and its deprecated alias are one setting, whichever each run spelled."""
+    saved, now = current_argument_names(saved), current_argument_names(now)
     blocking, allowed = [], []
     for key in sorted(set(saved) | set(now)):
         missing = object()

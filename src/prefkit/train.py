@@ -130,7 +130,7 @@ def training_arguments(config: Config) -> TrainingArguments:
         "remove_unused_columns": False,  # our features are not the model's forward arguments
         "use_cpu": not torch.cuda.is_available(),
         # TrainingArguments fields the user set by name win
-        **current_argument_names(config.training_arguments, config.sources()),
+        **current_argument_names(config.training_arguments),
     }
     try:
         return PrefTrainingArguments(**kwargs)

@@ -20,7 +20,11 @@ from prefkit.config.keys import (
     ConfigError,
 )
 from prefkit.config.messages import field_problem, unknown_key_message
-from prefkit.config.passthrough import training_argument_names, validate_training_argument
+from prefkit.config.passthrough import (
+    DEPRECATED_ALIASES,
+    training_argument_names,
+    validate_training_argument,
+)
 from prefkit.config.schema import Config
 from prefkit.config.words import yaml_scalar
 from prefkit.config.yaml_input import Entry, non_finite, parse_override, read_yaml, short_repr
@@ -127,14 +131,15 @@ def load_config(
             problems.append((entry.order, unknown_key_message(entry, config_keys)))
             continue
 
-        layer = (entry.origin == COMMAND_LINE, canonical)
+        current = DEPRECATED_ALIASES.get(canonical, canonical)
+        layer = (entry.origin == COMMAND_LINE, current)
         earlier = spelled.get(layer)
         if earlier is not None and earlier.key != entry.key:
             problems.append(
                 (
                     entry.order,
                     f"{entry.origin}: '{entry.key}' and '{earlier.key}' ({earlier.origin}) both set "
-                    f"{canonical} -- keep only '{canonical}'",
+                    f"{current} -- keep only '{current}'",
                 )
             )
         spelled[layer] = entry
@@ -143,6 +148,15 @@ def load_config(
         orders[canonical] = entry.order
         if canonical not in config_keys:
             passthrough.add(canonical)
+
+    # A deprecated TrainingArguments name and its current one, given in different layers: the later (the
+    # command line) wins, as for any key. Each stays spelled as written, for resume and sweep checks.
+    for old, new in DEPRECATED_ALIASES.items():
+        if old in passthrough and new in passthrough:
+            overridden = min(old, new, key=orders.__getitem__)
+            passthrough.discard(overridden)
+            for table in (values, origins, orders):
+                del table[overridden]
 
     training_arguments: dict[str, Any] = {}
     for key in sorted(passthrough, key=orders.__getitem__):

@@ -14,14 +14,13 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from prefkit.config.keys import ConfigError
-from prefkit.config.words import describe, one_of, yaml_scalar
+from prefkit.config.words import describe, one_of
 from prefkit.config.yaml_input import short_repr
 
 # Fields transformers 5.23 renamed, keeping the old names as deprecated aliases (a FutureWarning on every
 # run; gone in v6). The seeds and LLaMA-Factory configs use the old names. prefkit keeps the config as
-# written -- saved configs, resume checks and sweep identities stay as they were -- and hands the trainer
-# the new name.
+# written -- saved configs and sweep identities stay as they were -- and hands the trainer the new name;
+# the loader treats the two as one key, and resume compares them as one.
 DEPRECATED_ALIASES = {
     "gradient_checkpointing": "activation_checkpointing",
     "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs",
@@ -70,19 +69,7 @@ def validate_training_argument(key: str, value: Any) -> tuple[Any, str | None]:
     return checked, None
 
 
-def current_argument_names(arguments: dict[str, Any], sources: dict[str, str]) -> dict[str, Any]:
-    """The pass-through ``arguments`` with each deprecated alias under its current name; an alias and its
-    current name set to different values is an error naming where each was set."""
-    current = dict(arguments)
-    for old, new in DEPRECATED_ALIASES.items():
-        if old not in current:
-            continue
-        value = current.pop(old)
-        if new in current and current[new] != value:
-            raise ConfigError(
-                f"{sources.get(old, old)}: {old}: {yaml_scalar(value)} and {sources.get(new, new)}: {new}: "
-                f"{yaml_scalar(current[new])} set one thing twice ({old} is {new}'s name before "
-                "transformers 5.23): keep one"
-            )
-        current[new] = value
-    return current
+def current_argument_names(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with each deprecated alias under its current name (the loader leaves at most one of the
+    two set)."""
+    return {DEPRECATED_ALIASES.get(key, key): value for key, value in values.items()}
