@@ -108,3 +108,10 @@ def test_old_turns_are_dropped_to_fit_the_context(loaded):
 
 def test_printable_neutralises_terminal_control():
     assert printable("ok\x1b[2Jcleared\n\tdone\x07") == "ok\ufffd[2Jcleared\n\tdone\ufffd"
+
+
+def test_loading_an_adapter_sets_off_no_deprecation_warning(tiny_model_dir, tiny_adapters, recwarn):
+    """peft reads the model's deprecated is_gradient_checkpointing while wrapping it: a FutureWarning in
+    every chat, serve, eval and export session unless prefkit keeps it out."""
+    load_for_inference(str(tiny_model_dir), parse_adapters([f"a={tiny_adapters['a']}"]), dtype="fp32")
+    assert not [w for w in recwarn if w.category is FutureWarning]

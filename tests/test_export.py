@@ -171,3 +171,15 @@ def test_dtype_and_the_folders_export_will_not_touch(tiny_model_dir, tiny_adapte
     assert sorted(p.name for p in tiny_adapters["a"].iterdir()) == adapter_files
     with pytest.raises(ExportError, match="2 weight"):
         export_model(str(tiny_model_dir), adapters, tmp_path / "w", weights=[0.5, 0.5])
+
+
+def test_auto_dtype_is_the_dtype_the_base_was_saved_in(tiny_model_dir, tiny_adapters, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = tmp_path / "base-bf16"
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).save_pretrained(base)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(base)
+    out = export_model(str(base), parse_adapters([str(tiny_adapters["a"])]), tmp_path / "out").output
+    with safe_open(out / "model.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}  # noqa: SIM118
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"

@@ -61,6 +61,7 @@ def test_bad_data_is_refused_with_its_lines(tmp_path, tokenizer):
         prepare_data(cfg, tokenizer)
     message = str(err.value)
     assert f"{data}:2: chosen is identical to rejected" in message
+    assert message.count(f"{data}:2:") == 1  # said once, not again as a truncation problem
     assert f"{data}:3: malformed JSON" in message
     assert "on_bad_example: skip" in message
 

@@ -132,7 +132,7 @@ def export_model(
     force: bool = False,
     trust_remote_code: bool = False,
 ) -> ExportResult:
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     output = Path(output).expanduser()
     chosen_weights = _weights(adapters, weights)
@@ -145,12 +145,16 @@ def export_model(
     templates = {a.name: template or trained_template(a.path) for a in adapters}
     encoder = ChatEncoder(tokenizer, shared_template(template, templates))
     try:
+        # "auto" is the dtype the base was saved in: read before loading, which rewrites the config's dtype
+        # to the float32 the merge is computed in.
+        target_dtype = _export_dtype(
+            dtype, AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        )
         base = AutoModelForCausalLM.from_pretrained(
             model_path, dtype=torch.float32, trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"could not load a model from '{model_path}': {err}") from err
-    target_dtype = _export_dtype(dtype, base.config)
     merged = merge_adapters(attach_adapters(base, adapters), adapters, chosen_weights, combination)
     merged.to(target_dtype)
 

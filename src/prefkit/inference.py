@@ -29,7 +29,7 @@ from prefkit.env import cache_dir, cpu_bf16_fast
 from prefkit.errors import PrefkitError
 from prefkit.generate import context_length
 from prefkit.model_sources import ModelLoadError, resolve_first
-from prefkit.models import load_tokenizer
+from prefkit.models import load_tokenizer, peft_wrapping
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +223,8 @@ def attach_adapters(base: Any, adapters: Sequence[AdapterSpec]) -> Any:
     for i, adapter in enumerate(adapters):
         try:
             if i == 0:
-                model = PeftModel.from_pretrained(base, str(adapter.path), adapter_name=adapter.name)
+                with peft_wrapping():
+                    model = PeftModel.from_pretrained(base, str(adapter.path), adapter_name=adapter.name)
             else:
                 model.load_adapter(str(adapter.path), adapter_name=adapter.name)
         except (RuntimeError, ValueError, KeyError, OSError) as err:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -99,6 +100,16 @@ def load_base_model(name_or_path: str, config: Config) -> Any:
         raise ModelLoadError(f"could not load a model from '{name_or_path}': {first_line(err)}") from err
     use_lean_attention(model)
     return model
+
+
+@contextlib.contextmanager
+def peft_wrapping() -> Iterator[None]:
+    """Around peft's wrapping of a model (``get_peft_model``, ``PeftModel.from_pretrained``): peft 0.21 reads
+    the model's ``is_gradient_checkpointing``, which transformers 5.23 deprecated -- a FutureWarning on
+    every adapter loaded, about peft's code, that a user can do nothing about."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        yield
 
 
 def lora_targets(targets: list[str]) -> list[str] | str:
@@ -214,7 +225,8 @@ def load_for_training(config: Config, model_path: str, needs_reference: bool) ->
         # embeddings' output does not, so the adapters inside checkpointed layers would get no gradient.
         base.enable_input_require_grads()
     if config.adapter_name_or_path:
-        model = PeftModel.from_pretrained(base, config.adapter_name_or_path, is_trainable=True)
+        with peft_wrapping():
+            model = PeftModel.from_pretrained(base, config.adapter_name_or_path, is_trainable=True)
         reference_adapter = None
         if needs_reference:
             model.load_adapter(
@@ -233,7 +245,8 @@ def load_for_training(config: Config, model_path: str, needs_reference: bool) ->
         target_modules=lora_targets(config.lora_target),
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(base, lora)
+    with peft_wrapping():
+        model = get_peft_model(base, lora)
     use_lean_lora_forward(model)
     return LoadedModel(model, tokenizer, None, None, source)
 

@@ -232,7 +232,9 @@ class ChatEncoder:
         target_len = max(len(c.response), len(r.response))
         keep_source, keep_target = self._fit(c, target_len, self.cutoff_len)
         chosen, rejected = c.response[:keep_target], r.response[:keep_target]
-        self._check_trainable(chosen, rejected, len(c.body) + len(c.header), target_len)
+        self._check_trainable(
+            chosen, rejected, len(c.body) + len(c.header), target_len, c.response == r.response
+        )
         return EncodedPair(
             prompt_ids=self._prompt(c, keep_source),
             chosen_ids=chosen,
@@ -244,7 +246,7 @@ class ChatEncoder:
         )
 
     def _check_trainable(
-        self, chosen: list[int], rejected: list[int], prompt_len: int, reply_len: int
+        self, chosen: list[int], rejected: list[int], prompt_len: int, reply_len: int, same_replies: bool
     ) -> None:
         """A truncated pair must still teach something: both replies keep tokens and differ. Else its loss is
         a constant with no gradient -- an unusable example, never a silent one."""
@@ -253,6 +255,10 @@ class ChatEncoder:
                 f"cutoff_len {self.cutoff_len} leaves nothing of the reply: the prompt is {prompt_len} "
                 f"tokens and the longer reply {reply_len}; raise cutoff_len or shorten the prompt",
                 kind="too_long",
+            )
+        if same_replies:
+            raise ExampleError(
+                "chosen and rejected are the same tokens: the pair teaches nothing", kind="identical_pair"
             )
         if chosen == rejected:
             raise ExampleError(

@@ -230,7 +230,8 @@ def check_files(parsed: Iterable[ParsedFile], stage: str, encoder: ChatEncoder |
     over_by: list[int] = []
     features: dict[Location, dict[str, list[int]]] = {}
     for example in examples:
-        problems += check_example(example, control_tokens)
+        found = check_example(example, control_tokens)
+        problems += found
         first = seen.setdefault(_key(example), example.location)
         if first != example.location:
             problems.append(Problem(example.location, f"duplicate of {first}", Severity.WARNING, "duplicate"))
@@ -249,9 +250,9 @@ def check_files(parsed: Iterable[ParsedFile], stage: str, encoder: ChatEncoder |
         try:
             lengths, features[example.location] = encode(encoder, example)
         except (ExampleError, TemplateError) as err:
-            problems.append(
-                Problem(example.location, str(err), Severity.ERROR, getattr(err, "kind", "template"))
-            )
+            kind = getattr(err, "kind", "template")
+            if kind not in {p.kind for p in found}:  # the text's check said it already
+                problems.append(Problem(example.location, str(err), Severity.ERROR, kind))
             continue
         for name, n in lengths.items():
             tokens.setdefault(name, []).append(n)

@@ -176,7 +176,10 @@ def evaluate_model(
     if adapter:
         from peft import PeftModel
 
-        loaded = PeftModel.from_pretrained(loaded, adapter)
+        from prefkit.models import peft_wrapping
+
+        with peft_wrapping():
+            loaded = PeftModel.from_pretrained(loaded, adapter)
     loaded.eval()
 
     def measure(m: Any, label: str) -> tuple[dict[str, Any], list[Sample]]:
