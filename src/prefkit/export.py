@@ -95,7 +95,7 @@ def _weights(adapters: Sequence[AdapterSpec], weights: Sequence[float] | None) -
 
 def _export_dtype(dtype: str, base_config: Any) -> torch.dtype:
     if dtype == "auto":  # the dtype the base model was saved in
-        saved = getattr(base_config, "dtype", None) or getattr(base_config, "torch_dtype", None)
+        saved = getattr(base_config, "dtype", None)  # a config's older torch_dtype key is read into dtype
         return saved if isinstance(saved, torch.dtype) else DTYPES.get(str(saved), torch.float32)
     if dtype not in DTYPES:
         raise ExportError(f"--dtype {dtype!r}: expected one of auto, {', '.join(DTYPES)}")

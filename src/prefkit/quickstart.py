@@ -41,7 +41,7 @@ from prefkit.evaluate.text import is_japanese
 from prefkit.generate import SamplingSettings
 from prefkit.losses import LOSSES
 from prefkit.model_sources import resolve_first
-from prefkit.models import compute_dtype, load_tokenizer
+from prefkit.models import compute_dtype, load_tokenizer, peft_wrapping
 from prefkit.run_start import plan_start
 from prefkit.runs import RunFolder, read_marker, write_json_atomic, write_text_atomic
 from prefkit.train import train
@@ -270,7 +270,8 @@ def run_quickstart(
     release_memory()
 
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-    trained = PeftModel.from_pretrained(base, output_dir)  # the saved adapter, as a user would load it
+    with peft_wrapping():
+        trained = PeftModel.from_pretrained(base, output_dir)  # the saved adapter, as a user would load it
     logger.info("measuring the trained model")
     after = measure(trained, encoder, pairs, prompts, max_new_tokens)
 
