@@ -69,6 +69,24 @@ def timed(calls: list[tuple[Any, list[Any]]]) -> float:
     return time.perf_counter() - started
 
 
+def every_thread_and_one(
+    calls: list[tuple[Any, list[Any]]], repeats: int, warmups: int = 0
+) -> tuple[float, float]:
+    """Median seconds of ``calls`` with all of torch's threads, and with one (restored after)."""
+    import torch
+
+    threads, seconds = torch.get_num_threads(), []
+    try:
+        for count in (threads, 1):
+            torch.set_num_threads(count)
+            for _ in range(warmups):
+                timed(calls)
+            seconds.append(statistics.median(timed(calls) for _ in range(repeats)))
+    finally:
+        torch.set_num_threads(threads)
+    return seconds[0], seconds[1]
+
+
 def positions_scan(
     weight: tuple[tuple[int, ...], tuple[int, ...], Any], ceiling: float
 ) -> list[dict[str, Any]]:
@@ -77,21 +95,16 @@ def positions_scan(
     import torch
 
     b = operand_like(weight)
-    threads, rows = torch.get_num_threads(), []
+    rows = []
     for positions in range(256, 2049, 128):
         a = torch.empty(positions, b.shape[0], dtype=b.dtype).uniform_(-1, 1)
-        seconds = {}
-        for count in (threads, 1):
-            torch.set_num_threads(count)
-            timed([(torch.mm, [a, b])])
-            seconds[count] = statistics.median(timed([(torch.mm, [a, b])]) for _ in range(9))
-        torch.set_num_threads(threads)
-        rate = 2 * positions * b.shape[0] * b.shape[1] / seconds[threads] / 1e9
+        every, one = every_thread_and_one([(torch.mm, [a, b])], repeats=9, warmups=1)
+        rate = 2 * positions * b.shape[0] * b.shape[1] / every / 1e9
         rows.append(
             {
                 "positions": positions,
                 "share_of_ceiling": round(rate / ceiling, 2),
-                "speedup_over_one_thread": round(seconds[1] / seconds[threads], 2),
+                "speedup_over_one_thread": round(one / every, 2),
             }
         )
     return rows
@@ -171,22 +184,11 @@ def main() -> int:
     groups: dict[str, list[int]] = defaultdict(list)
     for index, (func, tensors) in enumerate(recorded):
         groups[shape_key(func, tensors)].append(index)
-    threads = torch.get_num_threads()
     by_shape: dict[str, dict[str, float]] = {}
     for key, indices in groups.items():
-        group = [calls[i] for i in indices]
-        seconds = {}
-        for count in (threads, 1):
-            torch.set_num_threads(count)
-            seconds[count] = statistics.median(timed(group) for _ in range(3))
-        torch.set_num_threads(threads)
+        every, one = every_thread_and_one([calls[i] for i in indices], repeats=3)
         flops = sum(matmul_flops([t[0] for t in recorded[i][1]]) for i in indices)
-        by_shape[key] = {
-            "calls": len(indices),
-            "flops": flops,
-            "seconds": seconds[threads],
-            "one": seconds[1],
-        }
+        by_shape[key] = {"calls": len(indices), "flops": flops, "seconds": every, "one": one}
     one_core = {key for key, e in by_shape.items() if e["one"] / e["seconds"] < 1.2}
 
     ceiling = vs_trl.matmul_ceiling("cpu")[race.precision]
