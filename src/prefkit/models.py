@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from prefkit.attention import use_lean_attention
+from prefkit.config.passthrough import current_argument_names
 from prefkit.errors import PrefkitError
 from prefkit.lora_fast import use_lean_lora_forward
 from prefkit.model_sources import ModelLoadError, first_line, source_model_id
@@ -194,8 +195,8 @@ class LoadedModel:
 
 
 def _checkpointing(config: Config) -> bool:
-    args = config.training_arguments
-    return bool(args.get("activation_checkpointing", args.get("gradient_checkpointing")))
+    # Under the name TrainingArguments is given it (see train.training_arguments), so both agree.
+    return bool(current_argument_names(config.training_arguments).get("activation_checkpointing"))
 
 
 def load_for_training(config: Config, model_path: str, needs_reference: bool) -> LoadedModel:
