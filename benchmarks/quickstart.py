@@ -1,6 +1,7 @@
 """The quickstart's targets on this machine: total < 5 min, peak memory < 4 GiB, and on the held-out
-prompts: preference accuracy after >= 0.9, style score up by >= 0.3 over the base model, relevance
-after >= before, ROUGE-L against the chosen replies up (prefkit.quickstart.missed_targets).
+pairs and prompts: preference accuracy after >= 0.9 and the verdict "improved" for the English and for
+the Japanese replies (prefkit.quickstart.verdict: every guard passes, the style taken up, relevance and
+ROUGE-L not down; prefkit.quickstart.missed_targets).
 
     python benchmarks/quickstart.py [--warm] [--method METHOD] [--output FILE] [key=value ...]
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shlex
 import subprocess
@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from prefkit.env import device_report
 
 LIMITS = {"total_seconds": 300, "peak_memory_gib": 4.0}
 
@@ -65,12 +67,18 @@ def main() -> int:
         {
             "command": shlex.join(["python", "benchmarks/quickstart.py", *sys.argv[1:]]),
             "date": time.strftime("%Y-%m-%d"),
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            "machine": f"{device_report()['name']}, {os.cpu_count()} cores, AMX: {_has_amx()}",
             "cold_cache": not args.warm,
             "method": report["method"],
             "overrides": args.overrides,
             **figures,
+            "languages": report["languages"],
+            "failed_guards": report["guards"],
+            "missed_targets": report["missed_targets"],
             "example": report["example"],
+            "replies": [
+                {k: r[k] for k in ("prompt", "before", "after", "after_flags")} for r in report["replies"]
+            ],
         },
         indent=2,
         ensure_ascii=False,
@@ -79,10 +87,17 @@ def main() -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text + "\n", encoding="utf-8")
     missed = [f"{k} = {figures[k]} (limit {limit})" for k, limit in LIMITS.items() if figures[k] > limit]
-    missed += report["missed_targets"]  # accuracy, style, relevance and ROUGE-L on the held-out prompts
+    missed += report["missed_targets"]  # accuracy, and each language's verdict
     for target in missed:
         print(f"target missed: {target}", file=sys.stderr)
     return 1 if missed else 0
+
+
+def _has_amx() -> bool:
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":

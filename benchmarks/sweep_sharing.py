@@ -121,7 +121,7 @@ def prepare_seconds(config: Path) -> float:
     pay again without the in-process sharing."""
     from prefkit.config import load_config
     from prefkit.data.load import prepare_data
-    from prefkit.models import load_tokenizer
+    from prefkit.model.loader import load_tokenizer
     from prefkit.train import model_path
 
     base = load_config(config)

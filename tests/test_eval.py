@@ -110,12 +110,16 @@ def test_rewards_are_the_methods_against_the_adapter_switched_off(tiny_model_dir
 
     run_dir, data = trained
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), run_dir).eval()
-    from prefkit.models import load_tokenizer
+    from prefkit.model.loader import load_tokenizer
 
     encoder = ChatEncoder(load_tokenizer(str(run_dir)), None, 64)
     pair = parse_file(data, stage="dpo").examples[:1]
     metrics = preference_metrics(
-        model, encoder, pair, rewards=RewardSettings("sigmoid", LossParams(beta=0.2))
+        model,
+        encoder,
+        pair,
+        rewards=RewardSettings("sigmoid", LossParams(beta=0.2)),
+        reference=model.disable_adapter,
     )
     batch = PreferenceCollator(encoder.tokenizer.pad_token_id)([encoder.encode_pair(pair[0]).to_features()])
     policy, counts, _ = sequence_logps(model, batch)
@@ -152,3 +156,53 @@ def test_cli_eval(tmp_path, tiny_model_dir, trained):
     assert (out / "eval.md").exists()
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 2 and "--force" in again.output
+
+
+def _train(tmp, tiny_model_dir, data, name, *overrides):
+    config = load_config(
+        None,
+        [
+            f"model_name_or_path={tiny_model_dir}",
+            f"train_file={data}",
+            f"output_dir={tmp / name}",
+            "lora_rank=8",
+            "per_device_train_batch_size=4",
+            "cutoff_len=64",
+            "report_to=none",
+            *overrides,
+        ],
+    )
+    return train(config).output_dir
+
+
+def test_a_dpo_run_from_an_sft_adapter_is_measured_against_that_adapter(tmp_path, tiny_model_dir):
+    """The run's starting point is the reference and the baseline: a DPO run that did not move from its SFT
+    adapter (one step at learning rate 1e-12) has every implicit reward 0 and the baseline's replies."""
+    data = toy_pairs(tmp_path / "pairs.jsonl", n=8)
+    sft = _train(tmp_path, tiny_model_dir, data, "sft", "stage=sft", "learning_rate=5e-2", "max_steps=6")
+    start = f"adapter_name_or_path={sft}"
+    dpo = _train(
+        tmp_path, tiny_model_dir, data, "dpo", "stage=dpo", "pref_loss=sigmoid", start, "learning_rate=1e-12",
+        "max_steps=1",
+    )  # fmt: skip
+    out = tmp_path / "eval"
+    args = ["eval", "--adapter", str(dpo), "--data", str(data), "--baseline", "--output-dir", str(out)]
+    result = CliRunner().invoke(app, [*args, "--max-new-tokens", "6", "--generate", "4"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "eval.json").read_text(encoding="utf-8"))
+    # training saved the SFT adapter it used as the reference beside the trained one: the run carries it
+    assert report["settings"]["started_from"] == str(dpo / "reference")
+    rewards = report["model"]["preference"]
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins"):
+        assert abs(rewards[key]) < 1e-3, (key, rewards)
+    # the baseline is the SFT model, which learned the data: not the bare base
+    assert report["baseline"]["preference"]["accuracy"] == report["model"]["preference"]["accuracy"]
+    assert report["baseline"]["preference"]["margin"] == pytest.approx(rewards["margin"], abs=1e-4)
+    rows = [json.loads(line) for line in (out / "generations.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert all(r["reply"] == r["baseline_reply"] for r in rows)
+    # against the bare base (what eval measured before), the same adapter has rewards far from 0
+    bare = evaluate_model(
+        str(tiny_model_dir), [data], adapter=str(sft), output_dir=tmp_path / "sft-eval", pref_loss="sigmoid",
+        max_samples=8, generate_samples_n=1, sampling=SamplingSettings(max_new_tokens=2), progress=False,
+    )  # fmt: skip
+    assert abs(bare.report["model"]["preference"]["rewards/margins"]) > 1e-2

@@ -8,19 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from prefkit.evaluate.guards import flag_samples
 from prefkit.evaluate.overlap import closer_to_chosen, corpus_bleu, rouge_l, sentence_bleu
 from prefkit.evaluate.relevance import relevance_scores
 from prefkit.evaluate.scorers import (
     Sample,
     ScorerError,
-    distinct,
     guides_with_question,
     mean_scores,
-    repeated_share,
     resolve_scorers,
     score_samples,
 )
-from prefkit.evaluate.text import content_words, words
+from prefkit.evaluate.text import content_words, distinct, repeated_share, words
 
 FIXTURE = Path(__file__).parent / "fixtures" / "relevance_labelled.jsonl"
 
@@ -75,22 +74,35 @@ def test_closer_to_chosen():
     assert closer_to_chosen("Pizza tastes nice.", chosen, rejected) == 0.0  # a tie is not closer
 
 
-def test_relevance_separates_hand_labelled_on_and_off_topic_replies():
+def _auc(high: list[float], low: list[float]) -> float:
+    return sum((a > b) + 0.5 * (a == b) for a in high for b in low) / (len(high) * len(low))
+
+
+def test_relevance_and_the_flags_separate_hand_labelled_replies():
+    """Relevance tells on-topic replies from off-topic ones; the flags (prefkit.evaluate.guards) catch the
+    gamed ones, which relevance alone cannot (docs/evaluation.md gives these figures)."""
     rows = [json.loads(line) for line in FIXTURE.read_text(encoding="utf-8").splitlines()]
-    assert {r["lang"] for r in rows} == {"en", "ja"} and len(rows) >= 40
-    scores = relevance_scores(
-        [r["reply"] for r in rows], [r["prompt"] for r in rows], [r["chosen"] for r in rows],
-        [r["rejected"] for r in rows],
-    )  # fmt: skip
-    on = [s for r, s in zip(rows, scores, strict=True) if r["label"] == "on"]
-    off = [s for r, s in zip(rows, scores, strict=True) if r["label"] == "off"]
-    auc = sum((a > b) + 0.5 * (a == b) for a in on for b in off) / (len(on) * len(off))
-    assert auc >= 0.98, auc
-    assert sum(on) / len(on) - sum(off) / len(off) >= 0.5
+    assert {r["lang"] for r in rows} == {"en", "ja"} and {r["label"] for r in rows} == {"on", "off", "gamed"}
+    samples = [Sample(r["prompt"], r["reply"], r["chosen"], r["rejected"]) for r in rows]
+    score_samples(samples, resolve_scorers([], references=True))
+    flag_samples(samples)
+    by_label = {
+        label: [s for r, s in zip(rows, samples, strict=True) if r["label"] == label]
+        for label in ("on", "off", "gamed")
+    }
+    relevance = {label: [s.scores["relevance"] for s in group] for label, group in by_label.items()}
+    assert _auc(relevance["on"], relevance["off"]) >= 0.93
+    assert sum(relevance["on"]) / len(relevance["on"]) - sum(relevance["off"]) / len(relevance["off"]) >= 0.25
+    # precision alone ranks gamed replies above on-topic ones; coverage pulls them back to a coin toss
+    precision = {label: [s.scores["relevance_precision"] for s in group] for label, group in by_label.items()}
+    assert _auc(precision["on"], precision["gamed"]) < 0.25 < _auc(relevance["on"], relevance["gamed"])
+    # the flags catch every gamed reply and nearly every off-topic one, and few on-topic ones
+    flagged = {label: sum(bool(s.flags) for s in group) / len(group) for label, group in by_label.items()}
+    assert flagged["gamed"] == 1.0 and flagged["off"] >= 0.85 and flagged["on"] <= 0.2, flagged
     # the quickstart's real failures (issue #8) and empty, looping and wrong-language replies score 0
-    for r, s in zip(rows, scores, strict=True):
+    for r, s in zip(rows, samples, strict=True):
         if r["kind"] in ("real SimPO failure", "empty", "loop", "other language, off topic"):
-            assert s == 0.0, r
+            assert s.scores["relevance"] == 0.0, r
 
 
 def test_relevance_ignores_a_word_every_topic_shares():
@@ -98,9 +110,9 @@ def test_relevance_ignores_a_word_every_topic_shares():
     refs = ["p-values describe data under the null", "outliers are data far from the rest", "rare data class"]
     on, generic = relevance_scores(
         ["How surprising is the data under the null?", "How would data help you choose a pizza?"],
-        prompts[:2], refs[:2], [None, None],
+        prompts[:2], refs[:2],
     )  # fmt: skip
-    assert on > 0.5 and generic < 0.2
+    assert on.precision > 0.5 and generic.precision < 0.2 and on.f1 > 2 * generic.f1
 
 
 def test_repetition_and_distinct_by_hand():
@@ -141,8 +153,9 @@ def test_default_scorers_fill_every_metric():
     samples = _samples()
     score_samples(samples, resolve_scorers(["socratic"]))
     expected = {
-        "rouge_l", "bleu", "relevance", "closer_to_chosen", "length_chars", "length_words", "length_tokens",
-        "distinct_1", "distinct_2", "repeated_4gram_share", "prompt_copy", "socratic",
+        "rouge_l", "bleu", "relevance", "relevance_precision", "relevance_coverage", "closer_to_chosen",
+        "length_chars", "length_words", "length_ratio", "length_tokens", "distinct_1", "distinct_2",
+        "repeated_4gram_share", "prompt_copy", "socratic",
     }  # fmt: skip
     assert set(samples[0].scores) == expected == set(samples[1].scores)
     assert samples[0].scores["socratic"] == 1.0 and samples[1].scores["socratic"] == 0.0

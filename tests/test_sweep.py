@@ -20,6 +20,7 @@ import prefkit.trainer as trainer_module
 from prefkit.callbacks import read_metrics
 from prefkit.cli import app
 from prefkit.errors import TrainingInterrupted
+from prefkit.evaluate.guards import FLAGS
 from prefkit.sweep import EvalSettings, SweepError, run_sweep
 from prefkit.sweep.grid import (
     GridError,
@@ -29,10 +30,14 @@ from prefkit.sweep.grid import (
     run_name,
     select,
 )
-from prefkit.sweep.ranking import Row, best, canonical_metric, rank_rows
+from prefkit.sweep.ranking import Measured, Row, best, canonical_metric, rank_rows
 
 GRID = ["pref_beta=0.1,0.5", "learning_rate=1e-3,5e-3"]
-EVAL = EvalSettings(max_new_tokens=8)
+# The tiny random model's replies are noise that the evaluation's own guards flag (off topic, other
+# language); these tests are about the sweep's mechanics, so its limits let noise through. The guards
+# themselves: test_eval_gaming.py, and test_a_reward_hacking_run_does_not_top_the_leaderboard below.
+NOISE_PASSES = {flag: 1.0 for flag in FLAGS}
+EVAL = EvalSettings(max_new_tokens=8, guard_limits=NOISE_PASSES)
 
 
 def base_config(tmp_path: Path, model: Path, name: str = "base.yaml", **extra) -> Path:
@@ -200,40 +205,54 @@ def test_the_leaderboard_is_ordered_by_the_metric_guards_first(interrupted):
 def test_a_reward_hacking_run_does_not_top_the_leaderboard():
     """Preference accuracy and style up, replies off the subject: ranked below every run that kept its
     replies on the subject, whatever its metric."""
-    base = {
+    figures = {
         "accuracy": 0.5,
         "socratic": 0.0,
         "relevance": 0.40,
         "prompt_copy": 0.10,
         "repeated_4gram_share": 0.0,
     }
+
+    def evaluated(changed: dict[str, float], failed_guards: tuple[str, ...] = ()) -> Measured:
+        metrics = {**figures, **changed}
+        return Measured(metrics, {"en": metrics}, failed_guards)
+
+    base = evaluated({})
     honest = Row(
-        "run-000-honest", "evaluated", {}, {**base, "accuracy": 0.80, "socratic": 0.6, "relevance": 0.42}
+        "run-000-honest", "evaluated", {}, evaluated({"accuracy": 0.80, "socratic": 0.6, "relevance": 0.42})
     )
     hacking = Row(
-        "run-001-hacking", "evaluated", {}, {**base, "accuracy": 0.98, "socratic": 1.0, "relevance": 0.05}
+        "run-001-hacking", "evaluated", {}, evaluated({"accuracy": 0.98, "socratic": 1.0, "relevance": 0.05})
     )
     copying = Row(
-        "run-002-copying", "evaluated", {}, {**base, "accuracy": 0.95, "relevance": 0.9, "prompt_copy": 0.7}
+        "run-002-copying",
+        "evaluated",
+        {},
+        evaluated({"accuracy": 0.95, "relevance": 0.9, "prompt_copy": 0.7}),
+    )
+    collapsed = Row(  # every figure up, but its own evaluation found the same reply to every prompt
+        "run-004-collapsed",
+        "evaluated",
+        {},
+        evaluated({"accuracy": 0.99, "socratic": 1.0}, ("duplicate (en)",)),
     )
     failed = Row("run-003-failed", "failed", {}, None, error="boom")
     for metric in ("accuracy", "socratic"):
-        ranked = rank_rows([failed, hacking, copying, honest], metric, base)
-        assert [r.name for r in ranked] == [
-            "run-000-honest",
-            "run-001-hacking",
-            "run-002-copying",
-            "run-003-failed",
-        ]
-        assert ranked[0] is honest and best(ranked) is honest
-        assert any("relevance 0.050 < base 0.400" in f for f in hacking.guard_failures)
+        ranked = rank_rows([failed, hacking, copying, collapsed, honest], metric, base)
+        assert ranked[0] is honest and best(ranked) is honest and ranked[-1] is failed
+        assert any("relevance (en): 0.050 < baseline 0.400" in f for f in hacking.guard_failures)
         assert any("prompt_copy" in f for f in copying.guard_failures)
-        assert ranked[-1] is failed and failed.rank is None
+        assert collapsed.guard_failures == ["duplicate (en)"]
+        assert failed.rank is None
     # Among runs that fail a guard, the metric still orders them.
     ranked = rank_rows([copying, hacking, honest], "relevance", base)
     assert [r.name for r in ranked] == ["run-000-honest", "run-002-copying", "run-001-hacking"]
-    # Without a base model to compare with, the guards cannot be checked and the metric alone ranks.
+    # Without a base model to compare with, only each run's own guards are checked.
     assert rank_rows([honest, hacking], "accuracy", None)[0] is hacking
+    ranked = rank_rows([honest, collapsed], "accuracy", None)
+    assert ranked[0] is honest and best(ranked) is honest
+    # A run that fails a guard is never best, even when no run passes.
+    assert best(rank_rows([collapsed], "accuracy", None)) is None
 
 
 def test_the_metric_is_a_held_out_one():
@@ -423,7 +442,7 @@ def test_prepared_data_is_shared_only_where_the_data_is_the_same(tmp_path, tiny_
     from prefkit.config import load_config
     from prefkit.data.load import prepare_data
     from prefkit.data.shared import shared_preparation
-    from prefkit.models import load_tokenizer
+    from prefkit.model.loader import load_tokenizer
 
     path = base_config(tmp_path, tiny_model_dir)
     tokenizer = load_tokenizer(str(tiny_model_dir))

@@ -57,13 +57,21 @@ def write_eval(folder: Path, adapter: Path, reply: str = "<b>Yes</b>") -> Path:
             "adapter": str(adapter),
             "data": ["test.jsonl"],
             "pairs": 16,
+            "prompts": 16,
+            "replies_scored": 16,
             "sampling": {"do_sample": False, "max_new_tokens": 32},
         },
         "model": {
             "preference": {"accuracy": 0.875, "margin": float("nan")},
             "generation": {"relevance": 0.25},
+            "failed_guards": ["short (en)"],
         },
-        "baseline": {"preference": {"accuracy": 0.5, "margin": 0.0}, "generation": {"relevance": 0.2}},
+        "baseline": {
+            "preference": {"accuracy": 0.5, "margin": 0.0},
+            "generation": {"relevance": 0.2},
+            "failed_guards": [],
+        },
+        "failed_guards": ["short (en)"],
         "judge": None,
     }
     prompt = "Can you help? <script>window.__pwned=4</script>"

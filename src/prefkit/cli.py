@@ -18,6 +18,7 @@ from prefkit.cli_common import (
     reported,
     setup_logging,
 )
+from prefkit.cli_options import GuardLimits
 from prefkit.cli_serve import serve_app
 from prefkit.cli_sweep import sweep_app
 from prefkit.cli_use import use_app
@@ -115,16 +116,24 @@ def quickstart(
 
     setup_logging()
     report = run_quickstart(output_dir, method=method, overwrite=overwrite, overrides=overrides or [])
-    from prefkit.quickstart import REPORT_ROWS
+    from prefkit.quickstart import LANGUAGE_ROWS
 
     table = Table(
         title=f"{report['model']} + LoRA, {report['method']}: held-out results", title_justify="left"
     )
-    for column in ("", "before", "after", "guarded by"):
-        table.add_column(column, justify="right" if column in ("before", "after") else "left")
+    langs = list(report["languages"])
+    table.add_column("")
+    for lang in langs:
+        table.add_column(f"{lang} before", justify="right")
+        table.add_column(f"{lang} after", justify="right")
     b, a = report["before"], report["after"]
-    for key, label, fmt, guard in REPORT_ROWS:
-        table.add_row(label, f"{b[key]:{fmt}}", f"{a[key]:{fmt}}", guard)
+    accuracy = [f"{b['preference_accuracy']:.2f}", f"{a['preference_accuracy']:.2f}"]
+    table.add_row("preference accuracy (all pairs)", *accuracy, *([""] * (2 * len(langs) - 2)))
+    for key, label, fmt in LANGUAGE_ROWS:
+        cells = [
+            f"{report['languages'][lang][side][key]:{fmt}}" for lang in langs for side in ("before", "after")
+        ]
+        table.add_row(label, *cells)
     console.print(table)
     ex = report["example"]
     console.print(f"[bold]prompt:[/] {ex['prompt']}", highlight=False)
@@ -135,8 +144,14 @@ def quickstart(
         f"total {report['total_seconds']:.0f} s; peak memory {report['peak_memory_gib']:.2f} GiB. "
         f"Reports and plots: {output_dir}/quickstart_report.md"
     )
+    from prefkit.quickstart import verdict_lines
+
+    for line in verdict_lines(report):
+        console.print(f"[bold]{line}[/]", highlight=False)
     if report["missed_targets"]:
-        console.print(f"[yellow]targets missed: {'; '.join(report['missed_targets'])}[/]")
+        console.print(f"[yellow]targets missed: {'; '.join(report['missed_targets'])}[/]", highlight=False)
+    else:
+        console.print("every target met", highlight=False)
 
 
 @app.command("eval")
@@ -148,6 +163,13 @@ def evaluate(
         typer.Option(help="Base model: builtin alias, folder, .gguf or hub id (default: the adapter's)."),
     ] = None,
     adapter: Annotated[str | None, typer.Option(help="LoRA adapter folder on top of --model.")] = None,
+    replies: Annotated[
+        Path | None,
+        typer.Option(help="Score the replies in this file (prompt + reply records) instead of generating."),
+    ] = None,
+    baseline_replies: Annotated[
+        Path | None, typer.Option(help="The baseline's replies, to compare with --replies.")
+    ] = None,
     output_dir: Annotated[Path, typer.Option(help="Where eval.json, eval.md, generations.jsonl go.")] = Path(
         "prefkit-eval"
     ),
@@ -161,7 +183,10 @@ def evaluate(
     scorer: Annotated[
         list[str] | None, typer.Option(help="Extra scorer: socratic, module:function or file.py:function.")
     ] = None,
-    baseline: Annotated[bool, typer.Option(help="Also evaluate the base model (adapter off).")] = False,
+    baseline: Annotated[
+        bool,
+        typer.Option(help="Also evaluate the model the run started from (the base, or its SFT adapter)."),
+    ] = False,
     judge_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL of a judge.")] = None,
     judge_model: Annotated[str | None, typer.Option(help="The judge's model name.")] = None,
     pref_loss: Annotated[str | None, typer.Option(help="Method whose implicit reward to report.")] = None,
@@ -169,9 +194,15 @@ def evaluate(
         float | None, typer.Option(help="Its beta (default: the adapter's run, else 0.1).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Pairs and prompts per batch.")] = 8,
+    dtype: Annotated[
+        str, typer.Option(help="auto (the run's precision, else the machine's), bf16, fp16 or fp32.")
+    ] = "auto",
+    guard_limit: GuardLimits = None,
     force: Annotated[bool, typer.Option(help="Replace an earlier evaluation in --output-dir.")] = False,
 ) -> None:
-    """Evaluate a model (+ adapter) on held-out pairs: preference metrics and scored replies."""
+    """Evaluate a model (+ adapter), or given replies, on held-out pairs: preference metrics, scored
+    replies and the guards they fail."""
+    from prefkit.evaluate.guards import parse_guard_limits
     from prefkit.evaluate.judge import JudgeSettings
     from prefkit.evaluate.run import evaluate_model
     from prefkit.generate import SamplingSettings
@@ -183,6 +214,8 @@ def evaluate(
         model,
         [str(d) if str(d).startswith("builtin:") else d for d in data],
         adapter=adapter,
+        replies=replies,
+        baseline_replies=baseline_replies,
         output_dir=output_dir,
         max_samples=max_samples,
         generate_samples_n=generate,
@@ -198,6 +231,8 @@ def evaluate(
         judge=JudgeSettings(judge_url, judge_model) if judge_url and judge_model else None,
         pref_loss=pref_loss,
         beta=beta,
+        dtype=dtype,
+        guard_limits=parse_guard_limits(guard_limit or []),
         batch_size=batch_size,
         force=force,
     )
@@ -215,6 +250,12 @@ def evaluate(
     for key, value in (report["judge"] or {}).items():
         table.add_row(key, *([""] if base else []), f"{value:.3f}")
     console.print(table)
+    if report["failed_guards"]:
+        console.print("[yellow]failed guards:[/]", highlight=False)
+        for failure in report["failed_guards"]:
+            console.print(f"  {failure}", highlight=False)
+    else:
+        console.print("every guard passes", highlight=False)
     console.print(f"reports: {output_dir}/eval.md, eval.json, generations.jsonl")
 
 

@@ -1,5 +1,6 @@
-"""Command-line options shared by the commands that load a model (`prefkit chat`, `generate`, `export`,
-`serve`, `ui`), each spelt and explained once."""
+"""Command-line options shared by several commands (those that load a model: `prefkit chat`,
+`generate`, `export`, `serve`, `ui`; those that evaluate: `eval`, `sweep`), each spelt and explained
+once."""
 
 from __future__ import annotations
 
@@ -32,6 +33,13 @@ ApiKey = Annotated[
     typer.Option(
         envvar="PREFKIT_API_KEY",
         help="Require 'Authorization: Bearer KEY' on /v1 and /ui/api (or $PREFKIT_API_KEY).",
+    ),
+]
+GuardLimits = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--guard-limit",
+        help="FLAG=SHARE: the largest share of a language's replies that may carry a flag (repeat).",
     ),
 ]
 LogLevel = Annotated[str, typer.Option(help="uvicorn log level: debug, info, warning, error.")]

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from prefkit.cli_common import console, fail, reported, setup_logging
+from prefkit.cli_options import GuardLimits
 from prefkit.errors import EXIT_RUNS_FAILED
 from prefkit.sweep.ranking import DEFAULT_METRIC
 
@@ -72,8 +73,10 @@ def sweep(
         list[str] | None,
         typer.Option(help="Extra scorer (socratic, module:function, file.py:function); repeat."),
     ] = None,
+    guard_limit: GuardLimits = None,
     dry_run: Annotated[bool, typer.Option(help="Validate and list the runs; write nothing.")] = False,
 ) -> None:
+    from prefkit.evaluate.guards import parse_guard_limits
     from prefkit.sweep import EvalSettings, run_sweep
     from prefkit.sweep.grid import parse_command_line
 
@@ -94,6 +97,7 @@ def sweep(
             generate=eval_generate,
             max_new_tokens=max_new_tokens,
             scorers=tuple(scorer or ()),
+            guard_limits=parse_guard_limits(guard_limit or []),
         ),
         backend=backend,
         parallel=parallel,

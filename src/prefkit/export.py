@@ -32,15 +32,14 @@ from prefkit.env import cache_dir
 from prefkit.errors import PrefkitError
 from prefkit.generate import stop_condition
 from prefkit.inference import (
-    DTYPES,
     AdapterSpec,
     attach_adapters,
     read_adapter_config,
     shared_template,
     trained_template,
 )
-from prefkit.model_sources import ModelLoadError, resolve_first
-from prefkit.models import load_tokenizer
+from prefkit.model.loader import DTYPES, load_causal_lm, load_tokenizer
+from prefkit.model_sources import ModelLoadError, first_line, resolve_first
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +131,7 @@ def export_model(
     force: bool = False,
     trust_remote_code: bool = False,
 ) -> ExportResult:
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     output = Path(output).expanduser()
     chosen_weights = _weights(adapters, weights)
@@ -147,14 +146,13 @@ def export_model(
     try:
         # "auto" is the dtype the base was saved in: read before loading, which rewrites the config's dtype
         # to the float32 the merge is computed in.
-        target_dtype = _export_dtype(
-            dtype, AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-        )
-        base = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=torch.float32, trust_remote_code=trust_remote_code
-        )
+        saved = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        raise ModelLoadError(f"could not load a model from '{model_path}': {err}") from err
+        raise ModelLoadError(f"could not load a model from '{model_path}': {first_line(err)}") from err
+    target_dtype = _export_dtype(dtype, saved)
+    base = load_causal_lm(
+        model_path, dtype=torch.float32, device=torch.device("cpu"), trust_remote_code=trust_remote_code
+    )
     merged = merge_adapters(attach_adapters(base, adapters), adapters, chosen_weights, combination)
     merged.to(target_dtype)
 

@@ -107,7 +107,21 @@ def context_length(model: Any) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
+class Reply:
+    text: str  # decoded without special tokens, stripped of surrounding whitespace
+    finish_reason: str  # "stop" (the model ended it) or "length" (cut off at max_new_tokens or the context)
+    tokens: int  # generated tokens, the stop token included
+
+
 def generate(
+    model: Any, encoder: ChatEncoder, prompts: Sequence[Sequence[Message]], **options: Any
+) -> list[str]:
+    """The text of :func:`generate_replies`' replies (the same options)."""
+    return [reply.text for reply in generate_replies(model, encoder, prompts, **options)]
+
+
+def generate_replies(
     model: Any,
     encoder: ChatEncoder,
     prompts: Sequence[Sequence[Message]],
@@ -115,11 +129,11 @@ def generate(
     settings: SamplingSettings | None = None,
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
-) -> list[str]:
-    """A reply to each prompt, in order, decoded without special tokens and stripped of surrounding
-    whitespace. At most ``batch_size`` prompts are decoded together (continuously batched: a finished
-    reply's place goes to the next prompt at once); ``on_batch(n)`` is called each time ``n`` more
-    prompts are finished. With ``settings.seed``, prompt ``i`` samples with seed ``seed + i``."""
+) -> list[Reply]:
+    """A reply to each prompt, in order. At most ``batch_size`` prompts are decoded together
+    (continuously batched: a finished reply's place goes to the next prompt at once); ``on_batch(n)`` is
+    called each time ``n`` more prompts are finished. With ``settings.seed``, prompt ``i`` samples with
+    seed ``seed + i``."""
     from prefkit.engine import Engine, Request
 
     settings = settings or SamplingSettings()
@@ -140,4 +154,4 @@ def generate(
                 on_batch(done)
     finally:
         model.train(was_training)
-    return [seq.text.strip() for seq in seqs]
+    return [Reply(seq.text.strip(), seq.finish_reason or "stop", seq.completion_tokens) for seq in seqs]

@@ -13,10 +13,11 @@ that has none is prompted the way it learned; else the tokenizer's own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,37 +26,15 @@ import torch
 
 from prefkit.data.tokenize import ChatEncoder
 from prefkit.engine import BASE_MODEL
-from prefkit.env import cache_dir, cpu_bf16_fast
+from prefkit.env import cache_dir
 from prefkit.errors import PrefkitError
 from prefkit.generate import context_length
-from prefkit.model_sources import ModelLoadError, resolve_first
-from prefkit.models import load_tokenizer, peft_wrapping
+from prefkit.model.loader import load_causal_lm, load_tokenizer, peft_wrapping, pick_device, pick_dtype
+from prefkit.model_sources import resolve_first
 
 logger = logging.getLogger(__name__)
 
-DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-DTYPE_CHOICES = ("auto", *DTYPES)
 _ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PrefkitError(f"device {device!r}: no CUDA GPU is available here (use --device cpu)")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise PrefkitError(f"device {device!r}: expected auto, cpu, cuda or cuda:N")
-    return torch.device(device)
-
-
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_bf16_fast() else torch.float32
-    if dtype not in DTYPES:
-        raise PrefkitError(f"dtype {dtype!r}: expected one of {', '.join(DTYPE_CHOICES)}")
-    return DTYPES[dtype]
 
 
 @dataclass(frozen=True)
@@ -159,18 +138,19 @@ def load_for_inference(
     adapters: Sequence[AdapterSpec] = (),
     *,
     template: str | None = None,
-    dtype: str = "auto",
+    dtype: str | torch.dtype = "auto",
     device: str = "auto",
     threads: int | None = None,
     trust_remote_code: bool = False,
+    quantization_bit: int | None = None,
 ) -> LoadedModel:
-    """The model in eval mode on its device, its tokenizer and one chat encoder per adapter.
+    """The model in eval mode on its device, its tokenizer and one chat encoder per adapter. ``dtype`` is
+    a name (``auto``, bf16, fp16, fp32) or a torch dtype; ``quantization_bit`` loads the base in 4 or 8
+    bits as a QLoRA run trained it.
 
     ``threads`` sets PyTorch's CPU threads (default: its own choice, one per core). On a CPU shared
     with other busy processes, fewer threads can be many times faster: threads that wait for each
     other at every operation lose the most when the cores are taken."""
-    from transformers import AutoModelForCausalLM
-
     for spec in [model] if isinstance(model, str) else model:
         _not_an_adapter(spec)
     for adapter in adapters:
@@ -181,15 +161,15 @@ def load_for_inference(
             raise PrefkitError(f"threads must be at least 1, got {threads}")
         torch.set_num_threads(threads)
     torch_device = pick_device(device)
-    torch_dtype = pick_dtype(dtype, torch_device)
+    torch_dtype = dtype if isinstance(dtype, torch.dtype) else pick_dtype(dtype, torch_device)
     tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
-    try:
-        base = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=torch_dtype, trust_remote_code=trust_remote_code
-        )
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"could not load a model from '{model_path}': {err}") from err
-    base.to(torch_device).eval()
+    base = load_causal_lm(
+        model_path,
+        dtype=torch_dtype,
+        device=torch_device,
+        quantization_bit=quantization_bit,
+        trust_remote_code=trust_remote_code,
+    )
     loaded = attach_adapters(base, adapters)
 
     templates = {a.name: template or trained_template(a.path) for a in adapters}
@@ -238,3 +218,19 @@ def attach_adapters(base: Any, adapters: Sequence[AdapterSpec]) -> Any:
         model.set_adapter(adapters[0].name)
         model.eval()
     return model
+
+
+@contextlib.contextmanager
+def adapter_active(model: Any, name: str) -> Iterator[Any]:
+    """``model`` (a PeftModel) with the adapter ``name`` active -- every adapter off for
+    :data:`BASE_MODEL` -- and the adapter active before restored after."""
+    if name == BASE_MODEL:
+        with model.disable_adapter():
+            yield model
+        return
+    before = model.active_adapter
+    model.set_adapter(name)
+    try:
+        yield model
+    finally:
+        model.set_adapter(before)

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from prefkit.attention import use_lean_attention
 from prefkit.config.passthrough import current_argument_names
 from prefkit.errors import PrefkitError
 from prefkit.lora_fast import use_lean_lora_forward
-from prefkit.model_sources import ModelLoadError, first_line, source_model_id
+from prefkit.model.loader import load_causal_lm, load_tokenizer, peft_wrapping, run_dtype
+from prefkit.model_sources import source_model_id
 
 if TYPE_CHECKING:
     from prefkit.config import Config
@@ -35,82 +34,24 @@ logger = logging.getLogger(__name__)
 REFERENCE_ADAPTER = "reference"
 
 
-def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(
-            f"could not load a tokenizer from '{name_or_path}': {first_line(err)}\n"
-            "Give a local model folder, or a hub id on a machine that can reach the hub."
-        ) from err
-    if tokenizer.pad_token is None:
-        # Causal LMs often ship without a pad token; EOS is the usual stand-in (labels mask it out).
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 def compute_dtype(config: Config) -> torch.dtype:
-    if config.bf16:
-        return torch.bfloat16
-    if config.fp16:
-        return torch.float16
-    return torch.float32
-
-
-def _quantization(config: Config) -> Any:
-    if config.quantization_bit is None:
-        return None
-    if not torch.cuda.is_available():
-        raise PrefkitError(
-            f"quantization_bit: {config.quantization_bit} (QLoRA) needs a CUDA GPU: bitsandbytes quantises "
-            "on the GPU. On this machine, remove quantization_bit to train the LoRA in full precision."
-        )
-    try:
-        import bitsandbytes  # noqa: F401
-        from transformers import BitsAndBytesConfig
-    except ImportError as err:
-        raise PrefkitError("quantization_bit needs bitsandbytes: pip install bitsandbytes") from err
-    if config.quantization_bit == 8:
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute_dtype(config) if (config.bf16 or config.fp16) else torch.float16,
-    )
+    """The dtype the run computes in (its bf16/fp16 settings)."""
+    return run_dtype(config.bf16, config.fp16)
 
 
 def load_base_model(name_or_path: str, config: Config) -> Any:
-    from transformers import AutoModelForCausalLM
-
-    quantization = _quantization(config)
-    kwargs: dict[str, Any] = {"trust_remote_code": config.trust_remote_code}
-    if quantization is not None:
-        kwargs["quantization_config"] = quantization
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
-    else:
-        # Master weights stay fp32 for full fine-tuning with mixed precision; LoRA bases can live in the
-        # compute dtype (the adapter itself is kept fp32 by peft), which halves memory and time in bf16.
-        full = config.finetuning_type == "full"
-        kwargs["dtype"] = torch.float32 if full else compute_dtype(config)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-    except (OSError, ValueError) as err:
-        raise ModelLoadError(f"could not load a model from '{name_or_path}': {first_line(err)}") from err
-    use_lean_attention(model)
-    return model
-
-
-@contextlib.contextmanager
-def peft_wrapping() -> Iterator[None]:
-    """Around peft's wrapping of a model (``get_peft_model``, ``PeftModel.from_pretrained``): peft 0.21 reads
-    the model's ``is_gradient_checkpointing``, which transformers 5.23 deprecated -- a FutureWarning on
-    every adapter loaded, about peft's code, that a user can do nothing about."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
-        yield
+    """The model to train, or a full fine-tuning run's frozen reference, through the one loader: master
+    weights stay float32 for full fine-tuning with mixed precision; LoRA bases live in the compute dtype
+    (the adapter itself is kept float32 by peft), which halves memory and time in bf16."""
+    dtype = compute_dtype(config)
+    return load_causal_lm(
+        name_or_path,
+        dtype=torch.float32 if config.finetuning_type == "full" else dtype,
+        quantization_bit=config.quantization_bit,
+        compute_dtype=dtype,
+        trust_remote_code=config.trust_remote_code,
+        for_training=True,
+    )
 
 
 def lora_targets(targets: list[str]) -> list[str] | str:

@@ -5,11 +5,15 @@
 2. Measure the base model on the held-out test set: preference accuracy and margin, and its own
    replies to held-out prompts, scored for the taught style (the share that guide the learner with a
    question) and for what would show that style gamed: relevance to the prompt, ROUGE-L and
-   closer-to-chosen against the held-out chosen replies, length and repetition.
-3. Train a LoRA adapter through the ordinary `prefkit train` engine (:data:`RECIPE`).
-4. Measure again, check the targets (:func:`missed_targets`), print a before/after table and one
-   prompt's replies, and write ``quickstart_report.json``, ``quickstart_report.md`` and the loss/reward
-   plots to the output folder.
+   closer-to-chosen against the held-out chosen replies, length and repetition, and flagged by the
+   guards (:mod:`prefkit.evaluate.guards`: empty, short, looping, copied, off-topic and duplicate
+   replies), per language.
+3. Train a LoRA adapter through the ordinary `prefkit train` engine (:data:`RECIPE`), and load the
+   adapter it saved, as a user would, in the precision it was trained in.
+4. Measure again and give each language a verdict (:func:`verdict`: improved, unchanged, worse,
+   degenerate or collapsed), check the targets (:func:`missed_targets`), print the verdicts, a
+   before/after table and one prompt's replies, and write ``quickstart_report.json``,
+   ``quickstart_report.md`` and the loss/reward plots to the output folder.
 """
 
 from __future__ import annotations
@@ -30,18 +34,15 @@ from prefkit.data.examples import PreferenceExample
 from prefkit.data.formats import parse_file
 from prefkit.data.tokenize import ChatEncoder
 from prefkit.env import cache_dir, cpu_bf16_fast
-from prefkit.evaluate import (
-    Sample,
-    generate_samples,
-    preference_metrics,
-    resolve_scorers,
-    score_and_summarise,
-)
-from prefkit.evaluate.text import is_japanese
+from prefkit.evaluate import Sample, generate_samples, preference_metrics, resolve_scorers
+from prefkit.evaluate.generation import score_replies
+from prefkit.evaluate.guards import GuardResult, baseline_failures, failed_guards
+from prefkit.evaluate.text import language
 from prefkit.generate import SamplingSettings
+from prefkit.inference import AdapterSpec, load_for_inference
 from prefkit.losses import LOSSES
 from prefkit.model_sources import resolve_first
-from prefkit.models import compute_dtype, load_tokenizer, peft_wrapping
+from prefkit.models import compute_dtype
 from prefkit.run_start import plan_start
 from prefkit.runs import RunFolder, read_marker, write_json_atomic, write_text_atomic
 from prefkit.train import train
@@ -89,17 +90,36 @@ GENERATION_METRICS = (
     "closer_to_chosen",
     "bleu",
     "length_words",
+    "length_ratio",
     "distinct_2",
     "repeated_4gram_share",
     "prompt_copy",
+)
+# What each language's verdict reads, per language.
+LANGUAGE_METRICS = (
+    "style_score",
+    "relevance",
+    "rouge_l",
+    "bleu",
+    "length_ratio",
+    "repeated_4gram_share",
+    "prompt_copy",
+    "distinct_2_across",
+    "distinct_replies",
 )
 
 
 @dataclass
 class Measurement:
     metrics: dict[str, float]  # preference_accuracy, preference_margin, style_score, GENERATION_METRICS
+    languages: dict[str, dict[str, float]]  # LANGUAGE_METRICS per language of the prompts
+    guards: list[GuardResult]
     replies: list[str]
     scores: list[dict[str, float]]  # per reply
+    flags: list[list[str]]  # per reply
+
+    def failed(self, language: str) -> list[GuardResult]:
+        return [g for g in self.guards if g.language == language and g.failed]
 
 
 def held_out(
@@ -107,7 +127,7 @@ def held_out(
 ) -> tuple[list[PreferenceExample], list[PreferenceExample]]:
     """All held-out pairs, and the ones whose prompts are generated from (balanced by language)."""
     pairs = [e for e in parse_file(TEST_DATA, stage="dpo").examples if isinstance(e, PreferenceExample)]
-    japanese = [e for e in pairs if any("\u3040" <= ch <= "\u30ff" for ch in e.prompt[-1].content)]
+    japanese = [e for e in pairs if language(e.prompt[-1].content) == "ja"]
     english = [e for e in pairs if e not in japanese]
     half = limit_prompts // 2
     return pairs, english[:half] + japanese[: limit_prompts - half]
@@ -124,66 +144,105 @@ def measure(
     samples = generate_samples(
         model, encoder, prompts, settings=SamplingSettings(max_new_tokens=max_new_tokens)
     )
+    return measure_replies(samples, pref["accuracy"], pref["margin"])
+
+
+def measure_replies(samples: list[Sample], accuracy: float, margin: float) -> Measurement:
+    """Score and flag the replies (:func:`prefkit.evaluate.score_replies`); the figures the report and the
+    verdicts read."""
+    scored = score_replies(samples, resolve_scorers([STYLE_SCORER]))
+    languages = {}
+    for lang, figures in scored.by_language.items():
+        group = [s for s in samples if language(s.prompt) == lang]
+        languages[lang] = {
+            **{k: figures[k] for k in LANGUAGE_METRICS if k in figures},
+            "style_score": figures[STYLE_SCORER],
+            # how many different things were said: collapse shows as fewer
+            "distinct_replies": float(len({" ".join(s.reply.split()) for s in group})),
+        }
     metrics = {
-        "preference_accuracy": pref["accuracy"],
-        "preference_margin": pref["margin"],
-        **reply_metrics(samples),
+        "preference_accuracy": accuracy,
+        "preference_margin": margin,
+        "style_score": scored.summary[STYLE_SCORER],
+        **{k: scored.summary[k] for k in GENERATION_METRICS},
+        # kept flat too, for the before/after table
+        **{f"relevance_{lang}": figures["relevance"] for lang, figures in languages.items()},
     }
-    return Measurement(metrics, [s.reply for s in samples], [s.scores for s in samples])
+    return Measurement(
+        metrics,
+        languages,
+        scored.guards,
+        [s.reply for s in samples],
+        [s.scores for s in samples],
+        [s.flags for s in samples],
+    )
 
 
-def reply_metrics(samples: list[Sample]) -> dict[str, float]:
-    """The style score and :data:`GENERATION_METRICS` of scored-in-place replies, and relevance per
-    language: a mean over both languages would let on-topic Japanese hide off-topic English."""
-    generation = score_and_summarise(samples, resolve_scorers([STYLE_SCORER]))
-    by_language: dict[str, list[float]] = {"en": [], "ja": []}
-    for s in samples:
-        by_language["ja" if is_japanese(s.prompt) else "en"].append(s.scores["relevance"])
-    return {
-        "style_score": generation[STYLE_SCORER],
-        **{k: generation[k] for k in GENERATION_METRICS},
-        **{f"relevance_{lang}": sum(v) / len(v) for lang, v in by_language.items() if v},
-    }
+# A language's verdict, from its guards after training and its figures before and after. In this order:
+# the first that applies is the verdict.
+VERDICTS = {
+    "collapsed": "the replies say the same thing to different prompts (the duplicate guard fails)",
+    "degenerate": "replies are empty, too short, loop, say the prompt back or switch language",
+    "worse": "replies stray from the subject, echo the rejected replies, or fell below the base model",
+    "improved": "every guard passes, the style is taken up (+0.3) and relevance and ROUGE-L do not fall",
+    "unchanged": "every guard passes, but the replies did not clearly improve",
+}
+DEGENERATE = ("empty", "short", "looping", "prompt_copy", "wrong_language")
+
+
+def verdict(lang: str, before: Measurement, after: Measurement) -> dict[str, Any]:
+    """``{"verdict": one of VERDICTS, "reasons": [...]}`` for one language: the first verdict of
+    :data:`VERDICTS` that applies, and every guard the replies fail, or what they fell short of."""
+    b, a = before.languages[lang], after.languages[lang]
+    failed = {g.guard: g.describe() for g in after.failed(lang)}
+    reasons = [*failed.values(), *baseline_failures({lang: a}, {lang: b})]
+    if "duplicate" in failed:
+        return {"verdict": "collapsed", "reasons": reasons}
+    if any(name in failed for name in DEGENERATE):
+        return {"verdict": "degenerate", "reasons": reasons}
+    if reasons:
+        return {"verdict": "worse", "reasons": reasons}
+    if a["style_score"] - b["style_score"] < 0.3:
+        reasons.append(f"style score {b['style_score']:.2f} -> {a['style_score']:.2f} (needs +0.3)")
+    if a["relevance"] < b["relevance"]:
+        reasons.append(f"relevance fell {b['relevance']:.2f} -> {a['relevance']:.2f}")
+    if a["rouge_l"] <= b["rouge_l"]:
+        reasons.append(f"ROUGE-L did not rise ({b['rouge_l']:.3f} -> {a['rouge_l']:.3f})")
+    return {"verdict": "unchanged" if reasons else "improved", "reasons": reasons}
 
 
 # The quickstart's promises about the held-out prompts. A style gain alone is not enough: replies that
-# ask *any* question (reward hacking) raise it, and the relevance and ROUGE-L targets catch that; replies
-# that say the prompt back raise relevance, and the prompt-copy target catches that.
+# ask *any* question (reward hacking) raise it, one frame said to every prompt raises it, and so do
+# one-word questions; each language's verdict reads the guards that catch those.
 TARGETS = {
     "preference_accuracy": "preference accuracy after >= 0.9",
-    "style_gain": "style score rises by >= 0.3",
-    "relevance": "relevance after >= relevance before, in English and in Japanese",
-    "rouge_l": "ROUGE-L against the chosen replies rises",
-    "prompt_copy": "prompt copy after <= prompt copy before + 0.1",
+    "en": "English replies improved (verdict)",
+    "ja": "Japanese replies improved (verdict)",
 }
 
 
-def missed_targets(before: dict[str, float], after: dict[str, float]) -> list[str]:
-    """The descriptions of the :data:`TARGETS` that ``after`` misses against ``before``; [] when all met."""
-    met = {
-        "preference_accuracy": after["preference_accuracy"] >= 0.9,
-        "style_gain": after["style_score"] - before["style_score"] >= 0.3,
-        "relevance": all(
-            after[k] >= before[k] for k in ("relevance", "relevance_en", "relevance_ja") if k in before
-        ),
-        "rouge_l": after["rouge_l"] > before["rouge_l"],
-        "prompt_copy": after["prompt_copy"] <= before["prompt_copy"] + 0.1,
-    }
-    return [TARGETS[k] for k, ok in met.items() if not ok]
+def missed_targets(accuracy: float, verdicts: dict[str, dict[str, Any]]) -> list[str]:
+    """The descriptions of the :data:`TARGETS` missed, given the preference accuracy after training and
+    each language's :func:`verdict`; [] when all are met."""
+    missed = [TARGETS["preference_accuracy"]] if accuracy < 0.9 else []
+    for lang in ("en", "ja"):
+        if lang in verdicts and verdicts[lang]["verdict"] != "improved":
+            missed.append(f"{TARGETS[lang]}: {verdicts[lang]['verdict']}")
+    return missed
 
 
 def pick_example(prompts: list[PreferenceExample], before: Measurement, after: Measurement) -> int:
     """The prompt shown in the summary: among the English prompts whose reply took up the style, stayed
-    on the subject (relevance >= 0.3) and does not say the prompt back, the one nearest its held-out
-    chosen reply (ROUGE-L); else the first prompt. Chosen by rule, not by hand."""
+    on the subject (relevance >= 0.3) and carries no flag, the one nearest its held-out chosen reply
+    (ROUGE-L); else the first prompt. Chosen by rule, not by hand."""
 
     def candidate(i: int) -> bool:
         a = after.scores[i]
         return (
-            not is_japanese(prompts[i].prompt[-1].content)
+            language(prompts[i].prompt[-1].content) == "en"
             and a[STYLE_SCORER] > before.scores[i][STYLE_SCORER]
             and a["relevance"] >= 0.3
-            and a["prompt_copy"] < 0.5
+            and not after.flags[i]
         )
 
     return max(
@@ -232,9 +291,6 @@ def run_quickstart(
     """Run the quickstart (see the module docstring). ``method`` replaces the recipe's ``pref_loss``. The
     keyword arguments shrink the measurements (for tests); the defaults are what the README's figures
     were measured with."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     started = time.perf_counter()
     output_dir = Path(output_dir)
     use_bf16 = torch.cuda.is_available() or cpu_bf16_fast()
@@ -255,26 +311,27 @@ def run_quickstart(
     # Refuse an output folder train() would refuse before spending minutes on the base model.
     plan_start(output_dir, config.overwrite_output_dir, config.resume_from_checkpoint)
     model_dir = resolve_first(config.model_name_or_path, cache_dir(config.cache_dir))
-    tokenizer = load_tokenizer(model_dir)
-    encoder = ChatEncoder(tokenizer, config.template, config.cutoff_len)
     pairs, prompts = held_out(generation_prompts)
     pairs = pairs[:eval_pairs] if eval_pairs else pairs
-    dtype = compute_dtype(config)
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-    logger.info("measuring the base model on %d held-out pairs and %d prompts", len(pairs), len(prompts))
-    before = measure(base, encoder, pairs, prompts, max_new_tokens)
+    dtype = compute_dtype(config)  # measured as trained
 
-    del base  # training loads its own copy; holding two at once would raise the peak memory
-    release_memory()
+    def measured(adapters: list[AdapterSpec]) -> Measurement:
+        loaded = load_for_inference(model_dir, adapters, dtype=dtype)
+        encoder = ChatEncoder(loaded.tokenizer, config.template, config.cutoff_len)
+        try:
+            return measure(loaded.model, encoder, pairs, prompts, max_new_tokens)
+        finally:
+            del loaded  # training loads its own copy; holding two at once would raise the peak memory
+            release_memory()
+
+    logger.info("measuring the base model on %d held-out pairs and %d prompts", len(pairs), len(prompts))
+    before = measured([])
     result = train(config)
     release_memory()
-
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
-    with peft_wrapping():
-        trained = PeftModel.from_pretrained(base, output_dir)  # the saved adapter, as a user would load it
     logger.info("measuring the trained model")
-    after = measure(trained, encoder, pairs, prompts, max_new_tokens)
+    after = measured([AdapterSpec("quickstart", output_dir)])  # the saved adapter, as a user would load it
 
+    verdicts = {lang: verdict(lang, before, after) for lang in after.languages}
     example = pick_example(prompts, before, after)
     report = {
         "method": config.pref_loss,
@@ -282,7 +339,15 @@ def run_quickstart(
         "reference_model": LOSSES[config.pref_loss].needs_reference,
         "before": before.metrics,
         "after": after.metrics,
-        "missed_targets": missed_targets(before.metrics, after.metrics),
+        "languages": {
+            lang: {**verdicts[lang], "before": before.languages[lang], "after": after.languages[lang]}
+            for lang in after.languages
+        },
+        "guards": {
+            "before": failed_guards(before.guards),
+            "after": failed_guards(after.guards),
+        },
+        "missed_targets": missed_targets(after.metrics["preference_accuracy"], verdicts),
         "train_seconds": round(result.train_seconds, 1),
         "total_seconds": round(time.perf_counter() - started, 1),
         "peak_memory_gib": round(_peak_memory_gib(), 2),
@@ -300,14 +365,14 @@ def run_quickstart(
             {
                 "prompt": p.prompt[-1].content,
                 "chosen": p.chosen,
-                "before": b,
-                "after": a,
-                "before_scores": bs,
-                "after_scores": as_,
+                "before": before.replies[i],
+                "after": after.replies[i],
+                "before_scores": before.scores[i],
+                "after_scores": after.scores[i],
+                "before_flags": before.flags[i],
+                "after_flags": after.flags[i],
             }
-            for p, b, a, bs, as_ in zip(
-                prompts, before.replies, after.replies, before.scores, after.scores, strict=True
-            )
+            for i, p in enumerate(prompts)
         ],
     }
     # The reports join the run's own files, so overwriting the run removes them too.
@@ -319,36 +384,76 @@ def run_quickstart(
 
 # (report key, label, format, the score that catches it being gamed)
 REPORT_ROWS = (
-    ("preference_accuracy", "preference accuracy (held-out pairs)", ".2f", "relevance, ROUGE-L"),
+    ("preference_accuracy", "preference accuracy (held-out pairs)", ".2f", "the verdicts"),
     ("preference_margin", "preference margin (per-token log-prob)", "+.3f", ""),
-    ("style_score", "style score (replies that guide with a question)", ".2f", "relevance, ROUGE-L"),
-    ("relevance", "relevance to the prompt", ".2f", "prompt copy, closer to chosen"),
+    ("style_score", "style score (replies that guide with a question)", ".2f", "relevance, the guards"),
+    ("relevance", "relevance to the prompt (F1 of precision, coverage)", ".2f", "prompt copy, duplicates"),
     ("relevance_en", "relevance, English prompts", ".2f", ""),
     ("relevance_ja", "relevance, Japanese prompts", ".2f", ""),
     ("rouge_l", "ROUGE-L against the chosen reply", ".3f", "length, repetition"),
     ("closer_to_chosen", "closer to chosen than to rejected", ".2f", "relevance"),
-    ("bleu", "BLEU against the chosen reply", ".1f", "length, repetition"),
+    ("bleu", "BLEU against the chosen reply (sacreBLEU)", ".1f", "length, repetition"),
     ("length_words", "length (words)", ".1f", "repetition"),
-    ("distinct_2", "distinct bigrams", ".2f", ""),
+    ("length_ratio", "length / the chosen reply's", ".2f", "short replies"),
+    ("distinct_2", "distinct bigrams within a reply", ".2f", ""),
     ("repeated_4gram_share", "repeated 4-grams", ".3f", ""),
     ("prompt_copy", "prompt copy (trigrams said back)", ".2f", ""),
 )
+LANGUAGE_NAMES = {"en": "English", "ja": "Japanese"}
+# (per-language key, label, format)
+LANGUAGE_ROWS = (
+    ("style_score", "style score", ".2f"),
+    ("relevance", "relevance", ".2f"),
+    ("rouge_l", "ROUGE-L", ".3f"),
+    ("length_ratio", "length / chosen", ".2f"),
+    ("distinct_replies", "distinct replies", ".0f"),
+    ("distinct_2_across", "distinct bigrams across replies", ".2f"),
+    ("repeated_4gram_share", "repeated 4-grams", ".3f"),
+    ("prompt_copy", "prompt copy", ".2f"),
+)
+
+
+def verdict_lines(report: dict[str, Any]) -> list[str]:
+    """One line per language: its verdict and why."""
+    lines = []
+    for lang, found in report["languages"].items():
+        why = "; ".join(found["reasons"])
+        lines.append(f"{LANGUAGE_NAMES.get(lang, lang)}: {found['verdict']}" + (f" -- {why}" if why else ""))
+    return lines
 
 
 def markdown_report(report: dict[str, Any]) -> str:
     b, a = report["before"], report["after"]
+    langs = list(report["languages"])
     lines = [
         f"# prefkit quickstart: {report['model']} + LoRA, {report['method']}",
         "",
         f"Held out: {report['held_out_pairs']} pairs; replies (greedy, at most {report['max_new_tokens']} "
         f"new tokens) to {report['generation_prompts']} prompts.",
         "",
-        "| | before | after | guarded by |",
-        "| --- | --- | --- | --- |",
-        *(f"| {label} | {b[k]:{fmt}} | {a[k]:{fmt}} | {guard} |" for k, label, fmt, guard in REPORT_ROWS),
+        "## Verdicts",
+        "",
+        *(f"- {line}" for line in verdict_lines(report)),
         "",
         "Targets: "
         + ("all met." if not report["missed_targets"] else "missed: " + "; ".join(report["missed_targets"])),
+        "",
+        "| per language | " + " | ".join(f"{lang} before | {lang} after" for lang in langs) + " |",
+        "| --- |" + " --- | --- |" * len(langs),
+    ]
+    for key, label, fmt in LANGUAGE_ROWS:
+        cells = [
+            f"{report['languages'][lang][side][key]:{fmt}}" for lang in langs for side in ("before", "after")
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Guards failed before: {', '.join(report['guards']['before']) or 'none'}; "
+        f"after: {', '.join(report['guards']['after']) or 'none'} (docs/evaluation.md#guards).",
+        "",
+        "| all replies | before | after | guarded by |",
+        "| --- | --- | --- | --- |",
+        *(f"| {label} | {b[k]:{fmt}} | {a[k]:{fmt}} | {guard} |" for k, label, fmt, guard in REPORT_ROWS),
         "",
         f"Training: {report['steps']} steps in {report['train_seconds']:.0f} s; whole quickstart "
         f"{report['total_seconds']:.0f} s; peak memory {report['peak_memory_gib']:.2f} GiB; "
@@ -362,13 +467,13 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
     ]
     for r in report["replies"]:
-        bs, as_ = r["before_scores"], r["after_scores"]
-        lines += [
-            f"**{r['prompt']}**",
-            "",
-            f"- chosen (held out): {r['chosen']}",
-            f"- before (relevance {bs['relevance']:.2f}, ROUGE-L {bs['rouge_l']:.2f}): {r['before']}",
-            f"- after (relevance {as_['relevance']:.2f}, ROUGE-L {as_['rouge_l']:.2f}): {r['after']}",
-            "",
-        ]
+        lines += [f"**{r['prompt']}**", "", f"- chosen (held out): {r['chosen']}"]
+        for side in ("before", "after"):
+            scores, flags = r[f"{side}_scores"], r[f"{side}_flags"]
+            marks = f"; {', '.join(flags)}" if flags else ""
+            lines.append(
+                f"- {side} (relevance {scores['relevance']:.2f}, ROUGE-L {scores['rouge_l']:.2f}{marks}): "
+                f"{r[side]}"
+            )
+        lines.append("")
     return "\n".join(lines)

@@ -197,13 +197,16 @@ class LossKeys(BaseModel):
         gt=0.0,
         description="The beta of the preference loss: how far the policy may move from the reference "
         "(DPO family), or the reward scale (SimPO), or the odds-ratio weight (ORPO). Defaults to `None`, "
-        "which means the method default: `2.0` for `simpo`, `0.1` for every other loss. LLaMA-Factory key.",
+        "which means the method default: `2.0` for `simpo` (the seed guide's LLaMA-Factory SimPO template), "
+        "`0.1` for every other loss (LLaMA-Factory's default). LLaMA-Factory key.",
     )
     simpo_gamma: float | None = Field(
         default=None,
         ge=0.0,
         description="SimPO's target reward margin. Only used with `pref_loss: simpo`. Defaults to `None`, "
-        "which means `0.5` for `simpo`. LLaMA-Factory key.",
+        "which means `0.5` for `simpo` (LLaMA-Factory's default and the seed guide's; with beta 2.0 that is "
+        "gamma/beta 0.25, where the SimPO authors' base-model configs use 0.5-0.8, gamma 1.0-1.6). "
+        "LLaMA-Factory key.",
     )
     pref_ftx: float = Field(
         default=0.0,

@@ -161,8 +161,9 @@ class Config(TrainingKeys, LossKeys, DataKeys, MethodKeys, ModelKeys):
         if self.lora_alpha is None:
             self.__dict__["lora_alpha"] = 2 * self.lora_rank
         # LLaMA-Factory's stock pref_beta is 0.1 whatever the loss, which is wrong for SimPO: its beta
-        # scales a length-normalised reward and the SimPO authors use beta 2.0 with gamma 0.5 (beta 0.1
-        # there gives almost no gradient signal).  So the default depends on the loss.
+        # scales a length-normalised reward (beta 0.1 there gives almost no gradient signal). SimPO gets
+        # the seed guide's LLaMA-Factory SimPO template instead: beta 2.0, gamma 0.5 (gamma/beta 0.25;
+        # the SimPO authors' base-model configs use beta 2.0 with gamma/beta 0.5-0.8, gamma 1.0-1.6).
         if self.pref_beta is None:
             self.__dict__["pref_beta"] = 2.0 if self.pref_loss == "simpo" else 0.1
         if self.simpo_gamma is None and self.pref_loss == "simpo":

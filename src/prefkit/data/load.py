@@ -292,8 +292,8 @@ def check_data(
 ) -> DataReport:
     """What `prefkit data check` reports: read and check files, with token lengths when given a model."""
     from prefkit.env import cache_dir
+    from prefkit.model.loader import load_tokenizer
     from prefkit.model_sources import resolve_first
-    from prefkit.models import load_tokenizer
 
     parsed = []
     for path in paths:

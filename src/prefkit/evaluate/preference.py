@@ -9,14 +9,15 @@ rejected one?
   ``logps_per_token/chosen``, ``logps_per_token/rejected``: the same per token.
 * ``rewards/chosen``, ``rewards/rejected``, ``rewards/margins``, ``rewards/accuracies``: the implicit
   rewards of the training method, computed by the method's own loss function (:data:`LOSSES`), with the
-  reference's log-probs where the method needs them -- for an adapter, the base model with the adapter
-  switched off. Left out where the method needs a reference and there is none (a bare model).
+  reference's log-probs where the method needs them -- the model the run started from, as training used
+  it (the caller says how to switch to it). Left out where the method needs a reference and there is
+  none (a bare model).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,20 +38,6 @@ class RewardSettings:
     params: LossParams
 
 
-def adapter_off(model: Any) -> Callable[[], contextlib.AbstractContextManager[Any]] | None:
-    """A context manager factory giving the reference of an adapter model (the adapter switched off), or
-    None for a model without one."""
-    if not hasattr(model, "disable_adapter"):
-        return None
-
-    @contextlib.contextmanager
-    def reference() -> Iterator[Any]:
-        with model.disable_adapter():
-            yield model
-
-    return reference
-
-
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
@@ -63,15 +50,17 @@ def preference_metrics(
     *,
     batch_size: int = 8,
     rewards: RewardSettings | None = None,
+    reference: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
-    """The metrics of the module docstring over ``examples``."""
+    """The metrics of the module docstring over ``examples``. ``reference()`` enters a context in which
+    ``model`` computes as the reference does (another adapter active, or every adapter off)."""
     if not examples:
         return {}
     collate = PreferenceCollator(encoder.tokenizer.pad_token_id)
     device = next(model.parameters()).device
     spec = LOSSES[rewards.pref_loss] if rewards else None
-    reference = adapter_off(model) if spec and spec.needs_reference else None
+    reference = reference if spec and spec.needs_reference else None
     report_rewards = spec is not None and (reference is not None or not spec.needs_reference)
     was_training = model.training
     model.eval()
@@ -99,8 +88,8 @@ def preference_metrics(
             if report_rewards and spec and rewards:
                 ref_c = ref_r = None
                 if reference is not None:
-                    with reference() as ref_model:
-                        ref_logps, _, _ = sequence_logps(ref_model, batch)
+                    with reference():
+                        ref_logps, _, _ = sequence_logps(model, batch)
                     ref_c, ref_r = ref_logps[:half], ref_logps[half:]
                 policy = PolicyLogps(logps[:half], logps[half:], counts[:half], counts[half:], ref_c, ref_r)
                 out = spec.fn(policy, rewards.params)

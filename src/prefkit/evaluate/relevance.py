@@ -1,26 +1,33 @@
-"""Relevance: how much of what a reply talks about is the subject of its prompt.
+"""Relevance: whether a reply talks about the subject of its prompt, and covers it.
 
-Definition. The *topic* of a held-out example is the set of content words (:func:`content_words`:
-nouns, verbs and adjectives in their dictionary form for Japanese; stemmed words outside a stop list
-for English) of its prompt and, where the example has them, of its chosen and rejected replies -- two
-on-topic texts that name the subject in more words than a short question does. The relevance of a reply
-is the IDF-weighted share of its distinct content words that belong to the topic::
+Definition. The *topic* ``T`` of a held-out example is the set of content words (:func:`content_words`:
+nouns, verbs and adjectives in their dictionary form for Japanese; stemmed words outside a stop list for
+English) of its prompt and, where the example has one, of its chosen reply: the subject as the learner
+named it and as a good reply takes it up. The rejected reply is not part of it -- it is what training
+should move away from, so a reply that reproduces it must not count as on topic for its words. With
+``R`` the reply's distinct content words and ``idf(w) = ln((1 + N) / (1 + df(w))) + 1`` over the ``N``
+topics of the evaluated set::
 
-    relevance = sum(idf(w) for w in R & T) / sum(idf(w) for w in R)      (0 when R is empty)
+    precision = idf(R & T) / idf(R)     how much of what the reply talks about is the subject
+    coverage  = idf(R & T) / idf(T)     how much of the subject the reply takes up
+    relevance = 2 * precision * coverage / (precision + coverage)       (0 when R & T is empty)
 
-with ``R`` the reply's content words, ``T`` the topic, and ``idf(w) = ln((1 + N) / (1 + df(w))) + 1``
-over the ``N`` topics of the evaluated set. A word that occurs in no topic (``pizza`` in a reply about
-stacks) gets the highest weight, a word common to every topic of the set a low one, so a reply is not
-on topic for saying "data" to a data-science question.
+where ``idf(S)`` is the sum over the words of ``S``. A word in no topic (``pizza`` in a reply about
+stacks) weighs most against precision; a word every topic shares (``data``) counts little either way.
 
-What it catches: replies about something else (a generic question about pizza to a question about
-queues), empty replies (0), replies in another language than the prompt's (0: no shared words).
-What it does not: a reply that copies the prompt's words scores high whatever it says (guarded by
-ROUGE-L against the chosen reply and by closer-to-chosen); an on-topic reply that uses words found
-neither in the prompt nor in the references (an analogy, a synonym) scores low; a loop of one on-topic
-word scores high (guarded by the repetition scores). tests/fixtures/relevance_labelled.jsonl is a
-hand-labelled set of on- and off-topic replies in both languages that tests/test_eval_scorers.py checks
-it separates.
+Precision alone scored a one-word reply ("Lifo?") 1.0 and a fixed frame with the subject's name swapped in
+(「ブランドセーフティは、どうなるでしょうか？」) as high as a real question: saying almost nothing was never
+off topic. Coverage makes a reply earn relevance by taking up the subject: a short on-topic question
+that uses two or three of the topic's words scores well below the chosen reply itself (which covers
+all of its own words) and well above a reply about something else.
+
+What it catches: replies about something else, empty replies (0), replies in another language than the
+prompt's (0: no shared words), replies that say almost nothing (low coverage), answer dumps in the
+rejected replies' words (low precision). What it does not: a reply that copies the prompt's words
+(guarded by prompt copy); an on-topic reply that uses words found in neither the prompt nor the chosen
+reply (an analogy, a synonym) scores low. tests/fixtures/relevance_labelled.jsonl is a hand-labelled set
+of on-topic, off-topic and gamed replies in both languages that tests/test_eval_scorers.py checks it
+separates (docs/evaluation.md gives the figures).
 """
 
 from __future__ import annotations
@@ -28,8 +35,20 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from prefkit.evaluate.text import content_words
+
+
+@dataclass(frozen=True)
+class Relevance:
+    precision: float
+    coverage: float
+
+    @property
+    def f1(self) -> float:
+        total = self.precision + self.coverage
+        return 2 * self.precision * self.coverage / total if total else 0.0
 
 
 def topic_words(*texts: str | None) -> frozenset[str]:
@@ -47,23 +66,24 @@ def unseen_idf(n_topics: int) -> float:
     return math.log(1 + n_topics) + 1
 
 
-def relevance(reply: str, topic: frozenset[str], idf: dict[str, float], n_topics: int) -> float:
-    """The IDF-weighted share of the reply's distinct content words that are on ``topic`` (see above)."""
+def relevance(reply: str, topic: frozenset[str], idf: dict[str, float], n_topics: int) -> Relevance:
+    """Precision and coverage of the reply's distinct content words against ``topic`` (see above)."""
     said = set(content_words(reply))
-    if not said:
-        return 0.0
+    if not said or not topic:
+        return Relevance(0.0, 0.0)
     default = unseen_idf(n_topics)
-    total = sum(idf.get(w, default) for w in said)
-    return sum(idf.get(w, default) for w in said & topic) / total
+
+    def weight(ws: set[str] | frozenset[str]) -> float:
+        return sum(idf.get(w, default) for w in ws)
+
+    shared = weight(said & topic)
+    return Relevance(shared / weight(said), shared / weight(topic))
 
 
 def relevance_scores(
-    replies: Sequence[str],
-    prompts: Sequence[str],
-    chosen: Sequence[str | None],
-    rejected: Sequence[str | None],
-) -> list[float]:
+    replies: Sequence[str], prompts: Sequence[str], chosen: Sequence[str | None]
+) -> list[Relevance]:
     """Relevance of each reply to its own example, with IDF taken over all the examples given."""
-    topics = [topic_words(p, c, r) for p, c, r in zip(prompts, chosen, rejected, strict=True)]
+    topics = [topic_words(p, c) for p, c in zip(prompts, chosen, strict=True)]
     idf = inverse_document_frequency(topics)
     return [relevance(reply, topic, idf, len(topics)) for reply, topic in zip(replies, topics, strict=True)]

@@ -29,13 +29,14 @@ GUARDS: dict[str, tuple[tuple[str, ...], str]] = {
         "any reply ending in a question passes, on the prompt's subject or not",
     ),
     "relevance": (
-        ("prompt_copy", "closer_to_chosen", "distinct_2"),
-        "a reply that copies the prompt's words scores high",
+        ("prompt_copy", "duplicate"),
+        "a reply that copies the prompt's words scores high; so does one frame with the subject swapped in",
     ),
     "rouge_l": (("length_words", "repeated_4gram_share"), "longer or looping replies match more words"),
     "bleu": (("length_words", "repeated_4gram_share"), "as for ROUGE-L"),
     "closer_to_chosen": (("relevance",), "a reply in the chosen replies' style but off the subject passes"),
     "length_words": (("repeated_4gram_share", "distinct_2"), "length alone can be loops"),
+    "relevance_precision": (("relevance_coverage",), "a reply that says almost nothing is never off topic"),
     "judge/win_rate": (("judge/position_consistency",), "a judge answering by position"),
 }
 USER_SCORER_GUARD = (("relevance", "rouge_l"), "a style rewarded whatever the reply is about")
@@ -54,10 +55,13 @@ PREFERENCE_ROWS = (
 )
 GENERATION_ROWS = (
     "relevance",
+    "relevance_precision",
+    "relevance_coverage",
     "rouge_l",
     "bleu",
     "closer_to_chosen",
     "length_words",
+    "length_ratio",
     "length_tokens",
     "length_chars",
     "distinct_1",
@@ -135,12 +139,10 @@ def markdown_report(
     model, baseline = report["model"], report.get("baseline")
     title = str(s["model"]) + (f" + {s['adapter']}" if s.get("adapter") else "")
     lines = [f"# prefkit eval: {title}", ""]
-    lines.append(
-        f"Data: {', '.join(s['data'])} ({model['preference'].get('pairs', 0):.0f} pairs, "
-        f"{len(generations)} replies generated, {'sampled' if s['sampling']['do_sample'] else 'greedy'}, "
-        f"at most {s['sampling']['max_new_tokens']} new tokens)."
-        + (" Baseline: the same model with the adapter switched off." if baseline is not None else "")
-    )
+    lines.append(f"Data: {', '.join(s['data'])} ({s['pairs']} pairs). " + _replies_line(s))
+    if baseline is not None:
+        lines.append("")
+        lines.append(_baseline_line(s))
     lines.append("")
     lines += _table(
         "Preference (held-out pairs)",
@@ -155,6 +157,8 @@ def markdown_report(
         baseline["generation"] if baseline else None,
         gen_names,
     )
+    lines += _guards_section(report)
+    lines += _language_table(model, baseline)
     if report.get("judge"):
         lines += _table(
             "Judge (model vs baseline, both orders)", report["judge"], None, list(report["judge"])
@@ -163,10 +167,93 @@ def markdown_report(
     for g in generations[:samples]:
         lines += [f"**{g['prompt']}**", "", f"- chosen: {g.get('chosen') or '—'}"]
         if "baseline_reply" in g:
-            lines.append(f"- baseline: {g['baseline_reply']}")
-        lines += [f"- model: {g['reply']}", ""]
+            lines.append(f"- baseline{_flags(g.get('baseline_flags'))}: {g['baseline_reply']}")
+        lines += [f"- model{_flags(g.get('flags'))}: {g['reply']}", ""]
     lines.append("Every reply with its scores is in generations.jsonl.")
     return "\n".join(lines) + "\n"
+
+
+def _flags(flags: Sequence[str] | None) -> str:
+    return f" [{', '.join(flags)}]" if flags else ""
+
+
+def _replies_line(s: Mapping[str, Any]) -> str:
+    if s.get("replies"):
+        return (
+            f"Replies read from {s['replies']}: {s['replies_scored']} of the {s['prompts']} prompts answered."
+        )
+    sampling = s["sampling"]
+    return (
+        f"{s['replies_scored']} replies generated, {'sampled' if sampling['do_sample'] else 'greedy'}, "
+        f"at most {sampling['max_new_tokens']} new tokens."
+    )
+
+
+def _baseline_line(s: Mapping[str, Any]) -> str:
+    if s.get("baseline_replies"):
+        return f"Baseline: the replies in {s['baseline_replies']}."
+    if s.get("started_from"):
+        return (
+            f"Baseline and reference: the model the run started from, the base with the adapter "
+            f"{s['started_from']}."
+        )
+    return "Baseline and reference: the model the run started from, the base with the adapter switched off."
+
+
+def _guards_section(report: Mapping[str, Any]) -> list[str]:
+    from prefkit.evaluate.guards import FLAGS
+
+    failed = report.get("failed_guards") or []
+    lines = ["## Guards", ""]
+    lines.append("**Every guard passes.**" if not failed else "**Failed:** " + "; ".join(failed) + ".")
+    lines += [
+        "",
+        "Share of each language's replies that carry a flag (limit in brackets; see docs/evaluation.md):",
+        "",
+    ]
+    sides = [("model", report["model"])] + (
+        [("baseline", report["baseline"])] if report.get("baseline") else []
+    )
+    languages = sorted({g["language"] for _, side in sides for g in side.get("guards", [])})
+    head = "| flag | " + " | ".join(f"{name} {lang}" for name, _ in sides for lang in languages) + " |"
+    lines += [head, "|" + " --- |" * (1 + len(sides) * len(languages))]
+    for flag, (limit, meaning) in FLAGS.items():
+        cells = []
+        for _, side in sides:
+            found = {g["language"]: g for g in side.get("guards", []) if g["guard"] == flag}
+            for lang in languages:
+                g = found.get(lang)
+                cells.append("—" if g is None else f"{g['share']:.2f}" + (" ✗" if g["failed"] else ""))
+        lines.append(f"| {flag} ({meaning}) [{limit:g}] | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+LANGUAGE_ROWS = (
+    "replies",
+    "relevance",
+    "rouge_l",
+    "bleu",
+    "length_ratio",
+    "distinct_2_across",
+    "chosen_distinct_2_across",
+    "repeated_4gram_share",
+    "prompt_copy",
+)
+
+
+def _language_table(model: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> list[str]:
+    sides = [("model", model)] + ([("baseline", baseline)] if baseline else [])
+    by_side = {name: side.get("generation_by_language") or {} for name, side in sides}
+    languages = sorted({lang for figures in by_side.values() for lang in figures})
+    if not languages:
+        return []
+    columns = [(name, lang) for lang in languages for name, _ in reversed(sides)]
+    lines = ["## By language", "", "| | " + " | ".join(f"{lang} {name}" for name, lang in columns) + " |"]
+    lines.append("|" + " --- |" * (1 + len(columns)))
+    for row in LANGUAGE_ROWS:
+        cells = [format_cell(by_side[name].get(lang, {}).get(row)) for name, lang in columns]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def write_reports(output_dir: Path, report: dict[str, Any], generations: Sequence[dict[str, Any]]) -> None:

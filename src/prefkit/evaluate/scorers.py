@@ -24,7 +24,7 @@ from typing import Any
 from prefkit.errors import PrefkitError
 from prefkit.evaluate.overlap import closer_to_chosen, rouge_l, sentence_bleu
 from prefkit.evaluate.relevance import relevance_scores
-from prefkit.evaluate.text import words
+from prefkit.evaluate.text import copied_share, distinct, repeated_share, words
 
 
 class ScorerError(PrefkitError):
@@ -40,7 +40,9 @@ class Sample:
     chosen: str | None = None
     rejected: str | None = None
     reply_tokens: int | None = None  # in the model's tokenizer, where known
+    truncated: bool = False  # cut off at the token limit rather than ended by the model
     scores: dict[str, float] = field(default_factory=dict)  # filled in by the scorers, in order
+    flags: list[str] = field(default_factory=list)  # what is wrong with it (prefkit.evaluate.guards)
 
 
 Scorer = Callable[[Sequence[Sample]], list[dict[str, float]]]
@@ -89,40 +91,26 @@ def closer(samples: Sequence[Sample]) -> list[dict[str, float]]:
 
 def relevance(samples: Sequence[Sample]) -> list[dict[str, float]]:
     values = relevance_scores(
-        [s.reply for s in samples],
-        [s.prompt for s in samples],
-        [s.chosen for s in samples],
-        [s.rejected for s in samples],
+        [s.reply for s in samples], [s.prompt for s in samples], [s.chosen for s in samples]
     )
-    return [{"relevance": v} for v in values]
+    return [
+        {"relevance": v.f1, "relevance_precision": v.precision, "relevance_coverage": v.coverage}
+        for v in values
+    ]
 
 
 # -- length and repetition ------------------------------------------------------------------------
 def length(samples: Sequence[Sample]) -> list[dict[str, float]]:
     out = []
     for s in samples:
-        row = {"length_chars": float(len(s.reply)), "length_words": float(len(words(s.reply)))}
+        said = len(words(s.reply))
+        row = {"length_chars": float(len(s.reply)), "length_words": float(said)}
+        if s.chosen:  # the length guard's figure: the reply's length against the reference's
+            row["length_ratio"] = said / max(len(words(s.chosen)), 1)
         if s.reply_tokens is not None:
             row["length_tokens"] = float(s.reply_tokens)
         out.append(row)
     return out
-
-
-def _ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-
-
-def distinct(tokens: list[str], n: int) -> float:
-    """Distinct n-grams over all n-grams (1.0 for a reply too short to have any)."""
-    grams = _ngrams(tokens, n)
-    return len(set(grams)) / len(grams) if grams else 1.0
-
-
-def repeated_share(tokens: list[str], n: int = 4) -> float:
-    """The share of n-grams that repeat an earlier n-gram of the same reply: 0 for fresh text, near 1 for
-    a loop."""
-    grams = _ngrams(tokens, n)
-    return 1 - len(set(grams)) / len(grams) if grams else 0.0
 
 
 def repetition(samples: Sequence[Sample]) -> list[dict[str, float]]:
@@ -137,15 +125,6 @@ def repetition(samples: Sequence[Sample]) -> list[dict[str, float]]:
             }
         )
     return out
-
-
-def copied_share(reply: list[str], source: list[str], n: int = 3) -> float:
-    """The share of the reply's word n-grams that occur in ``source``: 1 for a reply that repeats it."""
-    grams = _ngrams(reply, n)
-    if not grams:
-        return 0.0
-    seen = set(_ngrams(source, n))
-    return sum(g in seen for g in grams) / len(grams)
 
 
 def prompt_copy(samples: Sequence[Sample]) -> list[dict[str, float]]:

@@ -1,26 +1,39 @@
 """Words of a reply, for the text scorers: one tokenisation for English and Japanese.
 
-* :func:`words` -- every word, for ROUGE and BLEU. Japanese is split into morphemes by MeCab (fugashi
-  with the unidic-lite dictionary: Japanese has no spaces, and rouge-score's own tokenizer drops every
-  non-ASCII character, which would score any two Japanese texts 0); other text is lowercased and split
-  into ASCII words and stemmed as rouge-score does (Porter). Punctuation is dropped in both.
+Every text is NFKC-normalised first, so full-width letters and digits (``ＡＩ``, ``１２``) are the ASCII
+ones and half-width katakana the full-width ones: the same word is the same word however it was typed.
+
+* :func:`words` -- every word, for ROUGE-L, length, repetition and copying. Japanese is split into
+  morphemes by MeCab (fugashi with the unidic-lite dictionary: Japanese has no spaces, and rouge-score's
+  own tokenizer drops every non-ASCII character, which would score any two Japanese texts 0); other text
+  is lowercased, split into words of letters and digits (accented letters included: ``café`` is one
+  word) and stemmed as rouge-score does (Porter). Punctuation is dropped in both. BLEU does not use these
+  words: it is sacreBLEU's own (:mod:`prefkit.evaluate.overlap`).
 * :func:`content_words` -- the words that carry a subject, for relevance: nouns, verbs and adjectives by
   their dictionary form for Japanese, the stemmed words outside a stop list for English. The stop lists
   also hold the words every tutoring reply uses whatever its subject ("think", "example", 思う, 考える),
   so they count neither for nor against a topic.
 
-A text is Japanese when it holds any kana or CJK ideograph (an English word inside Japanese text is
-still a word of it); a mixed reply is tokenised as Japanese, whose dictionary handles ASCII words too.
+A text is tokenised as Japanese when it holds any kana or CJK ideograph (an English word inside
+Japanese text is still a word of it; MeCab's dictionary handles ASCII words too). Which *language* a text
+is written in (:func:`language`) is a different question, asked of the whole text: ``ja`` when its
+Japanese characters outweigh its Latin letters (a Japanese character carries about a syllable, so one
+counts as four letters), ``en`` otherwise -- an English reply that quotes one Japanese word is English.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import unicodedata
+from collections.abc import Sequence
 from typing import Any
 
 _JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
-_ASCII_WORD = re.compile(r"[a-z0-9]+")
+_LETTER = re.compile(r"[^\W\d_]")  # a letter of any script
+_WORD = re.compile(r"[^\W_]+")  # letters and digits of any script (after NFKC)
+_APOSTROPHES = str.maketrans("", "", "'\u2019")  # don't / don’t -> dont
+LANGUAGES = ("en", "ja")
 
 # Function words and the vocabulary of talking about a question rather than its subject.
 ENGLISH_STOPWORDS = frozenset(  # apostrophes are dropped before words are looked up
@@ -53,8 +66,22 @@ JAPANESE_STOPWORDS = frozenset(  # dictionary forms (UniDic lemmas)
 _KEEP_JAPANESE_POS = {"名詞", "動詞", "形容詞"}
 
 
+def normalise(text: str) -> str:
+    """NFKC: compatibility forms folded into the plain ones (``ＡＩ`` -> ``AI``, ``ｶﾀｶﾅ`` -> ``カタカナ``)."""
+    return unicodedata.normalize("NFKC", text)
+
+
 def is_japanese(text: str) -> bool:
-    return bool(_JAPANESE.search(text))
+    """Whether ``text`` holds any Japanese character (it is then tokenised as Japanese)."""
+    return bool(_JAPANESE.search(normalise(text)))
+
+
+def language(text: str) -> str:
+    """``ja`` or ``en``: the language a text is written in, by its characters (see module docstring)."""
+    text = normalise(text)
+    japanese = len(_JAPANESE.findall(text))
+    other_letters = len(_LETTER.findall(text)) - japanese
+    return "ja" if japanese and 4 * japanese >= other_letters else "en"
 
 
 @functools.cache
@@ -86,13 +113,13 @@ def _stopword_stems() -> frozenset[str]:
 
 
 def _english_words(text: str) -> list[str]:
-    return _ASCII_WORD.findall(text.lower().replace("'", ""))
+    return _WORD.findall(text.lower().translate(_APOSTROPHES))
 
 
 def _morphemes(text: str) -> list[tuple[str, str, str, str]]:
     """(surface, part of speech, sub-class, dictionary form) per morpheme, punctuation and space dropped."""
     out = []
-    for word in _tagger()(text):
+    for word in _tagger()(text):  # text is normalised by the caller
         f = word.feature
         if f.pos1 in ("補助記号", "記号", "空白"):
             continue
@@ -102,15 +129,17 @@ def _morphemes(text: str) -> list[tuple[str, str, str, str]]:
 
 
 def words(text: str) -> list[str]:
-    """Every word of ``text`` (see module docstring): the tokens ROUGE and BLEU count."""
-    if is_japanese(text):
+    """Every word of ``text`` (see module docstring): the tokens ROUGE-L, length and repetition count."""
+    text = normalise(text)
+    if _JAPANESE.search(text):
         return [surface for surface, *_ in _morphemes(text)]
     return [_stem(w) for w in _english_words(text)]
 
 
 def content_words(text: str) -> list[str]:
     """The subject-bearing words of ``text``, in order, repeats kept (see module docstring)."""
-    if is_japanese(text):
+    text = normalise(text)
+    if _JAPANESE.search(text):
         return [
             lemma
             for _, pos, sub, lemma in _morphemes(text)
@@ -122,6 +151,34 @@ def content_words(text: str) -> list[str]:
     stop = _stopword_stems()
     stems = (_stem(w) for w in _english_words(text) if w not in stop and not w.isdigit() and len(w) > 1)
     return [s for s in stems if s not in stop]
+
+
+def ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def distinct(tokens: Sequence[str], n: int) -> float:
+    """Distinct n-grams over all n-grams (1.0 for a text too short to have any)."""
+    grams = ngrams(tokens, n)
+    return len(set(grams)) / len(grams) if grams else 1.0
+
+
+def repeated_share(tokens: Sequence[str], n: int = 4) -> float:
+    """The share of n-grams that repeat an earlier n-gram of the same text: 0 for fresh text, near 1 for
+    a loop."""
+    grams = ngrams(tokens, n)
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def copied_share(reply: Sequence[str], source: Sequence[str], n: int = 3) -> float:
+    """The share of the reply's word n-grams that occur in ``source`` (a reply shorter than ``n`` words is
+    one n-gram of its own length): 1 for a reply that repeats the source, 0 for one in its own words."""
+    if not reply:
+        return 0.0
+    n = min(n, len(reply))
+    grams = ngrams(reply, n)
+    seen = set(ngrams(source, n))
+    return sum(g in seen for g in grams) / len(grams)
 
 
 class RougeTokenizer:

@@ -2,8 +2,8 @@
 evaluated on the same held-out pairs, and a leaderboard ranked by a held-out metric that a reward-hacking
 run cannot top. Local (one process, or K worker processes) or on a Ray cluster. See docs/sweeps.md."""
 
-from prefkit.sweep.ranking import DEFAULT_METRIC, GUARDS, Guard
+from prefkit.sweep.ranking import DEFAULT_METRIC
 from prefkit.sweep.run import SweepResult, run_sweep
 from prefkit.sweep.spec import EvalSettings, SweepError
 
-__all__ = ["DEFAULT_METRIC", "GUARDS", "EvalSettings", "Guard", "SweepError", "SweepResult", "run_sweep"]
+__all__ = ["DEFAULT_METRIC", "EvalSettings", "SweepError", "SweepResult", "run_sweep"]

@@ -45,6 +45,7 @@ def _evaluate(
         max_samples=ev["max_samples"],
         generate_samples_n=ev["generate"],
         scorers=ev["scorers"],
+        guard_limits=ev.get("guard_limits") or None,
         sampling=SamplingSettings(max_new_tokens=ev["max_new_tokens"]),
         template=config.template,
         cutoff_len=config.cutoff_len,

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from prefkit.evaluate.compare import differing_settings, load_run, plot_runs
+from prefkit.evaluate.guards import BASELINE_GUARDS
 from prefkit.evaluate.report import format_cell
 from prefkit.runs import write_json_atomic, write_text_atomic
 from prefkit.sweep.folder import EVAL_FILE, EVALUATED, SweepState, run_status
 from prefkit.sweep.plots import plot_metric_by_key
-from prefkit.sweep.ranking import GUARDS, Row, best, flat_metrics, higher_is_better, rank_rows
+from prefkit.sweep.ranking import Measured, Row, best, higher_is_better, measured, rank_rows
 from prefkit.sweep.spec import BASELINE, SweepSpec
 
 LEADERBOARD_MD = "leaderboard.md"
@@ -40,7 +41,7 @@ FAILED = "failed"
 class Leaderboard:
     metric: str
     rows: list[Row]
-    baseline: dict[str, float] | None
+    baseline: Measured | None
     best: Row | None
     markdown: str
 
@@ -52,10 +53,16 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def baseline_measured(sweep_dir: Path) -> Measured | None:
+    """The base model's held-out evaluation (None before it is evaluated)."""
+    report = _read_json(sweep_dir / BASELINE / EVAL_FILE)
+    return measured(report.get("model")) if report else None
+
+
 def baseline_metrics(sweep_dir: Path) -> dict[str, float]:
     """The base model's held-out figures ({} before it is evaluated)."""
-    report = _read_json(sweep_dir / BASELINE / EVAL_FILE)
-    return flat_metrics(report.get("model")) if report else {}
+    found = baseline_measured(sweep_dir)
+    return found.metrics if found is not None else {}
 
 
 def _run_settings(spec: SweepSpec, sweep_dir: Path, name: str, keys: Sequence[str]) -> dict[str, Any]:
@@ -84,7 +91,7 @@ def collect_rows(spec: SweepSpec, sweep_dir: Path) -> list[Row]:
                 run.name,
                 FAILED if error else status,
                 _run_settings(spec, sweep_dir, run.name, keys),
-                flat_metrics(report.get("model")) if report else None,
+                measured(report.get("model")) if report else None,
                 error,
             )
         )
@@ -101,17 +108,18 @@ def _cell(text: str, limit: int = 200) -> str:
 
 
 def _columns(
-    metric: str, scorers: Sequence[str], rows: Sequence[Row], baseline: dict[str, float] | None
+    metric: str, scorers: Sequence[str], rows: Sequence[Row], baseline: dict[str, float]
 ) -> list[str]:
-    present = {k for r in rows for k in (r.metrics or {})} | set(baseline or {})
+    present = {k for r in rows for k in (r.metrics or {})} | set(baseline)
     extra = [s.rpartition(":")[2] for s in scorers]
     return [m for m in dict.fromkeys([metric, *SHOWN, *extra]) if m in present]
 
 
 def markdown(spec: SweepSpec, sweep_dir: Path, board: Leaderboard, plots: Sequence[Path]) -> str:
-    rows, metric, baseline = board.rows, board.metric, board.baseline
+    rows, metric = board.rows, board.metric
+    baseline = board.baseline.metrics if board.baseline is not None else None
     keys = swept_keys(spec)
-    columns = _columns(metric, spec.evaluation["scorers"], rows, baseline)
+    columns = _columns(metric, spec.evaluation["scorers"], rows, baseline or {})
     counts = {s: sum(r.status == s for r in rows) for s in ("evaluated", "failed")}
     ev = spec.evaluation
     lines = [
@@ -125,14 +133,15 @@ def markdown(spec: SweepSpec, sweep_dir: Path, board: Leaderboard, plots: Sequen
         f"Ranked by held-out **{metric}** ({'higher' if higher_is_better(metric) else 'lower'} is better) "
         f"on `{ev['data']}`"
         + (f" (first {ev['max_samples']} pairs)" if ev["max_samples"] else "")
-        + ", every run and the base model on the same pairs and prompts. A run whose replies got worse than "
-        "the base model's on a guard ("
-        + "; ".join(f"{g.metric} by more than {g.tolerance:g}: {g.catches}" for g in GUARDS)
-        + ") ranks below every run that did not, whatever its metric.",
+        + ", every run and the base model on the same pairs and prompts. A run whose evaluation fails a "
+        "guard (empty, short, looping, copied, off-topic, wrong-language or duplicate replies over their "
+        "limits) or whose replies got worse than the base model's in a language ("
+        + "; ".join(f"{g.metric} by more than {g.tolerance:g}: {g.catches}" for g in BASELINE_GUARDS)
+        + ") ranks below every run that did not, whatever its metric, and is never best.",
         "",
     ]
     if baseline is None:
-        lines += ["**The base model's evaluation is missing, so the guards were not checked.**", ""]
+        lines += ["**The base model's evaluation is missing, so the runs were not compared with it.**", ""]
     if board.best is not None:
         b = board.best
         relevance = (
@@ -144,7 +153,7 @@ def markdown(spec: SweepSpec, sweep_dir: Path, board: Leaderboard, plots: Sequen
             "",
         ]
     elif rows:
-        lines += ["**No run has been evaluated and passed the guards yet.**", ""]
+        lines += ["**No run has been evaluated and passed the guards (yet).**", ""]
     head = ["rank", "run", *keys, *columns, "guards"]
     lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     if baseline is not None:
@@ -164,7 +173,7 @@ def markdown(spec: SweepSpec, sweep_dir: Path, board: Leaderboard, plots: Sequen
         elif row.guard_failures:
             guard = "✗ " + "; ".join(row.guard_failures)
         else:
-            guard = "✓" if baseline is not None else "not checked"
+            guard = "✓" if baseline is not None else "✓ (own guards; not compared with the base model)"
         lines.append("| " + " | ".join([*cells, guard]) + " |")
     finished = [r.name for r in rows if r.metrics is not None]
     if len(finished) > 1:  # prefkit compare's table, one row per run (a sweep has more runs than settings)
@@ -205,12 +214,13 @@ def write_leaderboard(spec: SweepSpec, sweep_dir: Path, *, plots: bool = True) -
     """Rank the sweep folder's runs and write the leaderboard; ``plots`` False (while the sweep runs, after
     each job) leaves the plots for the end."""
     metric = spec.metric
-    baseline = baseline_metrics(sweep_dir) or None
+    baseline = baseline_measured(sweep_dir)
     rows = rank_rows(collect_rows(spec, sweep_dir), metric, baseline)
     board = Leaderboard(metric, rows, baseline, best(rows), "")
     written: list[Path] = []
     if plots:
-        written = plot_metric_by_key(rows, swept_keys(spec), metric, (baseline or {}).get(metric), sweep_dir)
+        base_value = baseline.metrics.get(metric) if baseline is not None else None
+        written = plot_metric_by_key(rows, swept_keys(spec), metric, base_value, sweep_dir)
         finished = [load_run(sweep_dir / r.name) for r in rows if r.metrics is not None]
         if finished:
             written += plot_runs(finished, sweep_dir / CURVES)
@@ -224,9 +234,10 @@ def write_leaderboard(spec: SweepSpec, sweep_dir: Path, *, plots: bool = True) -
             "evaluation": spec.evaluation,
             "guards": [
                 {"metric": g.metric, "tolerance": g.tolerance, "higher_is_better": g.higher_is_better}
-                for g in GUARDS
+                for g in BASELINE_GUARDS
             ],
-            "baseline": baseline,
+            "baseline": baseline.metrics if baseline is not None else None,
+            "baseline_failed_guards": list(baseline.failed_guards) if baseline is not None else None,
             "best": board.best.name if board.best else None,
             "rows": [_row_json(r) for r in rows],
         },

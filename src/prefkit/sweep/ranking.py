@@ -1,15 +1,19 @@
-"""How a sweep's runs are ranked: by one held-out metric, with guards that keep a run whose replies got
-worse than the base model's from winning.
+"""How a sweep's runs are ranked: by one held-out metric, with guards that keep a run whose replies are
+broken, or got worse than the base model's, from winning.
 
 Every run is evaluated on the same held-out pairs as the model it started from (the *baseline*). A run
-fails a guard when its replies are worse than the baseline's on a score that catches reward hacking --
-they stray from the prompt's subject (``relevance``), say the prompt back (``prompt_copy``) or loop
-(``repeated_4gram_share``) -- by more than the guard's tolerance. The ranking puts every run that passes
-all guards above every run that fails one; within each part, runs are ordered by the metric (ties:
-higher relevance first, then the run's name). The *best* run is the top run that passes its guards.
+fails a guard when its evaluation does (``failed_guards`` in its eval.json: empty, short, looping,
+copied, off-topic, wrong-language or duplicate replies over their limits, see
+:mod:`prefkit.evaluate.guards`), or when its replies are worse than the baseline's, in any language, on a
+score that catches reward hacking -- they stray from the prompt's subject (``relevance``), say the prompt
+back (``prompt_copy``) or loop (``repeated_4gram_share``) -- by more than the guard's tolerance. The
+ranking puts every run that passes all guards above every run that fails one; within each part, runs are
+ordered by the metric (ties: higher relevance first, then the run's name). The *best* run is the top run
+that passes its guards: a run that fails one is never best, even when no run passes.
 
 So a setting that wins the metric by gaming it -- preference accuracy or a style score up, replies off
-the subject -- ranks below the runs that kept their replies on the subject, whatever its metric.
+the subject, one frame said to every prompt -- ranks below the runs whose replies held up, whatever its
+metric.
 """
 
 from __future__ import annotations
@@ -19,13 +23,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from prefkit.evaluate.guards import baseline_failures
 from prefkit.evaluate.report import GENERATION_ROWS, PREFERENCE_ROWS
 from prefkit.evaluate.scorers import BUILTIN
 from prefkit.sweep.spec import SweepError
 
 DEFAULT_METRIC = "accuracy"
 # Not quality: more words or more varied words are not better replies, so they rank nothing.
-NOT_RANKABLE = frozenset({"length_words", "length_tokens", "length_chars", "distinct_1", "distinct_2"})
+NOT_RANKABLE = frozenset(
+    {"length_words", "length_tokens", "length_chars", "length_ratio", "distinct_1", "distinct_2"}
+)
 # The implicit rewards are beta * (policy - reference) log-prob, computed with each run's own loss settings:
 # sweeping these makes them differ by construction (a larger beta, a larger margin), not by quality.
 REWARD_SETTINGS = frozenset({"pref_loss", "pref_beta", "simpo_gamma", "stage", "adapter_name_or_path"})
@@ -41,27 +48,12 @@ LOWER_IS_BETTER = frozenset(
 
 
 @dataclass(frozen=True)
-class Guard:
-    metric: str
-    tolerance: float  # how much worse than the baseline a run may be before it fails the guard
-    higher_is_better: bool
-    catches: str
+class Measured:
+    """What the ranking reads of one side of an eval.json."""
 
-    def failure(self, value: float | None, base: float | None) -> str | None:
-        if value is None or base is None:
-            return None
-        if self.higher_is_better and value < base - self.tolerance:
-            return f"{self.metric} {value:.3f} < base {base:.3f} - {self.tolerance:g} ({self.catches})"
-        if not self.higher_is_better and value > base + self.tolerance:
-            return f"{self.metric} {value:.3f} > base {base:.3f} + {self.tolerance:g} ({self.catches})"
-        return None
-
-
-GUARDS = (
-    Guard("relevance", 0.05, True, "replies off the prompt's subject"),
-    Guard("prompt_copy", 0.10, False, "replies say the prompt back"),
-    Guard("repeated_4gram_share", 0.10, False, "replies loop"),
-)
+    metrics: dict[str, float]  # preference and generation metrics, flat
+    languages: dict[str, dict[str, float]]  # generation metrics per language
+    failed_guards: tuple[str, ...]  # the evaluation's own
 
 
 @dataclass
@@ -71,11 +63,15 @@ class Row:
     name: str
     status: str  # evaluated, trained, interrupted, pending, failed
     settings: dict[str, Any]  # every swept key's value for this run
-    metrics: dict[str, float] | None = None  # held-out: preference and generation metrics, flat
+    measured: Measured | None = None  # held-out
     error: str | None = None
     value: float | None = None  # the ranking metric
     rank: int | None = None
     guard_failures: list[str] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> dict[str, float] | None:
+        return self.measured.metrics if self.measured is not None else None
 
     @property
     def passed(self) -> bool:
@@ -135,31 +131,44 @@ def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
 
 
+def _numbers(section: Mapping[str, Any] | None) -> dict[str, float]:
+    return {
+        key: float(value)
+        for key, value in (section or {}).items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }
+
+
 def flat_metrics(report: Mapping[str, Any] | None) -> dict[str, float]:
     """An eval.json section (``model`` or ``baseline``) as one {metric: value}, non-finite values left out."""
     if not report:
         return {}
-    out: dict[str, float] = {}
-    for section in ("preference", "generation"):
-        for key, value in (report.get(section) or {}).items():
-            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-                out[key] = float(value)
-    return out
+    return {**_numbers(report.get("preference")), **_numbers(report.get("generation"))}
 
 
-def rank_rows(
-    rows: Sequence[Row], metric: str, baseline: Mapping[str, float] | None, guards: Sequence[Guard] = GUARDS
-) -> list[Row]:
+def measured(report: Mapping[str, Any] | None) -> Measured | None:
+    """One side (``model`` or ``baseline``) of an eval.json; an evaluation written before prefkit measured
+    per language counts as one language, ``all``."""
+    if not report:
+        return None
+    languages = report.get("generation_by_language") or {"all": report.get("generation") or {}}
+    return Measured(
+        flat_metrics(report),
+        {lang: _numbers(figures) for lang, figures in languages.items()},
+        tuple(report.get("failed_guards") or ()),
+    )
+
+
+def rank_rows(rows: Sequence[Row], metric: str, baseline: Measured | None) -> list[Row]:
     """Rows ranked as the module docstring says; rows without the metric (not evaluated, failed) follow,
     unranked, in name order."""
     for row in rows:
         row.value = (row.metrics or {}).get(metric)
         row.guard_failures = []
-        if row.value is not None and baseline:
-            for guard in guards:
-                failure = guard.failure(row.metrics.get(guard.metric), baseline.get(guard.metric))
-                if failure:
-                    row.guard_failures.append(failure)
+        if row.value is not None and row.measured is not None:
+            row.guard_failures = list(row.measured.failed_guards)
+            if baseline is not None:
+                row.guard_failures += baseline_failures(row.measured.languages, baseline.languages)
     sign = -1.0 if higher_is_better(metric) else 1.0
     scored = sorted(
         (r for r in rows if r.value is not None),

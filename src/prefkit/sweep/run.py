@@ -87,7 +87,7 @@ def write_heldout(base: Config, path: Path) -> int:
     from prefkit.data.formats import get_format
     from prefkit.data.load import prepare_data
     from prefkit.data.readers import write_records
-    from prefkit.models import load_tokenizer
+    from prefkit.model.loader import load_tokenizer
     from prefkit.train import model_path
 
     tokenizer = load_tokenizer(model_path(base), trust_remote_code=base.trust_remote_code)

@@ -52,13 +52,16 @@ class EvalSettings:
     ``eval_file``: preference pairs to evaluate on; None takes the base config's eval split (``val_size``,
     ``eval_file`` or ``eval_dataset``), written to ``heldout.jsonl`` in the sweep folder. ``max_samples``
     caps the pairs, ``generate`` the prompts replied to (None: all). ``max_new_tokens`` None: the config's
-    ``eval_max_new_tokens``. ``scorers`` are added to the config's ``eval_scorers``."""
+    ``eval_max_new_tokens``. ``scorers`` are added to the config's ``eval_scorers``. ``guard_limits`` set
+    the largest share of replies that may carry a flag (:data:`prefkit.evaluate.guards.FLAGS`), for a
+    task whose good replies carry one (short answers, say)."""
 
     eval_file: str | None = None
     max_samples: int | None = None
     generate: int | None = None
     max_new_tokens: int | None = None
     scorers: tuple[str, ...] = ()
+    guard_limits: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -261,6 +264,8 @@ def resolved_evaluation(base: Config, evaluation: EvalSettings) -> dict[str, Any
         "max_new_tokens": evaluation.max_new_tokens or base.eval_max_new_tokens,
         "scorers": list(dict.fromkeys([*base.eval_scorers, *evaluation.scorers])),
         "batch_size": base.per_device_eval_batch_size,
+        # only when set: a sweep recorded before guard limits existed resumes as it was
+        **({"guard_limits": dict(evaluation.guard_limits)} if evaluation.guard_limits else {}),
     }
 
 
