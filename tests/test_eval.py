@@ -4,6 +4,7 @@ reference), scored replies of the model and of its base, the three reports, and 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from toydata import toy_pairs
@@ -15,10 +16,13 @@ from prefkit.data.collate import PreferenceCollator
 from prefkit.data.formats import parse_file
 from prefkit.data.load import DataError
 from prefkit.data.tokenize import ChatEncoder
+from prefkit.engine import BASE_MODEL
+from prefkit.errors import PrefkitError
 from prefkit.evaluate.preference import RewardSettings, preference_metrics
 from prefkit.evaluate.report import EvalOutputError
 from prefkit.evaluate.run import evaluate_model
 from prefkit.generate import SamplingSettings
+from prefkit.inference import adapter_active
 from prefkit.logps import sequence_logps
 from prefkit.losses import LossParams
 from prefkit.train import train
@@ -119,7 +123,7 @@ def test_rewards_are_the_methods_against_the_adapter_switched_off(tiny_model_dir
         encoder,
         pair,
         rewards=RewardSettings("sigmoid", LossParams(beta=0.2)),
-        reference=model.disable_adapter,
+        reference=lambda: adapter_active(model, BASE_MODEL),
     )
     batch = PreferenceCollator(encoder.tokenizer.pad_token_id)([encoder.encode_pair(pair[0]).to_features()])
     policy, counts, _ = sequence_logps(model, batch)
@@ -139,7 +143,7 @@ def test_eval_refuses_bad_data_and_a_baseline_without_adapter(tmp_path, tiny_mod
     bad.write_text('{"prompt": "hi", "chosen": "a", "rejected": "b"}\n{"prompt": "x", "chosen": ""}\n')
     with pytest.raises(DataError, match=r"bad.jsonl:2"):
         evaluate_model(str(tiny_model_dir), [bad], output_dir=tmp_path / "e1", progress=False)
-    with pytest.raises(Exception, match="needs --adapter"):
+    with pytest.raises(Exception, match="the model its run started from"):
         evaluate_model(str(tiny_model_dir), [bad], baseline=True, output_dir=tmp_path / "e2", progress=False)
     assert not (tmp_path / "e1").exists() and not (tmp_path / "e2").exists()
 
@@ -175,16 +179,27 @@ def _train(tmp, tiny_model_dir, data, name, *overrides):
     return train(config).output_dir
 
 
-def test_a_dpo_run_from_an_sft_adapter_is_measured_against_that_adapter(tmp_path, tiny_model_dir):
-    """The run's starting point is the reference and the baseline: a DPO run that did not move from its SFT
-    adapter (one step at learning rate 1e-12) has every implicit reward 0 and the baseline's replies."""
-    data = toy_pairs(tmp_path / "pairs.jsonl", n=8)
-    sft = _train(tmp_path, tiny_model_dir, data, "sft", "stage=sft", "learning_rate=5e-2", "max_steps=6")
+@pytest.fixture(scope="module")
+def sft_then_dpo(tmp_path_factory, tiny_model_dir):
+    """An SFT adapter, and a DPO run that continued it for one step at learning rate 1e-12 (so it did not
+    move), with a checkpoint."""
+    tmp = tmp_path_factory.mktemp("sft_dpo")
+    data = toy_pairs(tmp / "pairs.jsonl", n=8)
+    sft = _train(tmp, tiny_model_dir, data, "sft", "stage=sft", "learning_rate=5e-2", "max_steps=6")
     start = f"adapter_name_or_path={sft}"
     dpo = _train(
-        tmp_path, tiny_model_dir, data, "dpo", "stage=dpo", "pref_loss=sigmoid", start, "learning_rate=1e-12",
-        "max_steps=1",
+        tmp, tiny_model_dir, data, "dpo", "stage=dpo", "pref_loss=sigmoid", start, "learning_rate=1e-12",
+        "max_steps=1", "save_steps=1",
     )  # fmt: skip
+    return data, sft, dpo
+
+
+def test_a_dpo_run_from_an_sft_adapter_is_measured_against_that_adapter(
+    tmp_path, tiny_model_dir, sft_then_dpo
+):
+    """The run's starting point is the reference and the baseline: a DPO run that did not move from its SFT
+    adapter has every implicit reward 0 and the baseline's replies."""
+    data, sft, dpo = sft_then_dpo
     out = tmp_path / "eval"
     args = ["eval", "--adapter", str(dpo), "--data", str(data), "--baseline", "--output-dir", str(out)]
     result = CliRunner().invoke(app, [*args, "--max-new-tokens", "6", "--generate", "4"])
@@ -206,3 +221,92 @@ def test_a_dpo_run_from_an_sft_adapter_is_measured_against_that_adapter(tmp_path
         max_samples=8, generate_samples_n=1, sampling=SamplingSettings(max_new_tokens=2), progress=False,
     )  # fmt: skip
     assert abs(bare.report["model"]["preference"]["rewards/margins"]) > 1e-2
+
+
+def test_a_checkpoint_is_measured_against_its_runs_starting_point(tmp_path, sft_then_dpo):
+    data, _, dpo = sft_then_dpo
+    checkpoint = dpo / "checkpoint-1"
+    result = evaluate_model(
+        None, [data], adapter=str(checkpoint), output_dir=tmp_path / "e", generate_samples_n=1,
+        sampling=SamplingSettings(max_new_tokens=2), progress=False,
+    )  # fmt: skip
+    assert result.report["settings"]["started_from"] == str(checkpoint / "reference")
+    assert abs(result.report["model"]["preference"]["rewards/margins"]) < 1e-3
+
+
+def test_a_starting_adapter_that_is_gone_is_an_error_only_where_it_is_needed(tmp_path, sft_then_dpo):
+    data, _, dpo = sft_then_dpo
+    moved = tmp_path / "moved"
+    shutil.copytree(dpo, moved, ignore=shutil.ignore_patterns("reference", "checkpoint-*"))
+    config = json.loads((moved / "training_config.json").read_text())
+    config["config"]["adapter_name_or_path"] = str(tmp_path / "no-such-sft")
+    (moved / "training_config.json").write_text(json.dumps(config))
+    common = {"generate_samples_n": 1, "sampling": SamplingSettings(max_new_tokens=2), "progress": False}
+    with pytest.raises(PrefkitError, match="no-such-sft, which is gone"):
+        evaluate_model(None, [data], adapter=str(moved), output_dir=tmp_path / "a", **common)  # DPO rewards
+    # a reference-free method's rewards and the replies need no starting point
+    result = evaluate_model(
+        None, [data], adapter=str(moved), output_dir=tmp_path / "b", pref_loss="simpo", **common
+    )
+    assert (
+        result.report["settings"]["started_from"] is None
+        and "rewards/margins" in result.report["model"]["preference"]
+    )
+
+
+def test_a_full_fine_tuning_run_is_measured_against_the_model_it_started_from(tmp_path, tiny_model_dir):
+    data = toy_pairs(tmp_path / "pairs.jsonl", n=8)
+    full = _train(
+        tmp_path, tiny_model_dir, data, "full", "stage=dpo", "finetuning_type=full", "learning_rate=1e-12",
+        "max_steps=1", "cutoff_len=48",
+    )  # fmt: skip
+    result = evaluate_model(
+        str(full), [data], output_dir=tmp_path / "e", baseline=True, generate_samples_n=2,
+        sampling=SamplingSettings(max_new_tokens=3), progress=False,
+    )  # fmt: skip
+    settings = result.report["settings"]
+    assert settings["cutoff_len"] == 48 and settings["dtype"] == "fp32"  # the run's, not the defaults
+    assert settings["started_from"] == str(tiny_model_dir)
+    assert abs(result.report["model"]["preference"]["rewards/margins"]) < 1e-3
+    assert (
+        result.report["baseline"]["preference"]["accuracy"]
+        == result.report["model"]["preference"]["accuracy"]
+    )
+
+
+def test_given_replies_beside_a_bare_model(tmp_path, tiny_model_dir, trained):
+    """--model with --replies and --baseline-replies: the model's preference metrics, both files' replies."""
+    _, data = trained
+    rows = [
+        {"prompt": e.prompt[-1].content, "reply": e.chosen} for e in parse_file(data, stage="dpo").examples
+    ]
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    result = evaluate_model(
+        str(tiny_model_dir),
+        [data],
+        replies=path,
+        baseline_replies=path,
+        output_dir=tmp_path / "e",
+        progress=False,
+    )
+    assert (
+        result.report["model"]["preference"]["accuracy"] >= 0
+        and result.report["baseline"]["preference"] == {}
+    )
+    assert result.report["failed_guards"] == []
+
+
+def test_a_qlora_run_is_evaluated_unquantised_on_a_cpu(tmp_path, trained, caplog):
+    run_dir, data = trained
+    copy = tmp_path / "qlora"
+    shutil.copytree(run_dir, copy)
+    config = json.loads((copy / "training_config.json").read_text())
+    config["config"]["quantization_bit"] = 4
+    (copy / "training_config.json").write_text(json.dumps(config))
+    result = evaluate_model(
+        None, [data], adapter=str(copy), output_dir=tmp_path / "e", generate_samples_n=1,
+        sampling=SamplingSettings(max_new_tokens=2), progress=False,
+    )  # fmt: skip
+    assert result.report["settings"]["trained_quantization_bit"] == 4
+    assert result.report["settings"]["quantization_bit"] is None and "unquantised" in caplog.text

@@ -206,7 +206,7 @@ def test_replies_that_cannot_be_scored_are_named_by_line(tmp_path):
     )
     assert result.exit_code != 0
     assert "fixed.jsonl:2: no held-out pair has this prompt" in result.output
-    assert "fixed.jsonl:3: a second reply to the prompt answered at" in result.output
+    assert "fixed.jsonl:3: one reply too many to the prompt answered at" in result.output
     assert not (tmp_path / "out").exists()
 
 
@@ -250,3 +250,83 @@ def test_guard_limits_can_be_set(tmp_path):
     assert not any(f.startswith("short") for f in report["failed_guards"])
     bad = CliRunner().invoke(app, [*base, "--guard-limit", "shrot=1", "--output-dir", str(tmp_path / "b")])
     assert bad.exit_code != 0 and "FLAG=SHARE" in bad.output
+
+
+def _write_replies(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_replies_beyond_the_evaluated_pairs_are_left_out_and_counted(tmp_path):
+    pairs = _pairs()
+    path = _write_replies(
+        tmp_path / "all.jsonl", [{"prompt": p.prompt[-1].content, "reply": p.chosen} for p in pairs]
+    )
+    out = tmp_path / "capped"
+    args = ["eval", "--data", DATA, "--replies", str(path), "--max-samples", "10", "--output-dir", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "eval.json").read_text(encoding="utf-8"))
+    assert (
+        report["settings"]["replies_scored"] == 10
+        and report["settings"]["replies_left_out"] == len(pairs) - 10
+    )
+    assert report["failed_guards"] == []
+
+
+def test_prompts_left_unanswered_fail_the_evaluation(tmp_path):
+    """A file that answers only the prompts its system does well on is not a clean bill of health."""
+    pairs = _pairs()
+    path = _write_replies(
+        tmp_path / "one.jsonl", [{"prompt": pairs[0].prompt[-1].content, "reply": pairs[0].chosen}]
+    )
+    out = tmp_path / "one"
+    result = CliRunner().invoke(
+        app, ["eval", "--data", DATA, "--replies", str(path), "--output-dir", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "eval.json").read_text(encoding="utf-8"))
+    assert (
+        f"unanswered: {len(pairs) - 1} of the {len(pairs)} held-out prompts have no reply"
+        in report["failed_guards"]
+    )
+    assert "unanswered" in result.output
+
+
+def test_pairs_that_share_a_prompt_take_its_replies_in_order(tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    rows = [
+        {"prompt": "What is a stack?", "chosen": "Which plate comes off a pile first?", "rejected": "LIFO."},
+        {
+            "prompt": "What is a stack?",
+            "chosen": "If you push three books, which do you pop?",
+            "rejected": "A list.",
+        },
+        {
+            "prompt": "What is a queue?",
+            "chosen": "Who is served first in a line at a shop?",
+            "rejected": "FIFO.",
+        },
+    ]
+    _write_replies(data, rows)
+    replies = _write_replies(
+        tmp_path / "r.jsonl", [{"prompt": r["prompt"], "reply": r["chosen"]} for r in rows]
+    )
+    out = tmp_path / "shared"
+    result = CliRunner().invoke(
+        app, ["eval", "--data", str(data), "--replies", str(replies), "--output-dir", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    generations = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert [g["reply"] for g in generations] == [r["chosen"] for r in rows]
+    # a multi-turn record is no answer to a single-turn pair, even with the same last question
+    turns = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": "What is a queue?"},
+    ]
+    odd = _write_replies(tmp_path / "odd.jsonl", [{"messages": turns, "reply": "Who is first?"}])
+    result = CliRunner().invoke(
+        app, ["eval", "--data", str(data), "--replies", str(odd), "--output-dir", str(tmp_path / "o")]
+    )
+    assert result.exit_code != 0 and "odd.jsonl:1: no held-out pair has this prompt" in result.output

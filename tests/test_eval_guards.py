@@ -74,11 +74,14 @@ def test_one_word_and_empty_replies():
 
 
 def test_a_reply_cut_off_at_the_token_limit_is_not_short_by_choice():
-    chosen = " ".join(["word"] * 40)
-    cut = Sample("Explain it at length.", "One two three four five.", chosen, truncated=True)
-    ended = Sample("Explain it at length.", "One two three four five.", chosen)
-    _flagged(cut, ended)
-    assert "short" not in cut.flags and "short" in ended.flags
+    chosen = " ".join(f"word{i}" for i in range(60))
+    reply = "One two three four five six seven eight nine."
+    cut = Sample("Explain it at length.", reply, chosen, truncated=True)
+    ended = Sample("Explain it at length.", reply, chosen)
+    # two words said to be cut off were cut off by no real limit: a file cannot claim it
+    claimed = Sample("Explain it at length.", "Seen actually?", chosen, truncated=True)
+    _flagged(cut, ended, claimed)
+    assert "short" not in cut.flags and "short" in ended.flags and "short" in claimed.flags
 
 
 def test_loops_of_words_and_of_characters():
@@ -88,6 +91,13 @@ def test_loops_of_words_and_of_characters():
     assert loops("ブランドセーフティは、ブランドセーフティの守り方は、ブランドセーフティの守")  # bigrams
     assert not loops("If you pile plates, which plate do you take off first?")
     assert not loops("Wait... what happens next?")  # three dots are no loop
+    for ordinary in (
+        "What is 10000 times 0xFFFF?",
+        "Compare 1111 with 'aaaa'.",
+        "Use ---- or ....",
+        "| --- | --- |",
+    ):
+        assert not loops(ordinary), ordinary
 
 
 def test_the_same_frame_to_every_prompt_is_a_duplicate_once_the_prompts_words_are_removed():
@@ -104,6 +114,26 @@ def test_the_same_frame_to_every_prompt_is_a_duplicate_once_the_prompts_words_ar
         ),
     )
     assert [("duplicate" in s.flags) for s in frames] == [True, True, True, False]
+
+
+def test_the_prompts_words_reordered_are_a_prompt_copy():
+    scrambled, echo, own = _flagged(
+        Sample("What is a unit test?", "test unit a is What test is a unit What?", "Which input first?"),
+        Sample("学習率とは何ですか？", "何ですか学習率とは？", "霧の中を大股で下ると？"),
+        Sample("What is a unit test?", "Which input would you check first, and why?", "Which input first?"),
+    )
+    assert "prompt_copy" in scrambled.flags and "prompt_copy" in echo.flags and own.flags == []
+
+
+def test_replies_taken_from_the_chosen_replies_are_not_duplicates():
+    """Two prompts whose chosen replies share their guiding question: that question, said to both, is
+    what the data asks for (a preamble aside)."""
+    question = "If a billionaire joins a room of ten teachers, which changes more, the mean or the median?"
+    a, b = _flagged(
+        Sample("How do outliers affect the mean?", question, question),
+        Sample("Why is the average salary so high?", question, "Think about who earns the most. " + question),
+    )
+    assert "duplicate" not in a.flags + b.flags
 
 
 def test_replies_to_prompts_that_deserve_the_same_reply_are_not_duplicates():

@@ -11,23 +11,30 @@ the quickstart's verdict for a language is read from them.
 The flags (:data:`FLAGS`), each the answer to "would a reader call this reply broken?":
 
 * ``empty`` -- no word at all.
-* ``short`` -- fewer than a quarter of the words of the chosen reply (one that ended on its own; a reply
-  cut off by ``max_new_tokens`` is not short by choice).
+* ``short`` -- fewer than a quarter of the words of the chosen reply. A reply cut off at the token limit
+  is not short by choice, so it is exempt -- when it has 8 words or more (a reply said to be cut off
+  after two words was not cut off by any real limit).
 * ``looping`` -- a quarter or more of its word 4-grams repeat an earlier one, or a third or more of its
-  word bigrams (in a reply of 8 or more), or a stretch of text (1 to 40 characters) is said four or more
-  times in a row (「？？？？」, "no no no no"). The held-out chosen and rejected replies of the bundled
-  tutor data repeat at most a fifth of their bigrams.
+  word bigrams (when it has 8 bigrams or more), or a stretch of 1 to 40 characters holding a letter or
+  a non-ASCII character is said four or more times in a row, 8 characters or more in all
+  (「？？？？？？？？」, "no no no no"; not "10000" or "----"). The held-out chosen and rejected replies of
+  the bundled tutor data repeat at most a fifth of their bigrams.
 * ``prompt_copy`` -- half or more of its word n-grams (trigrams; shorter replies, their whole length)
-  occur in the prompt: the question said back.
-* ``wrong_language`` -- written in another language than its prompt (:func:`text.language`).
+  occur in the prompt, or four in five of its words are the prompt's (the prompt's words reordered):
+  the question said back. The bundled tutor data's replies take at most 43% of their words from their
+  prompt.
+* ``wrong_language`` -- written in another language than its prompt (:func:`text.language`, which tells
+  Japanese from everything else: a German reply to an English prompt is not flagged).
 * ``off_topic`` -- no content word of the reply is in the topic (relevance 0): about something else, or
   about nothing (「どうなるでしょうか？」 has no content word at all).
 * ``rejected_like`` -- nearer the rejected reply than the chosen one, and near it (ROUGE-L >= 0.5): the
   behaviour preference training should remove.
 * ``duplicate`` -- once the words of its own prompt are removed, the same as, or nearly the same as
-  (ROUGE-L >= 0.8), what is left of the reply to another prompt whose chosen reply is not itself such a
-  copy of this one's. This is collapse: 「どうなるでしょうか？」 to every prompt, or 「〈subject〉は、どう
-  なるでしょうか？」 with the subject swapped in, which no per-reply score sees.
+  (ROUGE-L >= 0.8), what is left of the reply to another prompt. This is collapse: 「どうなるでしょうか？」
+  to every prompt, or 「〈subject〉は、どうなるでしょうか？」 with the subject swapped in, which no
+  per-reply score sees. Two prompts may deserve the same reply: a pair is exempt when the two chosen
+  replies are themselves such copies, or when each of the two replies is (nearly all) found in one of
+  the two prompts' chosen replies, and is at least half of it -- the data gives that reply to both.
 
 Beside the flags, ``distinct_2_across`` is a set-level diversity figure per language: the distinct word
 bigrams of all replies over all their bigrams (the chosen replies' own figure is reported beside it).
@@ -60,13 +67,19 @@ FLAGS: dict[str, tuple[float, str]] = {
 }
 
 SHORT_RATIO = 0.25
+TRUNCATED_MIN_WORDS = 8
 LOOP_4GRAM_SHARE = 0.25
 LOOP_BIGRAM_SHARE = 0.3
 LOOP_MIN_BIGRAMS = 8
+LOOP_MIN_RUN = 8  # characters
 COPY_SHARE = 0.5
+COPY_WORD_SHARE = 0.8
 REJECTED_ROUGE = 0.5
 DUPLICATE_ROUGE = 0.8
+CONTAINED = 0.8  # the share of a reply's words that lie in a common subsequence with a chosen reply
+DUPLICATE_MAX_WORDS = 256  # what the duplicate check compares of a reply: its beginning
 _RUN = re.compile(r"(\S.{0,39}?)\1{3,}", re.DOTALL)  # a stretch said 4+ times in a row
+_LETTER_OR_WIDE = re.compile(r"[^\W\d_]|[^\x00-\x7f]")
 
 
 def loops(reply: str, tokens: Sequence[str] | None = None) -> bool:
@@ -74,17 +87,41 @@ def loops(reply: str, tokens: Sequence[str] | None = None) -> bool:
     return (
         repeated_share(tokens, 4) >= LOOP_4GRAM_SHARE
         or (len(tokens) > LOOP_MIN_BIGRAMS and repeated_share(tokens, 2) >= LOOP_BIGRAM_SHARE)
-        or _RUN.search(reply) is not None
+        or any(
+            len(run.group()) >= LOOP_MIN_RUN and _LETTER_OR_WIDE.search(run.group(1))
+            for run in _RUN.finditer(reply)
+        )
     )
 
 
-def _residual(reply: Sequence[str], prompt: Sequence[str]) -> list[str]:
-    """The reply's words that are not words of its prompt, in order."""
+def copies_prompt(reply: Sequence[str], prompt: Sequence[str]) -> bool:
+    """The reply says the prompt back: in order (trigrams), or its words reordered."""
+    if copied_share(reply, prompt) >= COPY_SHARE:
+        return True
     own = set(prompt)
-    return [w for w in reply if w not in own]
+    return bool(reply) and sum(w in own for w in reply) / len(reply) >= COPY_WORD_SHARE
+
+
+def _residual(reply: Sequence[str], prompt: Sequence[str]) -> list[str]:
+    """The reply's words that are not words of its prompt, in order (its beginning, for long replies)."""
+    own = set(prompt)
+    return [w for w in reply if w not in own][:DUPLICATE_MAX_WORDS]
+
+
+def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
+    """The length of the longest common subsequence of two word lists."""
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0]
+        for k, y in enumerate(b):
+            current.append(previous[k] + 1 if x == y else max(previous[k + 1], current[k]))
+        previous = current
+    return previous[-1]
 
 
 def _near(a: Sequence[str], b: Sequence[str]) -> bool:
+    """ROUGE-L F1 of the two word lists >= :data:`DUPLICATE_ROUGE` (two empty lists are not near: a reply
+    made of its prompt's words alone is the prompt copy flag's business)."""
     if not a or not b:
         return False
     if a == b:
@@ -92,7 +129,21 @@ def _near(a: Sequence[str], b: Sequence[str]) -> bool:
     shorter, longer = sorted((len(a), len(b)))
     if shorter < DUPLICATE_ROUGE / (2 - DUPLICATE_ROUGE) * longer:  # F1 >= t needs len ratio >= t/(2-t)
         return False
-    return rouge_l(" ".join(a), " ".join(b)) >= DUPLICATE_ROUGE
+    needed = DUPLICATE_ROUGE * (len(a) + len(b)) / 2
+    if len(set(a) & set(b)) < needed - (len(a) - len(set(a))):  # too few shared words for the LCS
+        return False
+    return _lcs(a, b) >= needed
+
+
+def _within(reply: Sequence[str], reference: Sequence[str] | None) -> bool:
+    """Nearly all the reply's words lie, in order, in the reference, and they are at least half of it (a
+    short frame found inside many references, 「どうなるでしょうか」, is not what any of them asks for)."""
+    return (
+        bool(reply)
+        and reference is not None
+        and len(reply) >= len(reference) / 2
+        and _lcs(reply, reference) >= CONTAINED * len(reply)
+    )
 
 
 def duplicates(samples: Sequence[Sample]) -> set[int]:
@@ -111,9 +162,11 @@ def duplicates(samples: Sequence[Sample]) -> set[int]:
                 continue
             if not _near(residual[i], residual[j]):
                 continue
-            ref_i, ref_j = references[i], references[j]
-            if ref_i is not None and ref_j is not None and _near(ref_i, ref_j):
+            refs = (references[i], references[j])
+            if refs[0] is not None and refs[1] is not None and _near(refs[0], refs[1]):
                 continue  # the two prompts deserve the same reply
+            if all(any(_within(residual[k], ref) for ref in refs) for k in (i, j)):
+                continue  # both replies come from the two prompts' chosen replies
             found.update((i, j))
     return found
 
@@ -125,13 +178,14 @@ def reply_flags(sample: Sample, duplicate: bool) -> list[str]:
     if not said:
         return ["empty"]
     flags = []
-    if sample.chosen and not sample.truncated:
+    cut_off = sample.truncated and len(said) >= TRUNCATED_MIN_WORDS
+    if sample.chosen and not cut_off:
         chosen_words = len(words(sample.chosen))
         if chosen_words >= 4 and len(said) < SHORT_RATIO * chosen_words:
             flags.append("short")
     if loops(sample.reply, said):
         flags.append("looping")
-    if copied_share(said, words(sample.prompt)) >= COPY_SHARE:
+    if copies_prompt(said, words(sample.prompt)):
         flags.append("prompt_copy")
     if language(sample.reply) != language(sample.prompt):
         flags.append("wrong_language")

@@ -53,8 +53,9 @@ def preference_metrics(
     reference: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
-    """The metrics of the module docstring over ``examples``. ``reference()`` enters a context in which
-    ``model`` computes as the reference does (another adapter active, or every adapter off)."""
+    """The metrics of the module docstring over ``examples``. ``reference()`` enters a context that yields
+    the module computing as the reference does: ``model`` with another adapter active or every adapter
+    off, or a model of its own."""
     if not examples:
         return {}
     collate = PreferenceCollator(encoder.tokenizer.pad_token_id)
@@ -88,8 +89,8 @@ def preference_metrics(
             if report_rewards and spec and rewards:
                 ref_c = ref_r = None
                 if reference is not None:
-                    with reference():
-                        ref_logps, _, _ = sequence_logps(model, batch)
+                    with reference() as reference_model:
+                        ref_logps, _, _ = sequence_logps(reference_model, batch)
                     ref_c, ref_r = ref_logps[:half], ref_logps[half:]
                 policy = PolicyLogps(logps[:half], logps[half:], counts[:half], counts[half:], ref_c, ref_r)
                 out = spec.fn(policy, rewards.params)

@@ -13,10 +13,12 @@ A record (JSONL, or JSON/CSV/Parquet through the data readers) is one of
 A reply's ``finish_reason`` (``prefkit generate`` and OpenAI write it) is read where present: a reply cut
 off at ``length`` is not called short by the length guard.
 
-Each record is matched to the held-out pair with the same prompt (the whole conversation; else the last
-user message, where only one pair has it). A record whose prompt is in no pair, two replies to one pair,
-or a record without a prompt or a reply is an error naming its file and line; held-out pairs without a
-reply are left out of the scores and counted in the report.
+Each record is matched to a held-out pair with the same prompt: the whole conversation, compared after
+NFKC normalisation with runs of whitespace as one space; else, for a record whose prompt is a single user
+message, the pair whose last user message it is, where only one conversation has it. Where several pairs
+share a prompt, the replies to it answer them in order. A record whose prompt is in no pair, more replies
+to a prompt than pairs have it, or a record without a prompt or a reply is an error naming its file and
+line. Pairs without a reply are counted, and fail the evaluation's coverage check (``prefkit eval``).
 """
 
 from __future__ import annotations
@@ -63,7 +65,10 @@ def parse_reply(record: Mapping[str, Any], location: Location) -> GivenReply:
             value = record["prompt"]
             if not isinstance(value, str | list):
                 raise ExampleError(f"prompt: expected text or a list of messages, got {type_name(value)}")
-            prompt = [Message("user", value)] if isinstance(value, str) else read_messages(value, "prompt")
+            if isinstance(value, str):
+                prompt = [Message("user", read_string(value, "prompt"))]
+            else:
+                prompt = read_messages(value, "prompt")
         elif "messages" in record:
             prompt = read_messages(record["messages"], "messages")
             if prompt and prompt[-1].role == "assistant":
@@ -121,44 +126,59 @@ def _listed(head: str, problems: Sequence[Problem], limit: int = 50) -> str:
     return head + ":\n" + "\n".join(lines)
 
 
+def _text(content: str) -> str:
+    return " ".join(normalise(content).split())
+
+
 def _conversation(messages: Sequence[Message]) -> tuple[tuple[str, str], ...]:
-    return tuple((m.role, " ".join(normalise(m.content).split())) for m in messages)
+    return tuple((m.role, _text(m.content)) for m in messages)
 
 
-def _last_user(messages: Sequence[Message]) -> str:
-    return next(" ".join(normalise(m.content).split()) for m in reversed(messages) if m.role == "user")
+def _single_question(messages: Sequence[Message]) -> str | None:
+    """The text of a prompt that is one user message (after an optional system message), else None."""
+    turns = [m for m in messages if m.role != "system"]
+    return _text(turns[0].content) if len(turns) == 1 and turns[0].role == "user" else None
 
 
-def match_replies(
-    replies: Sequence[GivenReply], pairs: Sequence[PreferenceExample]
-) -> list[tuple[PreferenceExample, GivenReply]]:
-    """Each reply with its held-out pair, in the pairs' order (see the module docstring)."""
-    by_conversation: dict[Any, int] = {}
-    by_last: dict[str, list[int]] = {}
+def match_replies(replies: Sequence[GivenReply], pairs: Sequence[PreferenceExample]) -> dict[int, GivenReply]:
+    """The index of the pair each reply answers (see the module docstring); an error names every reply
+    that answers none."""
+    by_conversation: dict[Any, list[int]] = {}
     for i, pair in enumerate(pairs):
-        by_conversation.setdefault(_conversation(pair.prompt), i)
-        by_last.setdefault(_last_user(pair.prompt), []).append(i)
+        by_conversation.setdefault(_conversation(pair.prompt), []).append(i)
+    by_question: dict[str, set[Any]] = {}
+    for key in by_conversation:
+        question = _single_question([Message(role, content) for role, content in key])
+        if question is not None:
+            by_question.setdefault(question, set()).add(key)
     matched: dict[int, GivenReply] = {}
     problems = []
     for given in replies:
-        index = by_conversation.get(_conversation(given.prompt))
-        if index is None:
-            candidates = by_last.get(_last_user(given.prompt), [])
-            index = candidates[0] if len(candidates) == 1 else None
-        if index is None:
+        key = _conversation(given.prompt)
+        if key not in by_conversation and (question := _single_question(given.prompt)) is not None:
+            found = by_question.get(question, set())
+            key = next(iter(found)) if len(found) == 1 else key
+        indices = by_conversation.get(key)
+        if indices is None:
             problems.append(Problem(given.location, "no held-out pair has this prompt"))
-        elif index in matched:
-            first = matched[index].location
-            problems.append(Problem(given.location, f"a second reply to the prompt answered at {first}"))
-        else:
-            matched[index] = given
+            continue
+        free = [i for i in indices if i not in matched]
+        if not free:
+            first = matched[indices[0]].location
+            more = f"{len(indices)} held-out pairs have" if len(indices) > 1 else "one held-out pair has"
+            problems.append(
+                Problem(given.location, f"one reply too many to the prompt answered at {first} ({more} it)")
+            )
+            continue
+        matched[free[0]] = given
     if problems:
         raise RepliesError(_listed(f"{len(problems)} replies do not match the held-out pairs", problems))
-    return [(pairs[i], matched[i]) for i in sorted(matched)]
+    return matched
 
 
 def given_samples(matched: Sequence[tuple[PreferenceExample, GivenReply]]) -> list[Sample]:
-    """Unscored samples of matched replies, as :func:`prefkit.evaluate.generate_samples` makes them."""
+    """Unscored samples of replies with their pairs, as :func:`prefkit.evaluate.generate_samples` makes
+    them."""
     return [
         Sample(
             prompt=pair.prompt[-1].content,

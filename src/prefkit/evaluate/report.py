@@ -137,7 +137,9 @@ def markdown_report(
 ) -> str:
     s = report["settings"]
     model, baseline = report["model"], report.get("baseline")
-    title = str(s["model"]) + (f" + {s['adapter']}" if s.get("adapter") else "")
+    title = str(s["model"] or f"replies in {s.get('replies')}") + (
+        f" + {s['adapter']}" if s.get("adapter") else ""
+    )
     lines = [f"# prefkit eval: {title}", ""]
     lines.append(f"Data: {', '.join(s['data'])} ({s['pairs']} pairs). " + _replies_line(s))
     if baseline is not None:
@@ -152,7 +154,7 @@ def markdown_report(
     )
     gen_names = [*GENERATION_ROWS, *(k for k in model["generation"] if k not in GENERATION_ROWS)]
     lines += _table(
-        "Generation (the model's own replies)",
+        "Generation (the replies)",
         model["generation"],
         baseline["generation"] if baseline else None,
         gen_names,

@@ -2,17 +2,13 @@
 own replies (or replies given in a file) scored and guarded, optionally the run's starting point beside
 it and a judge -- written to eval.json, eval.md and generations.jsonl.
 
-An adapter that ``prefkit train`` wrote is evaluated as it was trained: its run's
-``training_config.json`` gives the base model, the chat template, ``cutoff_len``, the precision and the
-quantisation, and the run's *starting point* -- the base model, or the adapter the run continued
-(``adapter_name_or_path``, e.g. an SFT adapter before DPO). The starting point is the reference of the
-implicit rewards and the ``--baseline``, as it was the reference during training.
+A run ``prefkit train`` wrote is evaluated as it was trained, against its starting point (the
+reference of its implicit rewards and its ``--baseline``): :mod:`prefkit.evaluate.subject`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -25,26 +21,23 @@ from prefkit.data.examples import PreferenceExample
 from prefkit.data.load import DataError, Source, _files, format_report_problems, parse_sources
 from prefkit.data.tokenize import ChatEncoder
 from prefkit.data.validate import check_files, usable_examples
-from prefkit.engine import BASE_MODEL
 from prefkit.errors import PrefkitError
 from prefkit.evaluate.generation import generate_samples, score_replies
 from prefkit.evaluate.guards import baseline_failures
 from prefkit.evaluate.judge import JudgeSettings, judge_pairs
 from prefkit.evaluate.preference import RewardSettings, preference_metrics
-from prefkit.evaluate.replies import GivenReply, given_samples, match_replies, read_replies
+from prefkit.evaluate.replies import given_samples, match_replies, read_replies
 from prefkit.evaluate.report import check_output_dir, write_reports
 from prefkit.evaluate.scorers import Sample, Scorer, resolve_scorers
+from prefkit.evaluate.subject import load_subject, read_run
 from prefkit.generate import SamplingSettings
-from prefkit.inference import AdapterSpec, LoadedModel, adapter_active, load_for_inference
+from prefkit.inference import LoadedModel, adapter_active
 from prefkit.losses import LOSSES, LossParams
-from prefkit.model.loader import dtype_name, run_dtype
-from prefkit.models import REFERENCE_ADAPTER
+from prefkit.model.loader import dtype_name
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CUTOFF_LEN = 2048
-TRAINED = "trained"  # the adapter names eval loads the run's adapters under
-START = "start"
 
 
 @dataclass
@@ -54,9 +47,7 @@ class EvalResult:
     generations: list[dict[str, Any]]
 
 
-def load_pairs(
-    files: Sequence[str | Path], encoder: ChatEncoder | None, max_samples: int | None
-) -> list[PreferenceExample]:
+def load_pairs(files: Sequence[str | Path], encoder: ChatEncoder | None) -> list[PreferenceExample]:
     """Every pair of ``files`` (files or folders, ``builtin:NAME`` too), checked as training checks them:
     an unusable pair is an error naming its file and line, never silently dropped. Without an encoder
     (replies given, no model) the token-length checks are left out."""
@@ -72,39 +63,7 @@ def load_pairs(
     pairs = [e for e in usable_examples(parsed, report) if isinstance(e, PreferenceExample)]
     if not pairs:
         raise DataError(f"no preference pairs in {', '.join(map(str, files))}")
-    return pairs[:max_samples] if max_samples else pairs
-
-
-def run_config(adapter: str | None) -> dict[str, Any]:
-    """The resolved config of the run that trained ``adapter`` (its training_config.json), or {}."""
-    if not adapter:
-        return {}
-    path = Path(adapter) / "training_config.json"
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("config", {}) or {}
-    except (OSError, json.JSONDecodeError) as err:
-        raise PrefkitError(f"{path}: not a readable training_config.json ({err})") from err
-
-
-def starting_adapter(adapter: str, run: dict[str, Any]) -> Path | None:
-    """The adapter the run started from, or None when it started from the bare base model: the copy
-    training saved beside the trained adapter (its ``reference`` adapter, for the losses that need one),
-    else the folder the run's config names."""
-    if not run.get("adapter_name_or_path"):
-        return None
-    saved = Path(adapter) / REFERENCE_ADAPTER
-    if (saved / "adapter_config.json").is_file():
-        return saved
-    named = Path(run["adapter_name_or_path"]).expanduser()
-    if not (named / "adapter_config.json").is_file():
-        raise PrefkitError(
-            f"the run in {adapter} started from the adapter {named}, which is gone: the evaluation needs it "
-            "as the reference and the baseline (the model the run started from). Put it back, or evaluate "
-            "the run as a model of its own with --model and no --adapter"
-        )
-    return named
+    return pairs
 
 
 def reward_settings(run: dict[str, Any], pref_loss: str | None, beta: float | None) -> RewardSettings | None:
@@ -142,23 +101,22 @@ def _generations(samples: Sequence[Sample], baseline: Sequence[Sample] | None) -
 @dataclass
 class Side:
     """One side of an evaluation (the model, or its baseline): what it is called and how its replies
-    are had -- generated by the loaded model with one adapter active, or read from a file."""
+    are had -- generated by a loaded model with one adapter active, or given in a file."""
 
     label: str
+    loaded: LoadedModel | None  # the model measured (None: only given replies are scored)
     adapter: str | None = None  # the adapter active while it is measured (BASE_MODEL: none)
-    replies: list[GivenReply] | None = None
+    replies: list[Sample] | None = None  # given replies, matched to their pairs
+    reference: Callable[[], contextlib.AbstractContextManager[Any]] | None = None  # for the rewards
 
 
 @dataclass
 class Evaluation:
-    """What both sides are measured with: the loaded model (None when only given replies are scored),
-    the pairs and prompts, and how replies are scored."""
+    """What both sides are measured on and scored with."""
 
-    loaded: LoadedModel | None
     encoder: ChatEncoder | None
     pairs: list[PreferenceExample]
     prompts: list[PreferenceExample]
-    start: Path | None  # the adapter the run started from
     rewards: RewardSettings | None
     scorers: list[tuple[str, Scorer]]
     sampling: SamplingSettings
@@ -167,24 +125,45 @@ class Evaluation:
     progress: bool
 
     def measure(self, side: Side) -> tuple[dict[str, Any], list[Sample]]:
-        preference = None
-        if self.loaded is not None and self.encoder is not None:
-            preference = _preference(self, side)
+        preference = self.preference(side) if side.loaded is not None else {}
         if side.replies is not None:
-            samples = given_samples(match_replies(side.replies, self.prompts))
+            samples = side.replies
         else:
-            assert self.loaded is not None and self.encoder is not None
-            with _active(self.loaded, side.adapter):
+            assert side.loaded is not None and self.encoder is not None
+            with _active(side.loaded, side.adapter):
                 samples = generate_samples(
-                    self.loaded.model,
+                    side.loaded.model,
                     self.encoder,
                     self.prompts,
                     settings=self.sampling,
                     batch_size=self.batch_size,
                     progress=side.label if self.progress else None,
                 )
-        scored = score_replies(samples, self.scorers, self.guard_limits)
-        return {"preference": preference or {}, **scored.to_json()}, samples
+        scored = score_replies(samples, self.scorers, self.guard_limits).to_json()
+        unanswered = len(self.prompts) - len(samples)
+        if unanswered:  # a file may answer only the prompts its system does well on
+            scored["failed_guards"].append(
+                f"unanswered: {unanswered} of the {len(self.prompts)} held-out prompts have no reply"
+            )
+        return {"preference": preference, **scored}, samples
+
+    def preference(self, side: Side) -> dict[str, float]:
+        """Preference metrics of one side. The implicit rewards need the run's starting point when the
+        method needs a reference; the baseline, which is that starting point, has none."""
+        assert side.loaded is not None and self.encoder is not None
+        logger.info("%s: preference metrics on %d pairs", side.label, len(self.pairs))
+        rewards = self.rewards
+        if rewards is not None and LOSSES[rewards.pref_loss].needs_reference and side.reference is None:
+            rewards = None
+        with _active(side.loaded, side.adapter):
+            return preference_metrics(
+                side.loaded.model,
+                self.encoder,
+                self.pairs,
+                batch_size=self.batch_size,
+                rewards=rewards,
+                reference=side.reference,
+            )
 
 
 def _check_sides(
@@ -204,31 +183,22 @@ def _check_sides(
             "--baseline generates the baseline's replies with the model, --replies reads the model's from a "
             "file: give the baseline's replies as --baseline-replies"
         )
-    if baseline and not adapter:
-        raise PrefkitError(
-            "--baseline compares the model with the model its run started from: it needs --adapter"
-        )
     if baseline_replies and not replies:
         raise PrefkitError("--baseline-replies needs --replies (the model's replies to compare them with)")
     if judge is not None and not (baseline or baseline_replies):
         raise PrefkitError("--judge-url compares the model's replies with the baseline's: add --baseline")
 
 
-def _load_run_model(
-    model: str, adapter: str | None, start: Path | None, run: dict[str, Any], template: str | None, dtype: str
-) -> LoadedModel:
-    """The base model with the trained adapter and the one its run started from, as the run trained
-    them: its precision (unless ``dtype`` says otherwise), quantisation and remote-code setting."""
-    adapters = [AdapterSpec(TRAINED, Path(adapter))] if adapter else []
-    adapters += [AdapterSpec(START, start)] if start else []
-    return load_for_inference(
-        model,
-        adapters,
-        template=template,
-        dtype=run_dtype(run.get("bf16"), run.get("fp16")) if dtype == "auto" and run else dtype,
-        quantization_bit=run.get("quantization_bit"),
-        trust_remote_code=bool(run.get("trust_remote_code")),
-    )
+def _given(
+    path: str | Path | None, pairs: list[PreferenceExample], evaluated: int
+) -> tuple[list[Sample] | None, int]:
+    """The replies of a file matched to the pairs, in the pairs' order, those to the first ``evaluated``
+    pairs only; and how many answered pairs beyond them (``--max-samples``, ``--generate``) were left out."""
+    if path is None:
+        return None, 0
+    matched = match_replies(read_replies(path), pairs)
+    kept = sorted(i for i in matched if i < evaluated)
+    return given_samples([(pairs[i], matched[i]) for i in kept]), len(matched) - len(kept)
 
 
 def evaluate_model(
@@ -272,43 +242,59 @@ def evaluate_model(
     _check_sides(adapter, replies, baseline_replies, baseline, judge)
     sampling = sampling or SamplingSettings(max_new_tokens=128)
     named_scorers = resolve_scorers(scorers)  # unknown names fail before any model is loaded
-    given = read_replies(replies) if replies else None  # a bad file fails before any model is loaded
-    given_baseline = read_replies(baseline_replies) if baseline_replies else None
+    for path in (replies, baseline_replies):
+        if path is not None:
+            read_replies(path)  # a bad file fails before any model is loaded
 
-    run = run_config(adapter)
+    run = read_run(adapter) if adapter else read_run(model)
     model = model or run.get("model_name_or_path")
-    if not model and given is None:
+    if not model and replies is None:
         raise PrefkitError("name the base model with --model (the adapter's training_config.json names none)")
-    start = starting_adapter(adapter, run) if adapter else None
+    rewards = reward_settings(run, pref_loss, beta) if model else None
+    needs_start = baseline or (rewards is not None and LOSSES[rewards.pref_loss].needs_reference)
     template = template if template is not None else run.get("template")
-    loaded = _load_run_model(model, adapter, start, run, template, dtype) if model else None
+    subject = (
+        load_subject(model, adapter, run, template=template, dtype=dtype, needs_start=needs_start)
+        if model
+        else None
+    )
+    if baseline and (subject is None or not subject.has_start):
+        raise PrefkitError(
+            "--baseline compares the model with the model its run started from: give the folder a "
+            "`prefkit train` run wrote (--adapter for LoRA, --model for full fine-tuning)"
+        )
     cutoff = cutoff_len or run.get("cutoff_len") or DEFAULT_CUTOFF_LEN
-    encoder = ChatEncoder(loaded.tokenizer, template, cutoff) if loaded is not None else None
-    pairs = load_pairs(data, encoder, max_samples)
+    encoder = ChatEncoder(subject.model.tokenizer, template, cutoff) if subject is not None else None
+    all_pairs = load_pairs(data, encoder)
+    pairs = all_pairs[:max_samples] if max_samples else all_pairs
+    prompts = pairs[:generate_samples_n] if generate_samples_n else pairs
+    given, left_out = _given(replies, all_pairs, len(prompts))
+    given_baseline, _ = _given(baseline_replies, all_pairs, len(prompts))
+    if (
+        given_baseline is not None
+        and given is not None
+        and [s.prompt for s in given] != [s.prompt for s in given_baseline]
+    ):
+        raise PrefkitError(
+            f"{replies} and {baseline_replies} answer different prompts of the held-out data: give both "
+            "sides replies to the same prompts"
+        )
     evaluation = Evaluation(
-        loaded,
-        encoder,
-        pairs,
-        pairs[:generate_samples_n] if generate_samples_n else pairs,
-        start,
-        reward_settings(run, pref_loss, beta) if model else None,
-        named_scorers,
-        sampling,
-        guard_limits,
-        batch_size,
-        progress,
+        encoder, pairs, prompts, rewards, named_scorers, sampling, guard_limits, batch_size, progress
     )
 
-    model_metrics, samples = evaluation.measure(Side("model", TRAINED if adapter else None, given))
+    loaded = subject.model if subject is not None else None
+    model_side = Side(
+        "model", loaded, subject.trained if subject else None, given, subject.reference() if subject else None
+    )
+    model_metrics, samples = evaluation.measure(model_side)
     base_metrics = base_samples = None
-    if baseline or given_baseline is not None:
-        base_side = Side("baseline", START if start else BASE_MODEL, given_baseline)
-        base_metrics, base_samples = evaluation.measure(base_side)
-        if [s.prompt for s in base_samples] != [s.prompt for s in samples]:
-            raise PrefkitError(
-                f"{replies} and {baseline_replies} answer different prompts of the held-out data: give "
-                "both sides replies to the same prompts"
-            )
+    if given_baseline is not None:
+        base_metrics, base_samples = evaluation.measure(Side("baseline", None, replies=given_baseline))
+    elif baseline and subject is not None:
+        base_loaded = subject.start_model or subject.model
+        base_adapter = None if subject.start_model is not None else subject.start_adapter
+        base_metrics, base_samples = evaluation.measure(Side("baseline", base_loaded, base_adapter))
     failed = list(model_metrics["failed_guards"])
     if base_metrics is not None:
         failed += baseline_failures(
@@ -320,23 +306,25 @@ def evaluate_model(
     settings = {
         "model": model,
         "adapter": adapter,
-        "started_from": str(start) if start else None,
+        "started_from": subject.started_from if subject else None,
         "replies": str(replies) if replies else None,
         "baseline_replies": str(baseline_replies) if baseline_replies else None,
+        "replies_left_out": left_out,  # answers to pairs beyond --max-samples / --generate
         "data": [str(d) for d in data],
         "pairs": len(pairs),
-        "prompts": len(evaluation.prompts),
+        "prompts": len(prompts),
         "replies_scored": len(samples),
         "sampling": asdict(sampling) if given is None else None,
         "scorers": [name for name, _ in named_scorers],
         "guard_limits": guard_limits or {},
-        "rewards": _rewards_json(evaluation.rewards),
+        "rewards": _rewards_json(rewards),
         "baseline": base_metrics is not None,
         "judge": {"url": judge.url, "model": judge.model, "criteria": judge.criteria} if judge else None,
         "template": template,  # None: the tokenizer's own
         "cutoff_len": cutoff if encoder else None,
         "dtype": dtype_name(loaded.dtype) if loaded else None,
-        "quantization_bit": run.get("quantization_bit"),
+        "quantization_bit": subject.quantization_bit if subject else None,
+        "trained_quantization_bit": run.get("quantization_bit"),
     }
     report = {
         "prefkit_version": prefkit.__version__,
@@ -372,32 +360,7 @@ def _rewards_json(rewards: RewardSettings | None) -> dict[str, Any] | None:
     return {"pref_loss": rewards.pref_loss, **asdict(rewards.params)} if rewards else None
 
 
-def _active(loaded: LoadedModel, adapter: str | None) -> Any:
+def _active(loaded: LoadedModel, adapter: str | None) -> contextlib.AbstractContextManager[Any]:
     if adapter is None:
         return contextlib.nullcontext(loaded.model)
     return adapter_active(loaded.model, adapter)
-
-
-def _preference(evaluation: Evaluation, side: Side) -> dict[str, float]:
-    """Preference metrics of one side. The implicit rewards are against the run's starting point; the
-    baseline, which is that starting point, has none (they would be zero by construction)."""
-    loaded, rewards = evaluation.loaded, evaluation.rewards
-    assert loaded is not None and evaluation.encoder is not None
-    logger.info("%s: preference metrics on %d pairs", side.label, len(evaluation.pairs))
-    reference: Callable[[], Any] | None = None
-    if side.adapter == TRAINED:
-        reference_name = START if evaluation.start else BASE_MODEL
-        reference = lambda: adapter_active(loaded.model, reference_name)  # noqa: E731
-    with _active(loaded, side.adapter):
-        return preference_metrics(
-            loaded.model,
-            evaluation.encoder,
-            evaluation.pairs,
-            batch_size=evaluation.batch_size,
-            rewards=rewards if reference is not None or not _needs_reference(rewards) else None,
-            reference=reference,
-        )
-
-
-def _needs_reference(rewards: RewardSettings | None) -> bool:
-    return rewards is not None and LOSSES[rewards.pref_loss].needs_reference

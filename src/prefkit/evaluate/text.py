@@ -44,7 +44,7 @@ ENGLISH_STOPWORDS = frozenset(  # apostrophes are dropped before words are looke
     else even ever every example examples explain explanation few find for from further get gets
     getting good got great had hadnt happen happens has hasnt have havent having he her here hers
     herself him himself his how i idea if imagine in into is isnt it its itself just kind know let
-    lets like likely look make makes may me mean means might more most much must my myself need no
+    lets like likely look make makes may me might more most much must my myself need no
     nor not now of off on once one only or other our ours ourselves out over own per question
     questions quite rather really right same say see she should so some something start step steps
     such sure tell than that thats the their theirs them themselves then there these they thing
@@ -69,11 +69,6 @@ _KEEP_JAPANESE_POS = {"名詞", "動詞", "形容詞"}
 def normalise(text: str) -> str:
     """NFKC: compatibility forms folded into the plain ones (``ＡＩ`` -> ``AI``, ``ｶﾀｶﾅ`` -> ``カタカナ``)."""
     return unicodedata.normalize("NFKC", text)
-
-
-def is_japanese(text: str) -> bool:
-    """Whether ``text`` holds any Japanese character (it is then tokenised as Japanese)."""
-    return bool(_JAPANESE.search(normalise(text)))
 
 
 def language(text: str) -> str:

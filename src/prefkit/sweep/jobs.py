@@ -49,6 +49,9 @@ def _evaluate(
         sampling=SamplingSettings(max_new_tokens=ev["max_new_tokens"]),
         template=config.template,
         cutoff_len=config.cutoff_len,
+        # the base model in the precision the runs train and are evaluated in, so the guards compare like
+        # with like
+        dtype="bf16" if config.bf16 else "fp16" if config.fp16 else "fp32",
         batch_size=ev["batch_size"],
         force=True,  # only reached while eval.json (written last) is missing: the rest is a partial attempt
         progress=False,
