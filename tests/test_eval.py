@@ -16,15 +16,14 @@ from prefkit.data.collate import PreferenceCollator
 from prefkit.data.formats import parse_file
 from prefkit.data.load import DataError
 from prefkit.data.tokenize import ChatEncoder
-from prefkit.engine import BASE_MODEL
 from prefkit.errors import PrefkitError
 from prefkit.evaluate.preference import RewardSettings, preference_metrics
 from prefkit.evaluate.report import EvalOutputError
 from prefkit.evaluate.run import evaluate_model
 from prefkit.generate import SamplingSettings
-from prefkit.inference import adapter_active
 from prefkit.logps import sequence_logps
 from prefkit.losses import LossParams
+from prefkit.model.loader import BASE_MODEL, adapter_active
 from prefkit.train import train
 
 

@@ -10,9 +10,10 @@ from transformers import AutoModelForCausalLM
 
 from prefkit.data.examples import Message
 from prefkit.data.tokenize import ChatEncoder
-from prefkit.engine import BASE_MODEL, Engine, Request
+from prefkit.engine import Engine, Request
 from prefkit.errors import PrefkitError
 from prefkit.generate import SamplingSettings, StopCondition, default_settings, generate, stop_condition
+from prefkit.model.loader import BASE_MODEL
 from prefkit.textstream import TextStream
 
 PROMPTS = [

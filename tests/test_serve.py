@@ -17,9 +17,10 @@ import openai
 import pytest
 
 from prefkit.data.examples import Message
-from prefkit.engine import BASE_MODEL, Engine, Request
+from prefkit.engine import Engine, Request
 from prefkit.generate import SamplingSettings, StopCondition, stop_condition
 from prefkit.inference import load_for_inference, parse_adapters
+from prefkit.model.loader import BASE_MODEL
 from prefkit.serve.process import ServerProcess
 
 KEY = "sk-test-" + "0123456789abcdef"

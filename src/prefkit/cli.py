@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -116,7 +116,7 @@ def quickstart(
 
     setup_logging()
     report = run_quickstart(output_dir, method=method, overwrite=overwrite, overrides=overrides or [])
-    from prefkit.quickstart import LANGUAGE_ROWS
+    from prefkit.quickstart_report import LANGUAGE_ROWS
 
     table = Table(
         title=f"{report['model']} + LoRA, {report['method']}: held-out results", title_justify="left"
@@ -144,7 +144,7 @@ def quickstart(
         f"total {report['total_seconds']:.0f} s; peak memory {report['peak_memory_gib']:.2f} GiB. "
         f"Reports and plots: {output_dir}/quickstart_report.md"
     )
-    from prefkit.quickstart import verdict_lines
+    from prefkit.quickstart_report import verdict_lines
 
     for line in verdict_lines(report):
         console.print(f"[bold]{line}[/]", highlight=False)
@@ -236,7 +236,12 @@ def evaluate(
         batch_size=batch_size,
         force=force,
     )
-    report = result.report
+    _print_evaluation(result.report)
+    console.print(f"reports: {output_dir}/eval.md, eval.json, generations.jsonl")
+
+
+def _print_evaluation(report: dict[str, Any]) -> None:
+    """The held-out figures, the baseline's beside them, and every guard the model fails."""
     base = report["baseline"]
     table = Table(title="held-out results", title_justify="left")
     for column in ("", *(["baseline"] if base else []), "model"):
@@ -256,7 +261,6 @@ def evaluate(
             console.print(f"  {failure}", highlight=False)
     else:
         console.print("every guard passes", highlight=False)
-    console.print(f"reports: {output_dir}/eval.md, eval.json, generations.jsonl")
 
 
 @app.command()

@@ -46,15 +46,13 @@ from prefkit.textstream import TextStream
 
 logger = logging.getLogger(__name__)
 
-BASE_MODEL = "__base__"  # the adapter name that means "no adapter" (peft's reserved name)
-
 
 @dataclass
 class Request:
     prompt_ids: list[int]
     settings: SamplingSettings = field(default_factory=SamplingSettings)
     stop: StopCondition = field(default_factory=lambda: StopCondition((), ()))
-    adapter: str | None = None  # a loaded adapter's name, BASE_MODEL, or None: the model as it is
+    adapter: str | None = None  # a loaded adapter's name, BASE_MODEL ("__base__") or None: the model as is
     max_length: int | None = None  # prompt + reply tokens at most (the context length)
     ignore_eos: bool = False  # keep going past stop ids (benchmarks that need fixed lengths)
 

@@ -13,11 +13,10 @@ that has none is prompted the way it learned; else the tokenizer's own.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,17 @@ from typing import Any
 import torch
 
 from prefkit.data.tokenize import ChatEncoder
-from prefkit.engine import BASE_MODEL
 from prefkit.env import cache_dir
 from prefkit.errors import PrefkitError
 from prefkit.generate import context_length
-from prefkit.model.loader import load_causal_lm, load_tokenizer, peft_wrapping, pick_device, pick_dtype
+from prefkit.model.loader import (
+    BASE_MODEL,
+    load_causal_lm,
+    load_tokenizer,
+    peft_wrapping,
+    pick_device,
+    pick_dtype,
+)
 from prefkit.model_sources import resolve_first
 
 logger = logging.getLogger(__name__)
@@ -218,19 +223,3 @@ def attach_adapters(base: Any, adapters: Sequence[AdapterSpec]) -> Any:
         model.set_adapter(adapters[0].name)
         model.eval()
     return model
-
-
-@contextlib.contextmanager
-def adapter_active(model: Any, name: str) -> Iterator[Any]:
-    """``model`` (a PeftModel) with the adapter ``name`` active -- every adapter off for
-    :data:`BASE_MODEL` -- and the adapter active before restored after."""
-    if name == BASE_MODEL:
-        with model.disable_adapter():
-            yield model
-        return
-    before = model.active_adapter
-    model.set_adapter(name)
-    try:
-        yield model
-    finally:
-        model.set_adapter(before)

@@ -23,7 +23,14 @@ import torch
 from prefkit.config.passthrough import current_argument_names
 from prefkit.errors import PrefkitError
 from prefkit.lora_fast import use_lean_lora_forward
-from prefkit.model.loader import load_causal_lm, load_tokenizer, peft_wrapping, run_dtype
+from prefkit.model.loader import (
+    BASE_MODEL,
+    adapter_active,
+    load_causal_lm,
+    load_tokenizer,
+    peft_wrapping,
+    run_dtype,
+)
 from prefkit.model_sources import source_model_id
 
 if TYPE_CHECKING:
@@ -121,16 +128,8 @@ class LoadedModel:
         was_training = model.training
         model.eval()
         try:
-            if self.reference_adapter is None:
-                with model.disable_adapter():
-                    yield model
-                return
-            active = model.active_adapter
-            model.base_model.set_adapter(self.reference_adapter, inference_mode=True)
-            try:
+            with adapter_active(model, self.reference_adapter or BASE_MODEL):
                 yield model
-            finally:
-                model.base_model.set_adapter(active)
         finally:
             model.train(was_training)
 

@@ -65,17 +65,8 @@ def preference_metrics(
     report_rewards = spec is not None and (reference is not None or not spec.needs_reference)
     was_training = model.training
     model.eval()
-    rows: dict[str, list[float]] = {
-        k: []
-        for k in (
-            "chosen",
-            "rejected",
-            "chosen_tokens",
-            "rejected_tokens",
-            "reward_chosen",
-            "reward_rejected",
-        )
-    }
+    columns = ("chosen", "rejected", "chosen_tokens", "rejected_tokens", "reward_chosen", "reward_rejected")
+    rows: dict[str, list[float]] = {k: [] for k in columns}
     try:
         for start in range(0, len(examples), batch_size):
             features = [encoder.encode_pair(e).to_features() for e in examples[start : start + batch_size]]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from prefkit.data.examples import ExampleError, Location, Message, PreferenceExample, Problem
@@ -176,7 +177,7 @@ def match_replies(replies: Sequence[GivenReply], pairs: Sequence[PreferenceExamp
     return matched
 
 
-def given_samples(matched: Sequence[tuple[PreferenceExample, GivenReply]]) -> list[Sample]:
+def _samples(matched: Sequence[tuple[PreferenceExample, GivenReply]]) -> list[Sample]:
     """Unscored samples of replies with their pairs, as :func:`prefkit.evaluate.generate_samples` makes
     them."""
     return [
@@ -189,3 +190,34 @@ def given_samples(matched: Sequence[tuple[PreferenceExample, GivenReply]]) -> li
         )
         for pair, given in matched
     ]
+
+
+def _given(
+    replies: list[GivenReply] | None, pairs: list[PreferenceExample], evaluated: int
+) -> tuple[list[Sample] | None, int]:
+    """Given replies matched to the pairs, in the pairs' order, those to the first ``evaluated`` pairs
+    only; and how many answered pairs beyond them (``--max-samples``, ``--generate``) were left out."""
+    if replies is None:
+        return None, 0
+    matched = match_replies(replies, pairs)
+    kept = sorted(i for i in matched if i < evaluated)
+    return _samples([(pairs[i], matched[i]) for i in kept]), len(matched) - len(kept)
+
+
+def given_sides(
+    read: dict[Any, list[GivenReply]],
+    replies: str | Path | None,
+    baseline_replies: str | Path | None,
+    pairs: list[PreferenceExample],
+    evaluated: int,
+) -> tuple[list[Sample] | None, list[Sample] | None, int]:
+    """Both files' replies matched to the pairs (:func:`_given`), which must answer the same prompts,
+    and how many of the model's were left out."""
+    given, left_out = _given(read.get(replies), pairs, evaluated)
+    given_baseline, _ = _given(read.get(baseline_replies), pairs, evaluated)
+    if given_baseline is not None and [s.prompt for s in given or []] != [s.prompt for s in given_baseline]:
+        raise PrefkitError(
+            f"{replies} and {baseline_replies} answer different prompts of the held-out data: give both "
+            "sides replies to the same prompts"
+        )
+    return given, given_baseline, left_out

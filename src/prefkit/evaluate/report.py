@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from prefkit.errors import PrefkitError
+from prefkit.evaluate.guards import FLAGS
 from prefkit.runs import write_json_atomic, write_text_atomic
 
 OUTPUT_FILES = ("eval.json", "eval.md", "generations.jsonl")
@@ -203,8 +204,6 @@ def _baseline_line(s: Mapping[str, Any]) -> str:
 
 
 def _guards_section(report: Mapping[str, Any]) -> list[str]:
-    from prefkit.evaluate.guards import FLAGS
-
     failed = report.get("failed_guards") or []
     lines = ["## Guards", ""]
     lines.append("**Every guard passes.**" if not failed else "**Failed:** " + "; ".join(failed) + ".")

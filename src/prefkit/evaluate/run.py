@@ -26,14 +26,14 @@ from prefkit.evaluate.generation import generate_samples, score_replies
 from prefkit.evaluate.guards import baseline_failures
 from prefkit.evaluate.judge import JudgeSettings, judge_pairs
 from prefkit.evaluate.preference import RewardSettings, preference_metrics
-from prefkit.evaluate.replies import given_samples, match_replies, read_replies
+from prefkit.evaluate.replies import given_sides, read_replies
 from prefkit.evaluate.report import check_output_dir, write_reports
 from prefkit.evaluate.scorers import Sample, Scorer, resolve_scorers
-from prefkit.evaluate.subject import load_subject, read_run
+from prefkit.evaluate.subject import Subject, load_subject, read_run
 from prefkit.generate import SamplingSettings
-from prefkit.inference import LoadedModel, adapter_active
+from prefkit.inference import LoadedModel
 from prefkit.losses import LOSSES, LossParams
-from prefkit.model.loader import dtype_name
+from prefkit.model.loader import adapter_active, dtype_name
 
 logger = logging.getLogger(__name__)
 
@@ -189,16 +189,49 @@ def _check_sides(
         raise PrefkitError("--judge-url compares the model's replies with the baseline's: add --baseline")
 
 
-def _given(
-    path: str | Path | None, pairs: list[PreferenceExample], evaluated: int
-) -> tuple[list[Sample] | None, int]:
-    """The replies of a file matched to the pairs, in the pairs' order, those to the first ``evaluated``
-    pairs only; and how many answered pairs beyond them (``--max-samples``, ``--generate``) were left out."""
-    if path is None:
-        return None, 0
-    matched = match_replies(read_replies(path), pairs)
-    kept = sorted(i for i in matched if i < evaluated)
-    return given_samples([(pairs[i], matched[i]) for i in kept]), len(matched) - len(kept)
+def _subject(
+    model: str | None,
+    adapter: str | None,
+    run: dict[str, Any],
+    template: str | None,
+    dtype: str,
+    rewards: RewardSettings | None,
+    baseline: bool,
+) -> Subject | None:
+    """The loaded model and its starting point (None when only given replies are scored)."""
+    if not model:
+        return None
+    needs_start = baseline or (rewards is not None and LOSSES[rewards.pref_loss].needs_reference)
+    subject = load_subject(model, adapter, run, template=template, dtype=dtype, needs_start=needs_start)
+    if baseline and not subject.has_start:
+        raise PrefkitError(
+            "--baseline compares the model with the model its run started from: give the folder a "
+            "`prefkit train` run wrote (--adapter for LoRA, --model for full fine-tuning)"
+        )
+    return subject
+
+
+def _measure_sides(
+    evaluation: Evaluation,
+    subject: Subject | None,
+    given: list[Sample] | None,
+    given_baseline: list[Sample] | None,
+    baseline: bool,
+) -> tuple[dict[str, Any], list[Sample], dict[str, Any] | None, list[Sample] | None]:
+    """The model's metrics and samples, and the baseline's where there is one."""
+    model_side = Side("model", None, replies=given)
+    if subject is not None:
+        model_side = Side("model", subject.model, subject.trained, given, subject.reference())
+    model_metrics, samples = evaluation.measure(model_side)
+    if given_baseline is not None:
+        return (model_metrics, samples, *evaluation.measure(Side("baseline", None, replies=given_baseline)))
+    if baseline and subject is not None:
+        if subject.start_model is not None:
+            base_side = Side("baseline", subject.start_model)
+        else:
+            base_side = Side("baseline", subject.model, subject.start_adapter)
+        return (model_metrics, samples, *evaluation.measure(base_side))
+    return model_metrics, samples, None, None
 
 
 def evaluate_model(
@@ -235,108 +268,86 @@ def evaluate_model(
     evaluates the run's starting point on the same pairs and prompts. ``judge`` (needs a baseline) asks
     an OpenAI-compatible endpoint which reply is better, in both orders. ``dtype`` ``auto`` is the run's
     precision, else the machine's (:func:`prefkit.model.loader.pick_dtype`). ``guard_limits`` override
-    the guards' limits (:data:`prefkit.evaluate.guards.FLAGS`)."""
+    the guards' limits (:data:`prefkit.evaluate.guards.FLAGS`). Long for its keyword arguments only:
+    the steps are the helpers above."""
     started = time.perf_counter()
     output_dir = Path(output_dir)
     check_output_dir(output_dir, force)
     _check_sides(adapter, replies, baseline_replies, baseline, judge)
     sampling = sampling or SamplingSettings(max_new_tokens=128)
     named_scorers = resolve_scorers(scorers)  # unknown names fail before any model is loaded
-    for path in (replies, baseline_replies):
-        if path is not None:
-            read_replies(path)  # a bad file fails before any model is loaded
+    read = {path: read_replies(path) for path in (replies, baseline_replies) if path is not None}
 
     run = read_run(adapter) if adapter else read_run(model)
     model = model or run.get("model_name_or_path")
     if not model and replies is None:
         raise PrefkitError("name the base model with --model (the adapter's training_config.json names none)")
     rewards = reward_settings(run, pref_loss, beta) if model else None
-    needs_start = baseline or (rewards is not None and LOSSES[rewards.pref_loss].needs_reference)
     template = template if template is not None else run.get("template")
-    subject = (
-        load_subject(model, adapter, run, template=template, dtype=dtype, needs_start=needs_start)
-        if model
-        else None
-    )
-    if baseline and (subject is None or not subject.has_start):
-        raise PrefkitError(
-            "--baseline compares the model with the model its run started from: give the folder a "
-            "`prefkit train` run wrote (--adapter for LoRA, --model for full fine-tuning)"
-        )
+    subject = _subject(model, adapter, run, template, dtype, rewards, baseline)
     cutoff = cutoff_len or run.get("cutoff_len") or DEFAULT_CUTOFF_LEN
     encoder = ChatEncoder(subject.model.tokenizer, template, cutoff) if subject is not None else None
     all_pairs = load_pairs(data, encoder)
     pairs = all_pairs[:max_samples] if max_samples else all_pairs
     prompts = pairs[:generate_samples_n] if generate_samples_n else pairs
-    given, left_out = _given(replies, all_pairs, len(prompts))
-    given_baseline, _ = _given(baseline_replies, all_pairs, len(prompts))
-    if (
-        given_baseline is not None
-        and given is not None
-        and [s.prompt for s in given] != [s.prompt for s in given_baseline]
-    ):
-        raise PrefkitError(
-            f"{replies} and {baseline_replies} answer different prompts of the held-out data: give both "
-            "sides replies to the same prompts"
-        )
+    given, given_baseline, left_out = given_sides(read, replies, baseline_replies, all_pairs, len(prompts))
     evaluation = Evaluation(
         encoder, pairs, prompts, rewards, named_scorers, sampling, guard_limits, batch_size, progress
     )
-
-    loaded = subject.model if subject is not None else None
-    model_side = Side(
-        "model", loaded, subject.trained if subject else None, given, subject.reference() if subject else None
+    model_metrics, samples, base_metrics, base_samples = _measure_sides(
+        evaluation, subject, given, given_baseline, baseline
     )
-    model_metrics, samples = evaluation.measure(model_side)
-    base_metrics = base_samples = None
-    if given_baseline is not None:
-        base_metrics, base_samples = evaluation.measure(Side("baseline", None, replies=given_baseline))
-    elif baseline and subject is not None:
-        base_loaded = subject.start_model or subject.model
-        base_adapter = None if subject.start_model is not None else subject.start_adapter
-        base_metrics, base_samples = evaluation.measure(Side("baseline", base_loaded, base_adapter))
-    failed = list(model_metrics["failed_guards"])
-    if base_metrics is not None:
-        failed += baseline_failures(
-            model_metrics["generation_by_language"], base_metrics["generation_by_language"]
-        )
     generations = _generations(samples, base_samples)
-    judged = _judged(judge, samples, base_samples, generations)
-
     settings = {
         "model": model,
         "adapter": adapter,
-        "started_from": subject.started_from if subject else None,
         "replies": str(replies) if replies else None,
         "baseline_replies": str(baseline_replies) if baseline_replies else None,
         "replies_left_out": left_out,  # answers to pairs beyond --max-samples / --generate
         "data": [str(d) for d in data],
-        "pairs": len(pairs),
-        "prompts": len(prompts),
         "replies_scored": len(samples),
         "sampling": asdict(sampling) if given is None else None,
-        "scorers": [name for name, _ in named_scorers],
         "guard_limits": guard_limits or {},
-        "rewards": _rewards_json(rewards),
         "baseline": base_metrics is not None,
         "judge": {"url": judge.url, "model": judge.model, "criteria": judge.criteria} if judge else None,
         "template": template,  # None: the tokenizer's own
-        "cutoff_len": cutoff if encoder else None,
-        "dtype": dtype_name(loaded.dtype) if loaded else None,
-        "quantization_bit": subject.quantization_bit if subject else None,
         "trained_quantization_bit": run.get("quantization_bit"),
+        **_measured_with(evaluation, subject),
     }
     report = {
         "prefkit_version": prefkit.__version__,
         "settings": settings,
         "model": model_metrics,
         "baseline": base_metrics,
-        "failed_guards": failed,
-        "judge": judged,
+        "failed_guards": _failed(model_metrics, base_metrics),
+        "judge": _judged(judge, samples, base_samples, generations),
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_reports(output_dir, report, generations)
     return EvalResult(output_dir, report, generations)
+
+
+def _failed(model: dict[str, Any], baseline: dict[str, Any] | None) -> list[str]:
+    """Every guard the model fails: its own, and against the baseline where there is one."""
+    failed = list(model["failed_guards"])
+    if baseline is not None:
+        failed += baseline_failures(model["generation_by_language"], baseline["generation_by_language"])
+    return failed
+
+
+def _measured_with(evaluation: Evaluation, subject: Subject | None) -> dict[str, Any]:
+    """The settings of eval.json that the evaluation and the loaded model decided."""
+    loaded = subject.model if subject is not None else None
+    return {
+        "started_from": subject.started_from if subject else None,
+        "pairs": len(evaluation.pairs),
+        "prompts": len(evaluation.prompts),
+        "scorers": [name for name, _ in evaluation.scorers],
+        "rewards": _rewards_json(evaluation.rewards),
+        "cutoff_len": evaluation.encoder.cutoff_len if evaluation.encoder else None,
+        "dtype": dtype_name(loaded.dtype) if loaded else None,
+        "quantization_bit": subject.quantization_bit if subject else None,
+    }
 
 
 def _judged(

@@ -28,10 +28,9 @@ from typing import Any
 
 import torch
 
-from prefkit.engine import BASE_MODEL
 from prefkit.errors import PrefkitError
-from prefkit.inference import AdapterSpec, LoadedModel, adapter_active, load_for_inference
-from prefkit.model.loader import run_dtype
+from prefkit.inference import AdapterSpec, LoadedModel, load_for_inference
+from prefkit.model.loader import BASE_MODEL, adapter_active, run_dtype
 from prefkit.models import REFERENCE_ADAPTER
 
 logger = logging.getLogger(__name__)

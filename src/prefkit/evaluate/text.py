@@ -124,11 +124,18 @@ def _morphemes(text: str) -> list[tuple[str, str, str, str]]:
 
 
 def words(text: str) -> list[str]:
-    """Every word of ``text`` (see module docstring): the tokens ROUGE-L, length and repetition count."""
+    """Every word of ``text`` (see module docstring): the tokens ROUGE-L, length, repetition and the
+    guards count."""
+    return list(_words(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _words(text: str) -> tuple[str, ...]:
+    # Each reply, prompt and reference is read by several scorers and by the guards: tokenised once.
     text = normalise(text)
     if _JAPANESE.search(text):
-        return [surface for surface, *_ in _morphemes(text)]
-    return [_stem(w) for w in _english_words(text)]
+        return tuple(surface for surface, *_ in _morphemes(text))
+    return tuple(_stem(w) for w in _english_words(text))
 
 
 def content_words(text: str) -> list[str]:

@@ -30,6 +30,7 @@ from prefkit.model_sources import ModelLoadError, first_line
 
 logger = logging.getLogger(__name__)
 
+BASE_MODEL = "__base__"  # the adapter name that means "no adapter" (peft's reserved name)
 DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DTYPE_CHOICES = ("auto", *DTYPES)
 
@@ -154,3 +155,22 @@ def peft_wrapping() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
         yield
+
+
+@contextlib.contextmanager
+def adapter_active(model: Any, name: str) -> Iterator[Any]:
+    """``model`` (a PeftModel) computing with the adapter ``name`` -- every adapter off for
+    :data:`BASE_MODEL` -- and the adapter active before restored after, as trainable as it was. The
+    adapter switched to is not made trainable (a training run's frozen reference, an evaluation's
+    starting point)."""
+    if name == BASE_MODEL:
+        with model.disable_adapter():
+            yield model
+        return
+    before = model.active_adapter
+    trainable = any(p.requires_grad for n, p in model.named_parameters() if f".{before}." in n)
+    model.base_model.set_adapter(name, inference_mode=True)
+    try:
+        yield model
+    finally:
+        model.base_model.set_adapter(before, inference_mode=not trainable)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from prefkit.engine import BASE_MODEL
 from prefkit.errors import PrefkitError
 from prefkit.inference import LoadedModel
+from prefkit.model.loader import BASE_MODEL
 from prefkit.serve.limits import ServeLimits
 from prefkit.serve.scheduler import Scheduler
 
