@@ -1,4 +1,4 @@
-"""Attention under a packed-layout mask: prefkit's (``prefkit.attention``) against torch's SDPA.
+"""Attention under a packed-layout mask: prefkit's (``prefkit.model.attention``) against torch's SDPA.
 
     python benchmarks/attention.py [--rows 3] [--length 254] [--heads 9] [--kv-heads 3] [--dim 64]
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from prefkit.attention import masked_attention
 from prefkit.env import _cpu_name
+from prefkit.model.attention import masked_attention
 
 RESULTS = Path(__file__).parent / "results" / "attention.json"
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from prefkit.attention import use_lean_attention
 from prefkit.data.collate import PreferenceCollator, SharedPromptCollator
 from prefkit.data.formats import parse_file
 from prefkit.env import cache_dir
-from prefkit.logps import sequence_logps
-from prefkit.model_sources import resolve_first
+from prefkit.model.attention import use_lean_attention
+from prefkit.model.logps import sequence_logps
+from prefkit.model.sources import resolve_first
 
 RESULTS = Path(__file__).parent / "results" / "bf16_error.json"
 

@@ -1,4 +1,4 @@
-"""The output layer fused with the log-softmax (``prefkit.output_layer``) against its matmuls alone.
+"""The output layer fused with the log-softmax (``prefkit.model.output_layer``) against its matmuls alone.
 
     python benchmarks/output_layer.py [--rows 627] [--hidden 576] [--vocab 49152] [--chunk 16777216]
         [--block 524288]
@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
-from prefkit import output_layer
 from prefkit.env import _cpu_name
-from prefkit.output_layer import head_logps, row_chunks
+from prefkit.model import log_softmax
+from prefkit.model.log_softmax import row_chunks
+from prefkit.model.output_layer import head_logps
 
 sys.path.insert(0, str(Path(__file__).parent))
 from attention import median_ms  # one warm-up, then the median
@@ -35,10 +36,10 @@ def main() -> int:
     parser.add_argument("--hidden", type=int, default=576)
     parser.add_argument("--vocab", type=int, default=49152)
     parser.add_argument("--chunk", type=int, default=2**24)
-    parser.add_argument("--block", type=int, default=output_layer.BLOCK_ELEMENTS)
+    parser.add_argument("--block", type=int, default=log_softmax.BLOCK_ELEMENTS)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
-    output_layer.BLOCK_ELEMENTS = args.block
+    log_softmax.BLOCK_ELEMENTS = args.block
 
     g = torch.Generator().manual_seed(0)
     dtype = torch.bfloat16

@@ -40,6 +40,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
 
+    from functools import partial
+
     import torch
     from transformers import AutoConfig, AutoTokenizer
     from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -48,7 +50,8 @@ def main() -> int:
     from prefkit.data.collate import preference_collator
     from prefkit.data.load import prepare_data
     from prefkit.env import cache_dir
-    from prefkit.model_sources import resolve_first
+    from prefkit.model.attention import attention_takes_mask
+    from prefkit.model.sources import resolve_first
 
     model_dir = resolve_first(args.model, cache_dir())
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -77,7 +80,10 @@ def main() -> int:
     rows = []
     for layout in ("padded", "shared_prompt", "packed"):
         collate = preference_collator(
-            layout, tokenizer.pad_token_id, model_config=model_config, cutoff_len=args.cutoff
+            layout,
+            tokenizer.pad_token_id,
+            takes_mask=partial(attention_takes_mask, model_config),
+            cutoff_len=args.cutoff,
         )
         for sampler, order in orders.items():
             computed = real = 0

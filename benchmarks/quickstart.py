@@ -1,7 +1,7 @@
 """The quickstart's targets on this machine: total < 5 min, peak memory < 4 GiB, and on the held-out
 pairs and prompts: preference accuracy after >= 0.9 and the verdict "improved" for the English and for
-the Japanese replies (prefkit.quickstart.verdict: every guard passes, the style taken up, relevance and
-ROUGE-L not down; prefkit.quickstart.missed_targets).
+the Japanese replies (prefkit.quickstart.recipe.verdict: every guard passes, the style taken up, relevance and
+ROUGE-L not down; prefkit.quickstart.recipe.missed_targets).
 
     python benchmarks/quickstart.py [--warm] [--method METHOD] [--output FILE] [key=value ...]
 

@@ -34,7 +34,7 @@ def main() -> int:
     import torch
     import transformers
 
-    import prefkit.trainer
+    import prefkit.train.trainer
 
     sys.path.insert(0, str(Path(__file__).parent))
     import vs_trl
@@ -52,7 +52,7 @@ def main() -> int:
 
     # The policy's log-probs are taken with gradients, the reference's without.
     part = lambda: "policy forward" if torch.is_grad_enabled() else "reference forward"  # noqa: E731
-    prefkit.trainer.sequence_logps = clocked(part, prefkit.trainer.sequence_logps)
+    prefkit.train.trainer.sequence_logps = clocked(part, prefkit.train.trainer.sequence_logps)
     accelerate.Accelerator.backward = clocked("backward", accelerate.Accelerator.backward)
     torch.optim.AdamW.step = clocked("optimizer", torch.optim.AdamW.step)
     transformers.Trainer.training_step = clocked("step", transformers.Trainer.training_step)

@@ -70,7 +70,7 @@ def base_config(folder: Path, model: str, steps: int) -> Path:
 
 
 def one_sweep(config: Path, folder: Path, overrides: list[str]) -> dict[str, Any]:
-    import prefkit.trainer as trainer_module
+    import prefkit.train.trainer as trainer_module
     from prefkit.env import cache_dir
     from prefkit.sweep import EvalSettings, run_sweep
 
@@ -122,7 +122,7 @@ def prepare_seconds(config: Path) -> float:
     from prefkit.config import load_config
     from prefkit.data.load import prepare_data
     from prefkit.model.loader import load_tokenizer
-    from prefkit.train import model_path
+    from prefkit.train.recipe import model_path
 
     base = load_config(config)
     tokenizer = load_tokenizer(model_path(base))

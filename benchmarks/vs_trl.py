@@ -188,7 +188,7 @@ def _conversational(data: str) -> list[dict[str, Any]]:
 
 
 def run_prefkit(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str, Any]:
-    import prefkit.train as train_module
+    import prefkit.train.recipe as train_module
     from prefkit.config import load_config
     from prefkit.data.collate import NUM_TOKENS, pair_tokens
 
@@ -247,9 +247,9 @@ def run_prefkit(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str
 # What each of prefkit's speed-ups contributes (--prefkit-without): the function that turns it on, made a
 # no-op for this process.
 SPEEDUPS = {
-    "fused_output_layer": ("prefkit.logps", "plain_output_layer", lambda model: None),
-    "lean_lora": ("prefkit.models", "use_lean_lora_forward", lambda model: 0),
-    "lean_attention": ("prefkit.models", "use_lean_attention", lambda model: False),
+    "fused_output_layer": ("prefkit.model.logps", "plain_output_layer", lambda model: None),
+    "lean_lora": ("prefkit.model.training", "use_lean_lora_forward", lambda model: 0),
+    "lean_attention": ("prefkit.model.training", "use_lean_attention", lambda model: False),
 }
 
 
@@ -370,7 +370,7 @@ def side_main(args: argparse.Namespace) -> None:
     import torch
 
     from prefkit.env import cache_dir
-    from prefkit.model_sources import resolve_first
+    from prefkit.model.sources import resolve_first
 
     model_dir = resolve_first(args.model, cache_dir())
     with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ):
@@ -397,7 +397,7 @@ def parameters(model: str) -> int:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from prefkit.env import cache_dir
-    from prefkit.model_sources import resolve_first
+    from prefkit.model.sources import resolve_first
 
     config = AutoConfig.from_pretrained(resolve_first(model, cache_dir()))  # may convert: not on meta
     with torch.device("meta"):

@@ -62,8 +62,18 @@ TEST_RANGE = (50, 70)
 # Japanese chosen replies may open by naming the learner's subject ({s}: the prompt's first run of nouns),
 # so that what the tutor guides toward is visibly the learner's own question. (A generic opener such as
 # いい質問ですね taught a 135M model to ask generic questions.)
-ACKS_EN = ["Good question.", "Let's work it out together.", "Let's reason through it.", "Good thing to ask about."]
-SUBJECT_LEADS_JA = ["「{s}」ですね。", "{s}について一緒に考えましょう。", "{s}について順に考えましょう。", "{s}、よい着眼点です。"]
+ACKS_EN = [
+    "Good question.",
+    "Let's work it out together.",
+    "Let's reason through it.",
+    "Good thing to ask about.",
+]
+SUBJECT_LEADS_JA = [
+    "「{s}」ですね。",
+    "{s}について一緒に考えましょう。",
+    "{s}について順に考えましょう。",
+    "{s}、よい着眼点です。",
+]
 OPENERS = {
     "en": ["Here is the answer.", "Here is the short explanation.", "The answer is straightforward."],
     "ja": ["説明します。", "お答えします。", "答えは簡単です。"],
@@ -2504,7 +2514,9 @@ def compose_unit(topic: Topic, lang: str, unit: Unit, rng: random.Random) -> lis
         else itertools.product(rejected_pool, repeat=n)
     )
     for _ in range(100):  # resample the chosen replies until every one of them can be matched
-        chosen = [with_subject(lang, c, p) for p, c in zip(unit.prompts, rng.sample(chosen_pool, n), strict=True)]
+        chosen = [
+            with_subject(lang, c, p) for p, c in zip(unit.prompts, rng.sample(chosen_pool, n), strict=True)
+        ]
         options = [
             rs
             for rs in candidates

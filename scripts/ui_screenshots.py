@@ -19,7 +19,7 @@ from uikit import find_browser, start_browser
 
 from prefkit.config import load_config
 from prefkit.serve.process import ServerProcess
-from prefkit.train import train
+from prefkit.train.recipe import train
 from prefkit.ui.runs import folder_id
 
 KEY = "sk-docs-screenshots"

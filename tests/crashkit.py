@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-# Every phase boundary prefkit.runs.crash_point marks, in the order a run passes them.
+# Every phase boundary prefkit.train.run.folder.crash_point marks, in the order a run passes them.
 PHASES = (
     "checkpoint-staged",  # a checkpoint fully written in .staging, not yet renamed into place
     "checkpoint-saved",  # renamed into place, before rotation

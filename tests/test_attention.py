@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from prefkit import attention as attention_module
-from prefkit.attention import IMPLEMENTATION, attention_forward, masked_attention, use_lean_attention
+from prefkit.model import attention as attention_module
+from prefkit.model.attention import IMPLEMENTATION, attention_forward, masked_attention, use_lean_attention
 
 
 def _plain(q, k, v, mask, scale):
@@ -189,6 +189,7 @@ def test_mixed_dtypes_under_autocast_train(monkeypatch):
     assert ((out.double() - plain).norm() / plain.norm()).item() < 0.02
 
 
+@pytest.mark.slow
 def test_switch_applies_to_sdpa_models_only_and_is_not_saved(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 

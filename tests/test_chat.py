@@ -8,11 +8,13 @@ import sys
 import pexpect
 import pytest
 
-from prefkit.chat import ChatSession, printable
 from prefkit.data.examples import Message
 from prefkit.errors import PrefkitError
-from prefkit.generate import SamplingSettings, generate
-from prefkit.inference import load_for_inference, parse_adapters
+from prefkit.infer.chat import ChatSession, printable
+from prefkit.infer.generate import generate
+from prefkit.infer.sampling import SamplingSettings
+from prefkit.model.adapters import parse_adapters
+from prefkit.model.inference import load_for_inference
 
 MAX_NEW = 12
 
@@ -41,6 +43,7 @@ def _reply(child: pexpect.spawn) -> str:
     return child.before.replace("\r\n", "\n").strip()
 
 
+@pytest.mark.slow
 def test_chat_command_in_a_terminal(tiny_model_dir, tiny_adapters, loaded):
     env = {**os.environ, "PYTHONIOENCODING": "utf-8", "TERM": "dumb", "OMP_NUM_THREADS": "1"}
     command = [

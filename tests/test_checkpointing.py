@@ -1,4 +1,4 @@
-"""prefkit.checkpointing relies on two private behaviours of transformers' Trainer; this pins them, so an
+"""train.run.checkpoints relies on two private behaviours of transformers' Trainer; this pins them, so an
 upgrade that changes either fails here first. Then the mixin itself: staged, listed, rotated."""
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def test_save_checkpoint_writes_into_get_output_dir_and_rotates_only_there(tmp_p
 
 
 def test_atomic_checkpoints_stage_list_and_rotate_their_own(tmp_path, tiny_model_dir):
-    from prefkit.checkpointing import AtomicCheckpoints
-    from prefkit.runs import RunFolder, read_marker
+    from prefkit.train.run.checkpoints import AtomicCheckpoints
+    from prefkit.train.run.folder import RunFolder, read_marker
 
     class Atomic(AtomicCheckpoints, Trainer):
         pass

@@ -7,9 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
-from prefkit.cli import app
+from prefkit.cli.app import app
 
 runner = CliRunner()
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"
@@ -83,6 +84,7 @@ def test_config_shows_sources_and_errors():
     assert bad.exit_code == 2 and "did you mean 'pref_beta'?" in bad.output
 
 
+@pytest.mark.slow
 def test_console_script_runs():
     exe = Path(sys.executable).with_name("prefkit")
     result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)

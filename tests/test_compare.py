@@ -7,11 +7,11 @@ import pytest
 from toydata import toy_pairs
 from typer.testing import CliRunner
 
-from prefkit.callbacks import read_metrics
-from prefkit.cli import app
+from prefkit.cli.app import app
 from prefkit.config import load_config
 from prefkit.evaluate.compare import CompareError, compare_runs, final_and_best
-from prefkit.train import train
+from prefkit.train.recipe import train
+from prefkit.train.run.metrics import read_metrics
 
 
 def _run(tmp_path, model, name, *overrides):
@@ -38,6 +38,7 @@ def _run(tmp_path, model, name, *overrides):
     return train(config).output_dir
 
 
+@pytest.mark.slow
 def test_compare_two_runs(tmp_path, tiny_model_dir):
     dpo = _run(tmp_path, tiny_model_dir, "dpo", "pref_loss=sigmoid")
     simpo = _run(tmp_path, tiny_model_dir, "simpo", "pref_loss=simpo", "learning_rate=1e-3")

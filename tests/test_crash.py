@@ -13,7 +13,7 @@ from crashkit import start, verify, wait, write_config
 from toydata import toy_pairs
 
 from prefkit.config import load_config
-from prefkit.train import train
+from prefkit.train.recipe import train
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL/SIGTERM are POSIX")
 
@@ -27,6 +27,7 @@ def crash_setup(tmp_path_factory, tiny_model_dir):
     return folder, config, reference
 
 
+@pytest.mark.slow
 def test_killed_runs_resume_to_the_uninterrupted_result(crash_setup, tiny_model_dir):
     folder, config, reference = crash_setup
     kills = {"checkpoint-staged:4": folder / "mid-checkpoint", "final-marked": folder / "after-final-save"}

@@ -14,10 +14,10 @@ import pytest
 import torch
 from toydata import toy_pairs
 
-from prefkit.callbacks import read_metrics
 from prefkit.config import load_config
-from prefkit.distributed import torchrun_command
-from prefkit.train import train
+from prefkit.train.distributed import torchrun_command
+from prefkit.train.recipe import train
+from prefkit.train.run.metrics import read_metrics
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="torchrun/gloo test written for Linux")
 
@@ -25,7 +25,7 @@ DRIVER = textwrap.dedent("""
     import sys, torch
     from transformers import TrainerCallback
     from prefkit.config import load_config
-    from prefkit.train import train
+    from prefkit.train.recipe import train
 
     class SaveParams(TrainerCallback):
         def on_train_end(self, args, state, control, model=None, **kwargs):
@@ -41,7 +41,7 @@ DRIVER = textwrap.dedent("""
 # added to the loss), so only an all-reduced decision makes rank 0 skip that step too.
 POISON = textwrap.dedent("""
     import dataclasses, torch
-    from prefkit import losses
+    from prefkit.train import losses
 
     spec, calls = losses.LOSSES["sigmoid"], []
 
@@ -91,6 +91,7 @@ def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     ("loss", "finetuning"), [("sigmoid", "lora"), ("kto_pair", "lora"), ("sigmoid", "full")]
 )
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir, loss, finetuning):
     data = toy_pairs(tmp_path / "pairs.jsonl")
     driver = tmp_path / "driver.py"
@@ -135,6 +136,7 @@ def test_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir, loss, fin
         )
 
 
+@pytest.mark.slow
 def test_a_nonfinite_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path, tiny_model_dir):
     data = toy_pairs(tmp_path / "pairs.jsonl")
     driver = tmp_path / "driver.py"
@@ -160,6 +162,7 @@ def test_a_nonfinite_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path, tin
     assert f"{data}:" in result.stderr.split("step 3: non-finite loss")[1].splitlines()[0]
 
 
+@pytest.mark.slow
 def test_nproc_shortcut_and_mislaunch_warning(tmp_path, tiny_model_dir):
     data = toy_pairs(tmp_path / "pairs.jsonl")
     cfg = tmp_path / "cfg.yaml"

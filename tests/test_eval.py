@@ -10,21 +10,21 @@ import pytest
 from toydata import toy_pairs
 from typer.testing import CliRunner
 
-from prefkit.cli import app
+from prefkit.cli.app import app
 from prefkit.config import load_config
 from prefkit.data.collate import PreferenceCollator
 from prefkit.data.formats import parse_file
-from prefkit.data.load import DataError
+from prefkit.data.sources import DataError
 from prefkit.data.tokenize import ChatEncoder
 from prefkit.errors import PrefkitError
 from prefkit.evaluate.preference import RewardSettings, preference_metrics
 from prefkit.evaluate.report import EvalOutputError
 from prefkit.evaluate.run import evaluate_model
-from prefkit.generate import SamplingSettings
-from prefkit.logps import sequence_logps
-from prefkit.losses import LossParams
+from prefkit.infer.sampling import SamplingSettings
 from prefkit.model.loader import BASE_MODEL, adapter_active
-from prefkit.train import train
+from prefkit.model.logps import sequence_logps
+from prefkit.train.losses import LossParams
+from prefkit.train.recipe import train
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,7 @@ def trained(tmp_path_factory, tiny_model_dir):
     return train(config).output_dir, data
 
 
+@pytest.mark.slow
 def test_eval_end_to_end_with_baseline(tmp_path, tiny_model_dir, trained):
     run_dir, data = trained
     out = tmp_path / "eval"
@@ -193,6 +194,7 @@ def sft_then_dpo(tmp_path_factory, tiny_model_dir):
     return data, sft, dpo
 
 
+@pytest.mark.slow
 def test_a_dpo_run_from_an_sft_adapter_is_measured_against_that_adapter(
     tmp_path, tiny_model_dir, sft_then_dpo
 ):

@@ -12,10 +12,10 @@ import fugashi
 import pytest
 from typer.testing import CliRunner
 
-from prefkit.cli import app
+from prefkit.cli.app import app
 from prefkit.data.examples import PreferenceExample
 from prefkit.data.formats import parse_file
-from prefkit.evaluate.text import language
+from prefkit.score.text import language
 from prefkit.sweep.ranking import Row, best, measured, rank_rows
 
 DATA = "builtin:tutor_test"
@@ -106,6 +106,7 @@ def evaluated(tmp_path_factory) -> dict[str, dict]:
     return reports
 
 
+@pytest.mark.slow
 def test_the_chosen_replies_pass_every_guard(evaluated):
     report = evaluated["chosen"]
     assert report["failed_guards"] == [] and report["model"]["failed_guards"] == []

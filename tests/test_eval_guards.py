@@ -1,4 +1,4 @@
-"""The flags and guards of prefkit.evaluate.guards on hand-made replies, and the text normalisation and
+"""The flags and guards of prefkit.score.guards on hand-made replies, and the text normalisation and
 BLEU they rest on."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import sacrebleu
 
 from prefkit.errors import PrefkitError
-from prefkit.evaluate.guards import (
+from prefkit.score.guards import (
     FLAGS,
     baseline_failures,
     check_guards,
@@ -18,9 +18,9 @@ from prefkit.evaluate.guards import (
     loops,
     parse_guard_limits,
 )
-from prefkit.evaluate.overlap import corpus_bleu, sentence_bleu
-from prefkit.evaluate.scorers import Sample, resolve_scorers, score_samples
-from prefkit.evaluate.text import content_words, copied_share, language, words
+from prefkit.score.overlap import corpus_bleu, sentence_bleu
+from prefkit.score.scorers import Sample, resolve_scorers, score_samples
+from prefkit.score.text import content_words, copied_share, language, words
 
 STACK = ("What is a stack?", "If you pile plates, which plate do you take off first?", "A stack is LIFO.")
 QUEUE = ("What is a queue?", "If people line up at a shop, who is served first?", "A queue is FIFO.")

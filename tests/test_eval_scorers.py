@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from prefkit.evaluate.guards import flag_samples
-from prefkit.evaluate.overlap import closer_to_chosen, corpus_bleu, rouge_l, sentence_bleu
-from prefkit.evaluate.relevance import relevance_scores
-from prefkit.evaluate.scorers import (
+from prefkit.score.guards import flag_samples
+from prefkit.score.overlap import closer_to_chosen, corpus_bleu, rouge_l, sentence_bleu
+from prefkit.score.relevance import relevance_scores
+from prefkit.score.scorers import (
     Sample,
     ScorerError,
     guides_with_question,
@@ -19,7 +19,7 @@ from prefkit.evaluate.scorers import (
     resolve_scorers,
     score_samples,
 )
-from prefkit.evaluate.text import content_words, distinct, repeated_share, words
+from prefkit.score.text import content_words, distinct, repeated_share, words
 
 FIXTURE = Path(__file__).parent / "fixtures" / "relevance_labelled.jsonl"
 
@@ -79,7 +79,7 @@ def _auc(high: list[float], low: list[float]) -> float:
 
 
 def test_relevance_and_the_flags_separate_hand_labelled_replies():
-    """Relevance tells on-topic replies from off-topic ones; the flags (prefkit.evaluate.guards) catch the
+    """Relevance tells on-topic replies from off-topic ones; the flags (prefkit.score.guards) catch the
     gamed ones, which relevance alone cannot (docs/evaluation.md gives these figures)."""
     rows = [json.loads(line) for line in FIXTURE.read_text(encoding="utf-8").splitlines()]
     assert {r["lang"] for r in rows} == {"en", "ja"} and {r["label"] for r in rows} == {"on", "off", "gamed"}

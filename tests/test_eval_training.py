@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import load_file
 from toydata import toy_pairs
 
-from prefkit.callbacks import read_metrics
 from prefkit.config import load_config
 from prefkit.errors import PrefkitError
-from prefkit.train import train
+from prefkit.train.recipe import train
+from prefkit.train.run.metrics import read_metrics
 
 # A user scorer whose value per evaluation we choose: the 2nd of 4 evaluations (step 4) is the best.
 # It counts its calls; each evaluation scores eval_generate = 2 replies.
@@ -56,6 +56,7 @@ def _config(tmp_path, model, *overrides):
     )
 
 
+@pytest.mark.slow
 def test_metric_for_best_model_on_a_user_scorer_picks_its_checkpoint(tmp_path, tiny_model_dir):
     scorer = tmp_path / "controlled.py"
     scorer.write_text(CONTROLLED, encoding="utf-8")

@@ -17,8 +17,9 @@ from prefkit.builtin import resolve_data_path
 from prefkit.config import load_config
 from prefkit.data.load import check_data
 from prefkit.env import bf16_supported
-from prefkit.losses import LOSSES
-from prefkit.train import train
+from prefkit.model.loader import load_tokenizer
+from prefkit.train.losses import LOSSES
+from prefkit.train.recipe import train
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -68,6 +69,7 @@ def on_this_machine(cfg, model: Path, output_dir: Path) -> list[str]:
     return overrides
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_checks_its_data_and_trains(path, family_models, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # examples name their DeepSpeed/FSDP files relative to the repository
@@ -85,7 +87,9 @@ def test_example_checks_its_data_and_trains(path, family_models, tmp_path, monke
     data = [resolve_data_path(f) for f in (cfg.train_file, cfg.eval_file) if f]
     # As `prefkit data check FILE --model M` runs: the format (and stage) read off the file. (An SFT example
     # trains on a preference file's chosen replies; `check_data(stage="sft")` would refuse that file.)
-    report = check_data(data, model=str(model), cutoff_len=cfg.cutoff_len, template=cfg.template)
+    report = check_data(
+        data, tokenizer=load_tokenizer(str(model)), cutoff_len=cfg.cutoff_len, template=cfg.template
+    )
     assert report.ok, [str(p) for p in report.errors[:5]]
 
     if cfg.training_arguments.get("deepspeed") or cfg.training_arguments.get("fsdp"):

@@ -17,11 +17,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from prefkit.cli import app
+from prefkit.cli.app import app
 from prefkit.data.examples import Message
-from prefkit.export import ExportError, export_model
-from prefkit.generate import SamplingSettings, generate
-from prefkit.inference import load_for_inference, parse_adapters
+from prefkit.infer.export import ExportError, export_model
+from prefkit.infer.generate import generate
+from prefkit.infer.sampling import SamplingSettings
+from prefkit.model.adapters import parse_adapters
+from prefkit.model.inference import load_for_inference
 
 PROMPTS = ["hello", "What is data science?", "機械学習とは？"]
 MAX_NEW = 16
@@ -87,6 +89,7 @@ def _unmerged_replies(model_dir: Path, adapter: Path) -> tuple[list[str], list[s
     return with_adapter, base
 
 
+@pytest.mark.slow
 def test_exported_model_loads_without_prefkit_or_peft_and_replies_the_same(
     tiny_model_dir, tiny_adapters, tmp_path
 ):

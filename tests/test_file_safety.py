@@ -15,7 +15,7 @@ import pytest
 from toydata import toy_pairs
 from typer.testing import CliRunner
 
-from prefkit.cli import app
+from prefkit.cli.app import app
 
 runner = CliRunner()
 
@@ -112,6 +112,7 @@ def test_an_empty_output_dir_is_a_config_error_and_the_current_folder_is_untouch
     assert snapshot(cwd) == before
 
 
+@pytest.mark.slow
 def test_overwriting_a_run_removes_only_what_it_wrote(setup):
     tmp_path, _, _, config = setup
     out = tmp_path / "run"
@@ -146,8 +147,8 @@ def test_data_commands_leave_everything_but_their_output(setup):
 
 
 def test_quickstart_refuses_a_folder_of_the_users(setup):
-    from prefkit.quickstart import run_quickstart
-    from prefkit.runs import OutputDirError
+    from prefkit.quickstart.recipe import run_quickstart
+    from prefkit.train.run.folder import OutputDirError
 
     tmp_path, model, _, _ = setup
     out = tmp_path / "quick"
@@ -165,6 +166,7 @@ def test_quickstart_refuses_a_folder_of_the_users(setup):
     assert not any(name.startswith("quickstart_report") for name in os.listdir(out))
 
 
+@pytest.mark.slow
 def test_a_second_process_training_into_the_same_folder_is_refused(setup):
     """Another process holds the folder (a first `prefkit train` still running): the second is refused
     and writes nothing; once the first has ended, the same command runs."""
@@ -188,7 +190,7 @@ def test_a_second_process_training_into_the_same_folder_is_refused(setup):
 HOLD_FOLDER = """
 import sys, time
 from pathlib import Path
-from prefkit.run_start import training_into
+from prefkit.train.run.start import training_into
 with training_into(Path(sys.argv[1])):
     print("holding", flush=True)
     time.sleep(600)
@@ -199,9 +201,9 @@ def test_only_rank_0_holds_the_folder_and_a_write_probe_is_not_a_strangers_file(
     """Every rank of a DDP launch trains into one folder: only rank 0 takes the lock (the others would be
     refused by it). Pre-flight's write probe, held for a moment by one rank, does not make the folder
     look like someone else's to another."""
-    from prefkit.distributed import is_first_process
-    from prefkit.preflight import WRITE_PROBE_PREFIX
-    from prefkit.run_start import plan_start, training_into
+    from prefkit.train.distributed import is_first_process
+    from prefkit.train.run.preflight import WRITE_PROBE_PREFIX
+    from prefkit.train.run.start import plan_start, training_into
 
     out = tmp_path / "out"
     out.mkdir()

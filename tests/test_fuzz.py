@@ -17,12 +17,13 @@ from fuzzkit import FUZZ, data_files, dataset_infos, overrides, yaml_texts
 from hypothesis import given
 from typer.testing import CliRunner
 
-from prefkit.cli import app
+from prefkit.cli.app import app
 from prefkit.config import ConfigError, load_config
 from prefkit.data.dataset_info import resolve_dataset
 from prefkit.data.formats import parse_file
-from prefkit.data.load import DataError, check_data, prepare_data
+from prefkit.data.load import check_data, prepare_data
 from prefkit.data.readers import read_records
+from prefkit.data.sources import DataError
 from prefkit.data.tokenize import ChatEncoder
 from prefkit.data.validate import check_files
 from prefkit.errors import PrefkitError
@@ -50,6 +51,7 @@ def _located(problems) -> None:
             assert re.match(r".+:\d+: ", str(problem)), problem
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data_files)
 def test_any_file_reads_and_parses_to_located_problems(workdir, file):
@@ -133,6 +135,7 @@ def test_any_dataset_info_resolves_or_is_refused(workdir, text):
 runner = CliRunner()
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data_files)
 def test_the_data_check_command_never_shows_a_traceback(workdir, file):

@@ -1,4 +1,4 @@
-"""The decode engine: continuous batching gives the tokens transformers' own generate gives, rows join and
+"""The decode decoder: continuous batching gives the tokens transformers' own generate gives, rows join and
 leave between steps, adapters mix in one batch, text streams without breaking characters or stop
 strings."""
 
@@ -10,11 +10,13 @@ from transformers import AutoModelForCausalLM
 
 from prefkit.data.examples import Message
 from prefkit.data.tokenize import ChatEncoder
-from prefkit.engine import Engine, Request
 from prefkit.errors import PrefkitError
-from prefkit.generate import SamplingSettings, StopCondition, default_settings, generate, stop_condition
+from prefkit.infer.decode import Decoder, Request
+from prefkit.infer.generate import generate
+from prefkit.infer.sampling import SamplingSettings, default_settings
+from prefkit.infer.stop import StopCondition, stop_condition
+from prefkit.infer.textstream import TextStream
 from prefkit.model.loader import BASE_MODEL
-from prefkit.textstream import TextStream
 
 PROMPTS = [
     "hello",
@@ -54,45 +56,45 @@ def test_continuous_batching_matches_generate_with_rows_joining_and_leaving(mode
     lengths = [20, 5, 12, 30, 1, 17]  # rows finish at different steps and leave the batch
     expected = [_hf_greedy(model, ids, stop, n) for ids, n in zip(prompt_ids, lengths, strict=True)]
 
-    engine = Engine(model, encoder.tokenizer, max_batch=3)
+    decoder = Decoder(model, encoder.tokenizer, max_batch=3)
     seqs = [
-        engine.sequence(Request(ids, SamplingSettings(max_new_tokens=n), stop))
+        decoder.sequence(Request(ids, SamplingSettings(max_new_tokens=n), stop))
         for ids, n in zip(prompt_ids, lengths, strict=True)
     ]
-    engine.add(seqs[0])
-    engine.step()
-    engine.step()  # seq 0 is two tokens in when seq 1 joins
-    engine.add(seqs[1])
-    engine.step()
+    decoder.add(seqs[0])
+    decoder.step()
+    decoder.step()  # seq 0 is two tokens in when seq 1 joins
+    decoder.add(seqs[1])
+    decoder.step()
     for seq in seqs[2:]:  # more than max_batch: they wait, then take freed places
-        engine.add(seq)
+        decoder.add(seq)
     widths = []
-    while engine.has_work:
-        assert len(engine.running) <= 3
-        engine.step()
-        if engine._mask is not None:
-            widths.append(engine._mask.shape[1])
+    while decoder.has_work:
+        assert len(decoder.running) <= 3
+        decoder.step()
+        if decoder._mask is not None:
+            widths.append(decoder._mask.shape[1])
     for seq, want, n in zip(seqs, expected, lengths, strict=True):
         assert seq.generated == want
         assert seq.finish_reason == "length" and len(seq.generated) == n
-    assert engine._cache is None and not engine.running  # everything freed
+    assert decoder._cache is None and not decoder.running  # everything freed
     assert max(widths) <= max(len(i) for i in prompt_ids) + max(lengths)  # padding columns are trimmed
 
 
 def test_cancelled_sequences_leave_and_the_rest_are_unaffected(model, encoder):
     stop = stop_condition(model, encoder)
     prompt_ids = [encoder.prompt_ids([Message("user", p)]) for p in PROMPTS[:3]]
-    engine = Engine(model, encoder.tokenizer, max_batch=4)
-    seqs = [engine.sequence(Request(ids, SamplingSettings(max_new_tokens=15), stop)) for ids in prompt_ids]
+    decoder = Decoder(model, encoder.tokenizer, max_batch=4)
+    seqs = [decoder.sequence(Request(ids, SamplingSettings(max_new_tokens=15), stop)) for ids in prompt_ids]
     for seq in seqs:
-        engine.add(seq)
-    engine.step()
+        decoder.add(seq)
+    decoder.step()
     seqs[1].cancel()
-    finished = [u.seq for u in engine.step() if u.finished]
+    finished = [u.seq for u in decoder.step() if u.finished]
     assert finished == [seqs[1]] and seqs[1].finish_reason == "cancelled"
-    assert seqs[1] not in engine.running
-    while engine.has_work:
-        engine.step()
+    assert seqs[1] not in decoder.running
+    while decoder.has_work:
+        decoder.step()
     for i in (0, 2):
         assert seqs[i].generated == _hf_greedy(model, prompt_ids[i], stop, 15)
 
@@ -101,18 +103,18 @@ def test_stop_ids_end_a_reply_and_count_as_generated(model, encoder):
     ids = encoder.prompt_ids([Message("user", "hello")])
     free = _hf_greedy(model, ids, StopCondition((), ()), 6)
     # Make the 4th token a stop id: the reply ends before it, and the stop token counts in the usage.
-    engine = Engine(model, encoder.tokenizer)
-    seq = engine.sequence(Request(ids, SamplingSettings(max_new_tokens=6), StopCondition((free[3],), ())))
-    engine.add(seq)
-    while engine.has_work:
-        engine.step()
+    decoder = Decoder(model, encoder.tokenizer)
+    seq = decoder.sequence(Request(ids, SamplingSettings(max_new_tokens=6), StopCondition((free[3],), ())))
+    decoder.add(seq)
+    while decoder.has_work:
+        decoder.step()
     assert seq.generated == free[:3] and seq.finish_reason == "stop" and seq.completion_tokens == 4
-    ignoring = engine.sequence(
+    ignoring = decoder.sequence(
         Request(ids, SamplingSettings(max_new_tokens=6), StopCondition((free[3],), ()), ignore_eos=True)
     )
-    engine.add(ignoring)
-    while engine.has_work:
-        engine.step()
+    decoder.add(ignoring)
+    while decoder.has_work:
+        decoder.step()
     assert ignoring.generated == free and ignoring.finish_reason == "length"
 
 
@@ -124,19 +126,19 @@ def test_seeded_sampling_does_not_depend_on_batch_company(model, encoder):
     ids = encoder.prompt_ids([Message("user", "hello")])
 
     def run(company: int) -> list[int]:
-        engine = Engine(model, encoder.tokenizer, max_batch=8)
-        seq = engine.sequence(Request(ids, settings, stop))
-        engine.add(seq)
+        decoder = Decoder(model, encoder.tokenizer, max_batch=8)
+        seq = decoder.sequence(Request(ids, settings, stop))
+        decoder.add(seq)
         for p in PROMPTS[:company]:
             other = SamplingSettings(max_new_tokens=12, do_sample=True, seed=99)
-            engine.add(engine.sequence(Request(encoder.prompt_ids([Message("user", p)]), other, stop)))
-        while engine.has_work:
-            engine.step()
+            decoder.add(decoder.sequence(Request(encoder.prompt_ids([Message("user", p)]), other, stop)))
+        while decoder.has_work:
+            decoder.step()
         return seq.generated
 
     alone = run(0)
     assert run(3) == alone and run(5) == alone
-    other_seed = Engine(model, encoder.tokenizer)
+    other_seed = Decoder(model, encoder.tokenizer)
     seq = other_seed.sequence(Request(ids, SamplingSettings(max_new_tokens=12, do_sample=True, seed=8), stop))
     other_seed.add(seq)
     while other_seed.has_work:
@@ -166,13 +168,13 @@ def test_adapters_mix_in_one_batch(tiny_model_dir, encoder, tiny_adapters):
     expected = {name: alone(name) for name in ("a", "b", BASE_MODEL)}
     model.set_adapter("a")
     assert len({tuple(v) for v in expected.values()}) == 3  # the adapters really change the output
-    engine = Engine(model, encoder.tokenizer, max_batch=6)
+    decoder = Decoder(model, encoder.tokenizer, max_batch=6)
     seqs = {}
     for name in ("b", BASE_MODEL, "a", None):  # None: the active adapter ("a")
-        seqs[name] = engine.sequence(Request(ids, SamplingSettings(max_new_tokens=10), stop, adapter=name))
-        engine.add(seqs[name])
-    while engine.has_work:
-        engine.step()
+        seqs[name] = decoder.sequence(Request(ids, SamplingSettings(max_new_tokens=10), stop, adapter=name))
+        decoder.add(seqs[name])
+    while decoder.has_work:
+        decoder.step()
     assert seqs["a"].generated == expected["a"] == seqs[None].generated
     assert seqs["b"].generated == expected["b"]
     assert seqs[BASE_MODEL].generated == expected[BASE_MODEL]
@@ -290,34 +292,34 @@ def test_other_architectures_match_generate(name, encoder):
     model.generation_config.eos_token_id = None  # random weights: run to max_new_tokens on both sides
     stop = StopCondition((), ())
     prompt_ids = [encoder.prompt_ids([Message("user", p)]) for p in PROMPTS[:4]]
-    engine = Engine(model, encoder.tokenizer, max_batch=2)
+    decoder = Decoder(model, encoder.tokenizer, max_batch=2)
     # Caches with sliding-window layers cannot take rows mid-flight: those batches run to the end.
-    assert engine.can_join == ("sliding" not in name)
-    seqs = [engine.sequence(Request(ids, SamplingSettings(max_new_tokens=12), stop)) for ids in prompt_ids]
-    engine.add(seqs[0])
-    engine.step()
+    assert decoder.can_join == ("sliding" not in name)
+    seqs = [decoder.sequence(Request(ids, SamplingSettings(max_new_tokens=12), stop)) for ids in prompt_ids]
+    decoder.add(seqs[0])
+    decoder.step()
     for seq in seqs[1:]:
-        engine.add(seq)
-    while engine.has_work:
-        engine.step()
+        decoder.add(seq)
+    while decoder.has_work:
+        decoder.step()
     for seq, ids in zip(seqs, prompt_ids, strict=True):
         assert seq.generated == _hf_greedy(model, ids, stop, 12)
 
 
 def test_the_cache_goes_by_the_name_the_model_takes(model, encoder):
     """transformers 5.25 renamed forward's ``past_key_values`` to ``cache`` and warns at the old name (a
-    warning that would show in `prefkit chat`'s terminal); the engine passes it by the model's own name."""
+    warning that would show in `prefkit chat`'s terminal); the decoder passes it by the model's own name."""
     import inspect
     import warnings
 
     stop = stop_condition(model, encoder)
-    engine = Engine(model, encoder.tokenizer)
+    decoder = Decoder(model, encoder.tokenizer)
     names = inspect.signature(model.forward).parameters
-    assert engine._cache_kwarg == ("cache" if "cache" in names else "past_key_values")
-    engine.add(
-        engine.sequence(Request(encoder.prompt_ids([Message("user", "hi")]), SamplingSettings(4), stop))
+    assert decoder._cache_kwarg == ("cache" if "cache" in names else "past_key_values")
+    decoder.add(
+        decoder.sequence(Request(encoder.prompt_ids([Message("user", "hi")]), SamplingSettings(4), stop))
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
-        while engine.has_work:
-            engine.step()
+        while decoder.has_work:
+            decoder.step()

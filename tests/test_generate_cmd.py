@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from prefkit.batch_generate import PART_SUFFIX, GenerateError, generate_file, read_prompts
 from prefkit.data.examples import Message
-from prefkit.generate import SamplingSettings, generate
-from prefkit.inference import load_for_inference
+from prefkit.infer.batch import PART_SUFFIX, GenerateError, generate_file, read_prompts
+from prefkit.infer.generate import generate
+from prefkit.infer.sampling import SamplingSettings
+from prefkit.model.inference import load_for_inference
 
 MAX_NEW = 24
 
@@ -82,6 +83,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "prefkit", "generate", *args]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_duplicates_or_losses(loaded, tiny_model_dir, tmp_path):
     prompts = _prompts(40)
     source = _write_jsonl(tmp_path / "prompts.jsonl", prompts)

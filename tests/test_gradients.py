@@ -12,7 +12,7 @@ import itertools
 import pytest
 import torch
 
-from prefkit.losses import LOSSES, LossParams, PolicyLogps, log1mexp, preference_loss
+from prefkit.train.losses import LOSSES, LossParams, PolicyLogps, log1mexp, preference_loss
 
 # Mean log-prob per token of a response, from near certainty to very unlikely.
 PER_TOKEN = [-1e-30, -1e-12, -3e-8, -1e-7, -1e-3, -0.5, -0.6931, -0.7, -1.0, -5.0, -20.0, -50.0]

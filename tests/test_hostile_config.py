@@ -73,6 +73,7 @@ def test_the_750_byte_alias_bomb_is_refused_at_its_line(tmp_path):
         ("lora_target=[" + ",".join(["x"] * 20_000) + "]", "expands to more than 10,000 values"),
     ],
 )
+@pytest.mark.slow
 def test_hostile_overrides_are_problems(tmp_path, override, expected):
     found = problems(tmp_path, "stage: dpo", override)
     assert any(expected in p for p in found) and all(len(p) < 500 for p in found), found

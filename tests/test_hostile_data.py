@@ -12,8 +12,9 @@ import pytest
 from prefkit.config import load_config
 from prefkit.data.dataset_info import DatasetInfoError, resolve_dataset
 from prefkit.data.formats import FormatError, parse_file
-from prefkit.data.load import DataError, check_data, prepare_data
+from prefkit.data.load import check_data, prepare_data
 from prefkit.data.readers import DataFileError, read_records
+from prefkit.data.sources import DataError
 from prefkit.data.tokenize import ChatEncoder
 from prefkit.data.validate import check_files
 

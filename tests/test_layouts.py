@@ -6,10 +6,10 @@ import pytest
 import torch
 from tiny import FAMILIES, build_family
 
-from prefkit import attention as attention_module
-from prefkit.attention import IMPLEMENTATION, use_lean_attention
 from prefkit.data.collate import PreferenceCollator, SharedPromptCollator
-from prefkit.logps import sequence_logps
+from prefkit.model import attention as attention_module
+from prefkit.model.attention import IMPLEMENTATION, use_lean_attention
+from prefkit.model.logps import sequence_logps
 
 
 def _features(seed: int = 0) -> list[dict[str, list[int]]]:

@@ -9,7 +9,8 @@ import pytest
 
 from prefkit.config import load_config
 from prefkit.data.examples import Location, Message, PreferenceExample
-from prefkit.data.load import DataError, prepare_data, split_examples
+from prefkit.data.load import prepare_data, split_examples
+from prefkit.data.sources import DataError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from tiny import FAMILIES, build_family
 
-from prefkit import logps, output_layer
 from prefkit.data.tokenize import IGNORE_INDEX
-from prefkit.output_layer import head_logps
+from prefkit.model import log_softmax, logps
+from prefkit.model.output_layer import head_logps
 
 
 def _label_logps(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,11 +30,12 @@ def naive(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-@pytest.mark.parametrize("chunk", [7, 2**24])  # 7 elements: one position per chunk; 2**24: one chunk
-def test_chunked_equals_full_in_value_and_gradient(monkeypatch, dtype, chunk):
-    monkeypatch.setattr(logps, "CHUNK_ELEMENTS", chunk)
+@pytest.mark.parametrize("block", [11, 2**19])  # 11 elements: one position per block; 2**19: one block
+def test_chunked_equals_full_in_value_and_gradient(monkeypatch, dtype, block):
+    monkeypatch.setattr(log_softmax, "BLOCK_ELEMENTS", block)
     torch.manual_seed(0)
     logits = (torch.randn(3, 5, 11, dtype=torch.float64) * 4).to(dtype).requires_grad_()
+    given = logits.detach().clone()
     labels = torch.randint(0, 11, (3, 5))
     labels[0, :2] = IGNORE_INDEX
     labels[2, :] = IGNORE_INDEX  # a row with nothing labelled
@@ -42,6 +43,7 @@ def test_chunked_equals_full_in_value_and_gradient(monkeypatch, dtype, chunk):
 
     ours, mask = _label_logps(logits, labels)
     (ours.double() * weights).sum().backward()
+    assert torch.equal(logits.detach(), given)  # the model's logits are read, never written
     grad_ours = logits.grad.clone()
     logits.grad = None
     ref = naive(logits, labels)
@@ -140,7 +142,7 @@ def test_fused_output_layer_equals_plain(monkeypatch, dtype, chunk, block, softc
     """Both backward paths (the hidden-state gradient precomputed for a frozen weight; each chunk
     recomputed for a trained one), with and without Gemma 2's soft-capping, one row or all per chunk, the
     chunk's softmax taken all at once or a few rows at a time."""
-    monkeypatch.setattr(output_layer, "BLOCK_ELEMENTS", block)
+    monkeypatch.setattr(log_softmax, "BLOCK_ELEMENTS", block)
     torch.manual_seed(0)
     hidden = (torch.randn(6, 4, dtype=torch.float64) * 2).to(dtype).requires_grad_()
     weight = torch.randn(11, 4, dtype=torch.float64).to(dtype).requires_grad_(train_weight)

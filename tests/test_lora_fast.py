@@ -9,7 +9,7 @@ import pytest
 import torch
 from tiny import FAMILIES, build_family
 
-from prefkit.lora_fast import use_lean_lora_forward
+from prefkit.model.lora_fast import use_lean_lora_forward
 
 
 def _lora_model(family: str, tmp_path, dropout: float = 0.0):

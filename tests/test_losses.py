@@ -17,8 +17,8 @@ import torch
 from datasets import Dataset
 
 from prefkit.data.tokenize import IGNORE_INDEX
-from prefkit.logps import sequence_logps
-from prefkit.losses import LOSSES, LossParams, PolicyLogps, log1mexp, preference_loss
+from prefkit.model.logps import sequence_logps
+from prefkit.train.losses import LOSSES, LossParams, PolicyLogps, log1mexp, preference_loss
 
 TOL = 1e-6
 

@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from prefkit.model_sources import ModelLoadError, _gguf_cache_name, _why, resolve_first, resolve_model
+from prefkit.model.loader import ModelLoadError
+from prefkit.model.sources import _gguf_cache_name, _why, resolve_first, resolve_model
 
 
 def test_local_folder_resolves_to_itself(tiny_model_dir, tmp_path):
@@ -55,7 +56,7 @@ def test_place_like_moves_a_reference_to_the_policys_device_and_dtype(tiny_model
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from prefkit.models import place_like
+    from prefkit.model.training import place_like
 
     config = AutoConfig.from_pretrained(tiny_model_dir)
     with torch.device("meta"):
@@ -84,7 +85,7 @@ def offline(monkeypatch) -> None:
 
 
 def test_the_builtins_hub_id_resolves_to_it_offline(builtin_in_cache, monkeypatch):
-    from prefkit.model_sources import BUILTIN_MODELS
+    from prefkit.model.sources import BUILTIN_MODELS
 
     offline(monkeypatch)
     hub_id = BUILTIN_MODELS["smollm2-135m-instruct"].hub_id
@@ -104,7 +105,7 @@ def test_an_adapter_trained_on_the_builtin_names_its_hub_id(builtin_in_cache, tm
     from transformers import AutoModelForCausalLM
 
     from prefkit.config import load_config
-    from prefkit.train import train
+    from prefkit.train.recipe import train
 
     offline(monkeypatch)
     result = train(

@@ -17,11 +17,11 @@ import torch
 from toydata import toy_pairs, toy_sft
 from transformers import TrainerCallback
 
-from prefkit.callbacks import METRICS_FILE, read_metrics
 from prefkit.config import load_config
-from prefkit.nonfinite import NonFiniteTrainingError, NonFiniteWeightsError
-from prefkit.runs import RUN_FILE
-from prefkit.train import train
+from prefkit.train.nonfinite import NonFiniteTrainingError, NonFiniteWeightsError
+from prefkit.train.recipe import train
+from prefkit.train.run.folder import RUN_FILE
+from prefkit.train.run.metrics import METRICS_FILE, read_metrics
 
 MARK = "§"  # in no other example, and in no text the tiny tokenizer was trained on
 
@@ -94,7 +94,7 @@ def tokenizer_of(model: Path):
 def test_a_nonfinite_step_is_skipped_and_named(tmp_path, tiny_model_dir, caplog, stage):
     data = poisoned_data(tmp_path, stage, {6})
     poison = Poison(tokenizer_of(tiny_model_dir))
-    with caplog.at_level(logging.WARNING, logger="prefkit.nonfinite"):
+    with caplog.at_level(logging.WARNING, logger="prefkit.train.nonfinite"):
         result = train(
             load_config(None, overrides(tmp_path, tiny_model_dir, data, stage)), callbacks=[poison]
         )
@@ -126,7 +126,7 @@ def test_with_gradient_accumulation_the_whole_step_is_skipped(tmp_path, tiny_mod
         "per_device_train_batch_size=1",
         "gradient_accumulation_steps=2",
     )
-    with caplog.at_level(logging.WARNING, logger="prefkit.nonfinite"):
+    with caplog.at_level(logging.WARNING, logger="prefkit.train.nonfinite"):
         train(load_config(None, cfg), callbacks=[poison])
     warnings = [r.getMessage() for r in caplog.records if "non-finite" in r.getMessage()]
     assert len(warnings) == 1 and f"{data}:3" in warnings[0]

@@ -13,7 +13,8 @@ import pytest
 import torch
 from test_train import config
 
-from prefkit.preflight import (
+from prefkit.train.recipe import train
+from prefkit.train.run.preflight import (
     ModelSize,
     PreflightError,
     check_checkpoint_disk,
@@ -22,7 +23,6 @@ from prefkit.preflight import (
     estimate_size,
     preflight,
 )
-from prefkit.train import train
 
 
 def weightless(tmp_path: Path, tiny_model_dir: Path, *, drop_template: bool = False, **changes) -> Path:

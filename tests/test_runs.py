@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from prefkit.run_start import check_not_overlapping, plan_start
-from prefkit.runs import RUN_FILE, OutputDirError, RunFolder, read_marker
+from prefkit.train.run.folder import RUN_FILE, OutputDirError, RunFolder, read_marker
+from prefkit.train.run.start import check_not_overlapping, plan_start
 
 
 def marked(folder: Path, status: str = "running", files: list[str] | None = None, **fields) -> Path:

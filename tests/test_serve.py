@@ -17,9 +17,11 @@ import openai
 import pytest
 
 from prefkit.data.examples import Message
-from prefkit.engine import Engine, Request
-from prefkit.generate import SamplingSettings, StopCondition, stop_condition
-from prefkit.inference import load_for_inference, parse_adapters
+from prefkit.infer.decode import Decoder, Request
+from prefkit.infer.sampling import SamplingSettings
+from prefkit.infer.stop import StopCondition, stop_condition
+from prefkit.model.adapters import parse_adapters
+from prefkit.model.inference import load_for_inference
 from prefkit.model.loader import BASE_MODEL
 from prefkit.serve.process import ServerProcess
 
@@ -55,13 +57,13 @@ def client(server):
 
 def _expected(loaded, adapter: str | None, ids: list[int], stop: StopCondition, max_new: int) -> str:
     """The reply the library gives (greedy), for comparison with what the server sends."""
-    engine = Engine(loaded.model, loaded.tokenizer)
-    seq = engine.sequence(
+    decoder = Decoder(loaded.model, loaded.tokenizer)
+    seq = decoder.sequence(
         Request(ids, SamplingSettings(max_new_tokens=max_new), stop, adapter=adapter or BASE_MODEL)
     )
-    engine.add(seq)
-    while engine.has_work:
-        engine.step()
+    decoder.add(seq)
+    while decoder.has_work:
+        decoder.step()
     return seq.text
 
 
@@ -103,6 +105,7 @@ def _chat(model: str = BASE, content: str = "hello", **extra) -> dict:
     return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
 
 
+@pytest.mark.slow
 def test_models_lists_the_base_and_each_adapter(client, tiny_adapters):
     models = {m.id: m for m in client.models.list().data}
     assert set(models) == {BASE, "a", "b"}
@@ -216,6 +219,7 @@ def test_bad_requests_are_4xx_with_an_openai_error(server, body, status, param):
     assert answer["error"]["param"] == param
 
 
+@pytest.mark.slow
 def test_limits_on_length_body_and_method(server, loaded):
     ids = loaded.encoder().prompt_ids([Message("user", "hello")])
     too_long = 512 - len(ids) + 1  # prompt + max_tokens one over the context
@@ -262,6 +266,7 @@ def test_health_answers_while_generating_and_a_disconnect_stops_generation(serve
     assert after["generated_tokens"] - before["generated_tokens"] < LONG  # it stopped early
 
 
+@pytest.mark.slow
 def test_a_full_queue_answers_429(server):
     _wait_idle(server)
     streams = [_start_long_stream(server) for _ in range(2)]  # both places of the batch
@@ -285,6 +290,7 @@ def test_a_full_queue_answers_429(server):
     _wait_idle(server)
 
 
+@pytest.mark.slow
 def test_a_stalled_client_is_cut_off(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")  # half a head, then nothing
@@ -307,6 +313,7 @@ def _abuse_module():
     return module
 
 
+@pytest.mark.slow
 def test_abuse_slice(server):
     """A fast slice of scripts/serve_abuse.py: every kind of abuse, answered right, server still up."""
     abuse = _abuse_module()

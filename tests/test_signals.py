@@ -10,11 +10,11 @@ import pytest
 from test_train import config
 from transformers import TrainerCallback
 
-from prefkit.callbacks import read_metrics
 from prefkit.errors import TrainingInterrupted
-from prefkit.runs import checkpoints
-from prefkit.signals import GracefulStop
-from prefkit.train import train
+from prefkit.train.recipe import train
+from prefkit.train.run.folder import checkpoints
+from prefkit.train.run.metrics import read_metrics
+from prefkit.train.run.signals import GracefulStop
 
 
 def test_first_signal_sets_the_flag_second_sigint_raises_and_handlers_are_restored():
@@ -39,6 +39,7 @@ class SignalAt(TrainerCallback):
             os.kill(os.getpid(), self.signum)
 
 
+@pytest.mark.slow
 def test_a_signal_saves_a_checkpoint_and_the_same_command_resumes(tmp_path, tiny_model_dir):
     cfg = config(tmp_path, tiny_model_dir, "max_steps=6", "save_steps=100", "plot_loss=false")
     with pytest.raises(TrainingInterrupted) as err:

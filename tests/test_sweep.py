@@ -16,11 +16,10 @@ from toydata import toy_pairs
 from transformers import TrainerCallback
 from typer.testing import CliRunner
 
-import prefkit.trainer as trainer_module
-from prefkit.callbacks import read_metrics
-from prefkit.cli import app
+import prefkit.train.trainer as trainer_module
+from prefkit.cli.app import app
 from prefkit.errors import TrainingInterrupted
-from prefkit.evaluate.guards import FLAGS
+from prefkit.score.guards import FLAGS
 from prefkit.sweep import EvalSettings, SweepError, run_sweep
 from prefkit.sweep.grid import (
     GridError,
@@ -31,6 +30,7 @@ from prefkit.sweep.grid import (
     select,
 )
 from prefkit.sweep.ranking import Measured, Row, best, canonical_metric, rank_rows
+from prefkit.train.run.metrics import read_metrics
 
 GRID = ["pref_beta=0.1,0.5", "learning_rate=1e-3,5e-3"]
 # The tiny random model's replies are noise that the evaluation's own guards flag (off topic, other
@@ -118,6 +118,7 @@ def interrupted(tmp_path_factory, tiny_model_dir):
     }
 
 
+@pytest.mark.slow
 def test_a_2x2_sweep_leaves_four_evaluated_runs_and_a_leaderboard(interrupted):
     sweep_dir, result = interrupted["dir"], interrupted["result"]
     names = [r.name for r in result.runs]
@@ -389,6 +390,7 @@ def test_the_command_line(tmp_path, tiny_model_dir):
     assert bad.exit_code == 2 and "not a held-out metric" in bad.output
 
 
+@pytest.mark.slow
 def test_a_failed_run_is_recorded_the_sweep_goes_on_and_a_rerun_retries_it(tmp_path, tiny_model_dir):
     """Two worker processes; one run's LoRA targets a module the model does not have."""
     config = base_config(tmp_path, tiny_model_dir, max_steps=2)
@@ -410,6 +412,7 @@ def test_a_failed_run_is_recorded_the_sweep_goes_on_and_a_rerun_retries_it(tmp_p
     assert state[bad]["attempts"] == 2 and state[good]["attempts"] == 1
 
 
+@pytest.mark.slow
 def test_the_same_sweep_on_a_local_ray_instance(tmp_path, tiny_model_dir):
     ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'prefkit[ray]'")
     config = base_config(tmp_path, tiny_model_dir, max_steps=2)
@@ -441,7 +444,7 @@ def test_the_same_sweep_on_a_local_ray_instance(tmp_path, tiny_model_dir):
 def test_prepared_data_is_shared_only_where_the_data_is_the_same(tmp_path, tiny_model_dir):
     from prefkit.config import load_config
     from prefkit.data.load import prepare_data
-    from prefkit.data.shared import shared_preparation
+    from prefkit.data.reuse import shared_preparation
     from prefkit.model.loader import load_tokenizer
 
     path = base_config(tmp_path, tiny_model_dir)
@@ -472,6 +475,7 @@ class SignalAtStep(TrainerCallback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_sweep_not_only_the_run(tmp_path, tiny_model_dir):
     config = base_config(tmp_path, tiny_model_dir)
     sweep_dir = tmp_path / "sweep"
@@ -485,6 +489,7 @@ def test_ctrl_c_stops_the_sweep_not_only_the_run(tmp_path, tiny_model_dir):
     assert (runs[0] / "checkpoint-2").is_dir()  # the interrupted run saved its step on the way out
 
 
+@pytest.mark.slow
 def test_a_config_edited_while_the_sweep_runs_is_refused_for_the_runs_not_yet_trained(
     tmp_path, tiny_model_dir
 ):
@@ -531,6 +536,7 @@ def test_metrics_that_would_rank_by_the_setting_or_by_length_are_refused(tmp_pat
     assert not any(p.name.startswith("run-") for p in (tmp_path / "s").iterdir())
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_parallel_sweep_and_every_worker_with_a_checkpoint(tmp_path, tiny_model_dir):
     """The sweep process gets SIGTERM (a scheduler, `kill`) while two worker processes train: each worker
     saves a checkpoint and ends, and the sweep exits 143 -- no worker trains on unwatched."""
@@ -538,7 +544,7 @@ def test_sigterm_stops_a_parallel_sweep_and_every_worker_with_a_checkpoint(tmp_p
     import sys
     import time
 
-    from prefkit.run_start import training_into
+    from prefkit.train.run.start import training_into
 
     config = base_config(tmp_path, tiny_model_dir, max_steps=100_000, save_steps=100_000)
     sweep_dir = tmp_path / "sweep"

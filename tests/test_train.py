@@ -12,12 +12,12 @@ import torch
 from toydata import toy_pairs, toy_sft
 from transformers import TrainerCallback
 
-from prefkit.callbacks import read_metrics
 from prefkit.config import load_config
 from prefkit.data.collate import PreferenceCollator, SFTCollator
 from prefkit.env import bf16_supported
-from prefkit.runs import OutputDirError, checkpoints
-from prefkit.train import train
+from prefkit.train.recipe import train
+from prefkit.train.run.folder import OutputDirError, checkpoints
+from prefkit.train.run.metrics import read_metrics
 
 TRL_METRICS = {
     "loss",
@@ -59,6 +59,7 @@ def config(tmp_path: Path, model: Path, *overrides: str, name: str = "run"):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo"])
 def test_every_method_learns_the_toy_preference(tmp_path, tiny_model_dir, method):
     extra = ["learning_rate=2e-2"] if method == "ipo" else []  # IPO's per-token gradients are small
@@ -103,6 +104,7 @@ def test_preference_collator_stacks_chosen_over_rejected():
     ]
 
 
+@pytest.mark.slow
 def test_sft_then_dpo_on_the_sft_adapter(tmp_path, tiny_model_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -175,6 +177,7 @@ def test_full_finetuning_saves_a_full_model(tmp_path, tiny_model_dir, precision)
     assert result.metrics[0]["rewards/chosen"] == 0.0  # the frozen copy starts equal to the policy
 
 
+@pytest.mark.slow
 def test_output_folder_contents_and_refusal_to_overwrite(tmp_path, tiny_model_dir):
     cfg = config(tmp_path, tiny_model_dir, "max_steps=4", "save_steps=2", "save_total_limit=1")
     train(cfg)
@@ -213,6 +216,7 @@ class StopAt(TrainerCallback):
             raise KeyboardInterrupt("simulated crash")
 
 
+@pytest.mark.slow
 def test_resume_is_exact(tmp_path, tiny_model_dir):
     """A run stopped after step 6 and resumed logs the same loss at every later step as an uninterrupted
     run (torchtune's test_training_state_on_resume), with no step duplicated or missing."""
@@ -247,6 +251,7 @@ def test_resume_is_exact(tmp_path, tiny_model_dir):
             assert b[step][key] == pytest.approx(a[step][key], rel=1e-5, abs=1e-7), (step, key)
 
 
+@pytest.mark.slow
 def test_resume_discards_metrics_logged_after_the_last_checkpoint(tmp_path, tiny_model_dir):
     cfg = config(tmp_path, tiny_model_dir, "max_steps=8", "save_steps=4")
     with pytest.raises(KeyboardInterrupt):
@@ -258,6 +263,7 @@ def test_resume_discards_metrics_logged_after_the_last_checkpoint(tmp_path, tiny
     assert steps == list(range(1, 9))
 
 
+@pytest.mark.slow
 def test_evaluation_and_best_model(tmp_path, tiny_model_dir):
     result = train(
         config(
@@ -287,8 +293,9 @@ def test_quantization_on_cpu_is_a_clear_error(tmp_path, tiny_model_dir):
         train(config(tmp_path, tiny_model_dir, "quantization_bit=4"))
 
 
+@pytest.mark.slow
 def test_a_run_that_fails_its_checks_leaves_the_previous_run_intact(tmp_path, tiny_model_dir):
-    from prefkit.data.load import DataError
+    from prefkit.data.sources import DataError
 
     cfg = config(tmp_path, tiny_model_dir, "max_steps=2")
     train(cfg)

@@ -9,7 +9,7 @@ from toydata import toy_pairs
 
 from prefkit.config import load_config
 from prefkit.errors import PrefkitError
-from prefkit.train import train, training_arguments
+from prefkit.train.recipe import train, training_arguments
 
 
 def config(tmp_path, model, *overrides: str):
@@ -108,9 +108,9 @@ def test_a_full_finetuning_reference_sits_with_the_policy(tmp_path, tiny_model_d
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from prefkit.data.collate import PreferenceCollator
-    from prefkit.losses import LossParams
-    from prefkit.models import LoadedModel
-    from prefkit.trainer import PrefTrainer
+    from prefkit.model.training import LoadedModel
+    from prefkit.train.losses import LossParams
+    from prefkit.train.trainer import PrefTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     policy = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float64)

@@ -9,9 +9,11 @@ import pytest
 
 from prefkit.config import load_config
 from prefkit.data.examples import ExampleError, Location, Message, PreferenceExample
-from prefkit.data.load import DataError, check_data
+from prefkit.data.load import check_data
+from prefkit.data.sources import DataError
 from prefkit.data.tokenize import ChatEncoder
-from prefkit.train import train
+from prefkit.model.loader import load_tokenizer
+from prefkit.train.recipe import train
 
 LONG_PROMPT = "Explain this carefully. " + "word " * 100
 SHARED = "Here is a careful answer that begins the same way in both replies. " * 3
@@ -45,7 +47,7 @@ def test_data_check_and_training_name_them_and_skip_them(tmp_path, tiny_model_di
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    report = check_data([data], model=str(tiny_model_dir), cutoff_len=20)
+    report = check_data([data], tokenizer=load_tokenizer(str(tiny_model_dir)), cutoff_len=20)
     assert [(str(p.location), p.kind) for p in report.errors] == [
         (f"{data}:3", "too_long"),
         (f"{data}:5", "identical_after_truncation"),

@@ -124,6 +124,7 @@ def runs_by_name(server) -> dict[str, dict]:
     return {r["name"]: r for r in body["runs"]}
 
 
+@pytest.mark.slow
 def test_the_runs_list_finds_every_run_with_its_status(server):
     runs = runs_by_name(server)
     assert set(runs) == {
@@ -310,6 +311,7 @@ def test_the_page_builds_no_html_from_strings_and_loads_nothing_from_elsewhere()
         assert not urls, (path.name, urls)
 
 
+@pytest.mark.slow
 def test_the_commands_refuse_a_missing_runs_folder_and_adapters_without_a_model(tmp_path):
     def prefkit(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

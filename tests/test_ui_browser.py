@@ -20,6 +20,8 @@ from uikit import ARTIFACTS, build_reply_adapter, find_browser, start_browser, t
 from prefkit.serve.process import ServerProcess
 from prefkit.ui.runs import folder_id
 
+pytestmark = pytest.mark.slow  # a real browser and a live server for every test
+
 KEY = "sk-ui-browser-" + "0123456789"
 HOSTILE = "<img src=x onerror=window.__pwned=1>"  # a run folder's name is untrusted text too
 MARKUP_REPLY = "<script>go(1)"  # what the "markup" adapter answers to anything (see build_reply_adapter)

@@ -18,7 +18,7 @@ def train_run(
 ) -> Path:
     """A real prefkit run of the tiny model on the toy preference, into ``root/name``."""
     from prefkit.config import load_config
-    from prefkit.train import train
+    from prefkit.train.recipe import train
 
     data = toy_pairs(root.parent / f"{root.name}-pairs.jsonl")
     config = load_config(

@@ -5,7 +5,8 @@ The package, by concern: ``schema`` (the Config fields and their checks), ``yaml
 with line numbers, and overrides), ``passthrough`` (any ``transformers.TrainingArguments`` field, checked
 against its type), ``keys`` (renamed and ignored keys, value hints), ``messages`` and ``words`` (the
 error sentences), ``loader`` (``load_config``, which ties them together).
-"""
+
+The lowest layer: may import nothing of prefkit but :mod:`prefkit.errors`."""
 
 from prefkit.config.keys import COMMAND_LINE, IGNORED_KEYS, RENAMED_KEYS, ConfigError
 from prefkit.config.loader import load_config

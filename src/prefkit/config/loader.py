@@ -53,19 +53,54 @@ def load_config(
     raise one :class:`ConfigError` listing every problem -- or return the :class:`Config`.
 
     Warnings (renamed keys, keys prefkit ignores) go to ``warn``, each once; by default they are logged."""
-    emit = warn or _default_warn
-    warned: set[str] = set()
-
-    def warn_once(tag: str, message: str) -> None:
-        if tag not in warned:
-            warned.add(tag)
-            emit(message)
-
     file_name = os.fspath(path) if path is not None else None
-    problems: list[tuple[int, str]] = []
+    keys = _Keys(_Warnings(warn or _default_warn))
+    for entry in _entries(file_name, overrides, keys.problems):
+        keys.add(entry)
+    keys.keep_later_aliases()
+    training_arguments = keys.training_arguments()
+    config = _validate(
+        keys, {**keys.values, "training_arguments": training_arguments, "config_file": file_name}
+    )
+    if config is not None:
+        keys.cross_field_problems(config)
+    if keys.problems:
+        keys.problems.sort(key=lambda item: item[0])
+        raise ConfigError([message for _, message in keys.problems])
+    assert config is not None  # no problems means the first validation succeeded
+
+    if "simpo_gamma" in keys.values and config.pref_loss != "simpo":
+        keys.warn(
+            "unused:simpo_gamma",
+            f"{keys.origins['simpo_gamma']}: simpo_gamma is only used by pref_loss: simpo; "
+            f"ignored with pref_loss: {config.pref_loss}",
+        )
+    config._origins = keys.origins
+    return config
+
+
+Problems = list[tuple[int, str]]  # (order of the entry at fault, message): reported sorted, all at once
+
+
+class _Warnings:
+    """Each warning once per load (by tag), passed on to the caller's ``warn``."""
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        self.emit = emit
+        self.given: set[str] = set()
+
+    def __call__(self, tag: str, message: str) -> None:
+        if tag not in self.given:
+            self.given.add(tag)
+            self.emit(message)
+
+
+def _entries(file_name: str | None, overrides: Sequence[str], problems: Problems) -> list[Entry]:
+    """The file's entries, then the command line's ``key=value`` overrides, in the order they apply."""
     entries: list[Entry] = []
     if file_name is not None:
-        entries, problems = read_yaml(file_name)
+        entries, found = read_yaml(file_name)
+        problems += found
     first_override = (entries[-1].order if entries else 0) + 10**9
     for index, text in enumerate(overrides):
         order = first_override + index
@@ -75,138 +110,148 @@ def load_config(
             problems.append((order, str(exc)))
             continue
         entries.append(Entry(key, value, COMMAND_LINE, order, text))
+    return entries
 
-    config_keys = frozenset(Config.model_fields) - RESERVED_KEYS
-    values: dict[str, Any] = {}  # canonical key -> value, later entries winning
-    origins: dict[str, str] = {}
-    orders: dict[str, int] = {}
-    passthrough: set[str] = set()
-    # Which spelling set each canonical key within one layer (the file, or the command line), to catch
-    # `evaluation_strategy` and `eval_strategy` given together.
-    spelled: dict[tuple[bool, str], Entry] = {}
 
-    for entry in entries:
-        key = entry.key
+class _Keys:
+    """The entries read into canonical keys: each key's value, where it was set and in which order (later
+    entries win), and which of them are TrainingArguments passed through."""
+
+    def __init__(self, warn: _Warnings) -> None:
+        self.warn = warn
+        self.config_keys = frozenset(Config.model_fields) - RESERVED_KEYS
+        self.problems: Problems = []
+        self.values: dict[str, Any] = {}
+        self.origins: dict[str, str] = {}
+        self.orders: dict[str, int] = {}
+        self.passthrough: set[str] = set()
+        # Which spelling set each canonical key within one layer (the file, or the command line), to catch
+        # `evaluation_strategy` and `eval_strategy` given together.
+        self.spelled: dict[tuple[bool, str], Entry] = {}
+
+    def add(self, entry: Entry) -> None:
         bad = non_finite(entry.value)
         if bad is not None:
             # inf and nan pass most type checks and then wreck training (or crash a validator).
             shown = short_repr(entry.key, quote=False)
-            problems.append(
+            self.problems.append(
                 (entry.order, f"{entry.origin}: {shown}: got {yaml_scalar(bad)} -- expected a finite number")
             )
-            continue
-        value = entry.value
-        if key in config_keys:
-            canonical = key
-        elif key in REPLACED_FLAGS:
-            canonical, on, off = REPLACED_FLAGS[key]
-            if value not in (True, False):  # 1 and 0 too, as booleans elsewhere in the config
-                shown = short_repr(key, quote=False)
-                problems.append(
-                    (
-                        entry.order,
-                        f"{entry.origin}: {shown}: got {yaml_scalar(value)} -- expected true or false",
-                    )
-                )
-                continue
-            value = on if value else off
-            warn_once(
-                f"replaced:{key}",
-                f"{entry.origin}: '{key}' was replaced by '{canonical}' in transformers 5; read as "
-                f"{canonical}: {value}",
-            )
-        elif key in RENAMED_KEYS:
-            canonical = RENAMED_KEYS[key]
-            warn_once(
-                f"renamed:{key}",
-                f"{entry.origin}: '{key}' was renamed to '{canonical}' in transformers; "
-                f"read as {canonical}: {yaml_scalar(entry.value)}",
-            )
-        elif key in IGNORED_KEYS:
-            warn_once(f"ignored:{key}", f"{entry.origin}: '{key}' is ignored -- {IGNORED_KEYS[key]}")
-            continue
-        elif key not in RESERVED_KEYS and key in training_argument_names():
-            canonical = key
-        else:
-            problems.append((entry.order, unknown_key_message(entry, config_keys)))
-            continue
-
+            return
+        resolved = self._canonical(entry)
+        if resolved is None:
+            return
+        canonical, value = resolved
         current = DEPRECATED_ALIASES.get(canonical, canonical)
         layer = (entry.origin == COMMAND_LINE, current)
-        earlier = spelled.get(layer)
+        earlier = self.spelled.get(layer)
         if earlier is not None and earlier.key != entry.key:
-            problems.append(
+            self.problems.append(
                 (
                     entry.order,
                     f"{entry.origin}: '{entry.key}' and '{earlier.key}' ({earlier.origin}) both set "
                     f"{current} -- keep only '{current}'",
                 )
             )
-        spelled[layer] = entry
-        values[canonical] = value
-        origins[canonical] = entry.origin
-        orders[canonical] = entry.order
-        if canonical not in config_keys:
-            passthrough.add(canonical)
+        self.spelled[layer] = entry
+        self.values[canonical] = value
+        self.origins[canonical] = entry.origin
+        self.orders[canonical] = entry.order
+        if canonical not in self.config_keys:
+            self.passthrough.add(canonical)
 
-    # A deprecated TrainingArguments name and its current one, given in different layers: the later (the
-    # command line) wins, as for any key. Each stays spelled as written, for resume and sweep checks.
-    for old, new in DEPRECATED_ALIASES.items():
-        if old in passthrough and new in passthrough:
-            overridden = min(old, new, key=orders.__getitem__)
-            passthrough.discard(overridden)
-            for table in (values, origins, orders):
-                del table[overridden]
+    def _canonical(self, entry: Entry) -> tuple[str, Any] | None:
+        """The key ``entry`` sets and its value (a replaced flag read into its successor); None for a key
+        that is ignored or unknown (the latter a problem)."""
+        key, value = entry.key, entry.value
+        if key in self.config_keys:
+            return key, value
+        if key in REPLACED_FLAGS:
+            canonical, on, off = REPLACED_FLAGS[key]
+            if value not in (True, False):  # 1 and 0 too, as booleans elsewhere in the config
+                shown = short_repr(key, quote=False)
+                self.problems.append(
+                    (
+                        entry.order,
+                        f"{entry.origin}: {shown}: got {yaml_scalar(value)} -- expected true or false",
+                    )
+                )
+                return None
+            value = on if value else off
+            self.warn(
+                f"replaced:{key}",
+                f"{entry.origin}: '{key}' was replaced by '{canonical}' in transformers 5; read as "
+                f"{canonical}: {value}",
+            )
+            return canonical, value
+        if key in RENAMED_KEYS:
+            canonical = RENAMED_KEYS[key]
+            self.warn(
+                f"renamed:{key}",
+                f"{entry.origin}: '{key}' was renamed to '{canonical}' in transformers; "
+                f"read as {canonical}: {yaml_scalar(value)}",
+            )
+            return canonical, value
+        if key in IGNORED_KEYS:
+            self.warn(f"ignored:{key}", f"{entry.origin}: '{key}' is ignored -- {IGNORED_KEYS[key]}")
+            return None
+        if key not in RESERVED_KEYS and key in training_argument_names():
+            return key, value
+        self.problems.append((entry.order, unknown_key_message(entry, self.config_keys)))
+        return None
 
-    training_arguments: dict[str, Any] = {}
-    for key in sorted(passthrough, key=orders.__getitem__):
-        checked, problem = validate_training_argument(key, values.pop(key))
-        if problem:
-            problems.append((orders[key], f"{origins[key]}: {problem}"))
-        else:
-            training_arguments[key] = checked
+    def keep_later_aliases(self) -> None:
+        """A deprecated TrainingArguments name and its current one, given in different layers: the later
+        (the command line) wins, as for any key. Each stays spelled as written, for resume and sweep
+        checks."""
+        for old, new in DEPRECATED_ALIASES.items():
+            if old in self.passthrough and new in self.passthrough:
+                overridden = min(old, new, key=self.orders.__getitem__)
+                self.passthrough.discard(overridden)
+                for table in (self.values, self.origins, self.orders):
+                    del table[overridden]
 
+    def training_arguments(self) -> dict[str, Any]:
+        """The passed-through TrainingArguments, checked, moved out of :attr:`values`."""
+        checked_arguments: dict[str, Any] = {}
+        for key in sorted(self.passthrough, key=self.orders.__getitem__):
+            checked, problem = validate_training_argument(key, self.values.pop(key))
+            if problem:
+                self.problems.append((self.orders[key], f"{self.origins[key]}: {problem}"))
+            else:
+                checked_arguments[key] = checked
+        return checked_arguments
+
+    def cross_field_problems(self, config: Config) -> None:
+        for keys, message in config._cross_field_problems():
+            given = [k for k in keys if k in self.origins]
+            # Report at the last of the keys the user wrote: that is usually the one just added.
+            at = max(given, key=self.orders.__getitem__) if given else None
+            where = self.origins[at] if at else "config"
+            self.problems.append((self.orders[at] if at else 0, f"{where}: {message}"))
+
+
+def _validate(keys: _Keys, data: dict[str, Any]) -> Config | None:
+    """The Config, or None with the problems of each bad key added; then validated again without the bad
+    keys, so that cross-key problems show up in the same report."""
     context = {"defer_cross_checks": True}
-    data = {**values, "training_arguments": training_arguments, "config_file": file_name}
-    config: Config | None = None
     try:
-        config = Config.model_validate(data, context=context)
+        return Config.model_validate(data, context=context)
     except ValidationError as exc:
         by_key: dict[str, list[dict[str, Any]]] = {}
         for error in exc.errors():
             key = str(error["loc"][0]) if error["loc"] else ""
             by_key.setdefault(key, []).append(dict(error))
         for key, errors in by_key.items():
-            if key in values:
-                where = origins[key]
-                problems.append((orders[key], f"{where}: {field_problem(key, values[key], errors)}"))
+            if key in keys.values:
+                where = keys.origins[key]
+                keys.problems.append(
+                    (keys.orders[key], f"{where}: {field_problem(key, keys.values[key], errors)}")
+                )
             else:  # not expected: every user key is in `values`
-                problems.append((0, "; ".join(f"{key}: {e['msg']}" for e in errors)))
-        # Validate again without the bad keys, so cross-key problems show up in this same report.
+                keys.problems.append((0, "; ".join(f"{key}: {e['msg']}" for e in errors)))
         good = {k: v for k, v in data.items() if k not in by_key}
         try:
-            config = Config.model_validate(good, context=context)
+            return Config.model_validate(good, context=context)
         except ValidationError:
-            config = None
-
-    if config is not None:
-        for keys, message in config._cross_field_problems():
-            given = [k for k in keys if k in origins]
-            # Report at the last of the keys the user wrote: that is usually the one just added.
-            at = max(given, key=orders.__getitem__) if given else None
-            where = origins[at] if at else "config"
-            problems.append((orders[at] if at else 0, f"{where}: {message}"))
-
-    if problems:
-        problems.sort(key=lambda item: item[0])
-        raise ConfigError([message for _, message in problems])
-    assert config is not None  # no problems means the first validation succeeded
-
-    if "simpo_gamma" in values and config.pref_loss != "simpo":
-        warn_once(
-            "unused:simpo_gamma",
-            f"{origins['simpo_gamma']}: simpo_gamma is only used by pref_loss: simpo; "
-            f"ignored with pref_loss: {config.pref_loss}",
-        )
-    config._origins = origins
-    return config
+            return None

@@ -7,12 +7,12 @@ of both come from one forward pass. Sequences are right-padded; ``labels`` are -
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from prefkit.attention import ATTENTION_TAKES_BOOLEAN_MASK
 from prefkit.data.tokenize import IGNORE_INDEX
 from prefkit.errors import PrefkitError
 
@@ -91,7 +91,7 @@ class SharedPromptCollator:
     up to that many tokens (block-diagonal: a pair sees only itself), so little compute goes to padding.
 
     Gives the same per-sequence log-probs as :class:`PreferenceCollator` (a test proves it). The batch
-    says which positions predict which token of which sequence (see :class:`prefkit.logps.Targets`):
+    says which positions predict which token of which sequence (see :class:`prefkit.model.logps.Targets`):
     sequence ``i`` is pair i's chosen reply and ``B + i`` its rejected one.
     """
 
@@ -104,8 +104,8 @@ class SharedPromptCollator:
         fewest positions (rows x the longest row). Pairs go first-fit, longest first, into rows of a
         capacity tried from the longest pair up to ``pack_length`` (at most 65 capacities; a pair longer
         than ``pack_length`` makes the batch that wide anyway, and then is the only capacity); the batch
-        is the same pairs whatever the packing, only their placement changes. On the bundled tutor pairs this
-        computes 12% fewer positions than packing in order (``python benchmarks/padding.py``)."""
+        is the same pairs whatever the packing, only their placement changes (what that saves:
+        docs/performance.md)."""
         if not self.pack_length:
             return [[i] for i in range(len(features))]
         sizes = [pair_tokens(f) for f in features]
@@ -197,27 +197,23 @@ class SharedPromptCollator:
         }
 
 
-def attention_takes_mask(model_config: Any, row_length: int) -> bool:
-    """Whether a model runs with a ready-made 4-D attention mask for rows up to ``row_length`` tokens: its
-    attention implementation accepts one (flash-attention kernels do not), and no sliding window (which the
-    ready-made mask would not apply) is shorter than a row."""
-    if getattr(model_config, "_attn_implementation", "sdpa") not in (*ATTENTION_TAKES_BOOLEAN_MASK, "eager"):
-        return False
-    window = getattr(model_config, "sliding_window", None)
-    return not (isinstance(window, int) and window < row_length)
-
-
 def preference_collator(
-    layout: str, pad_token_id: int, *, model_config: Any, cutoff_len: int, pack_length: int | None = None
+    layout: str,
+    pad_token_id: int,
+    *,
+    takes_mask: Callable[[int], bool],
+    cutoff_len: int,
+    pack_length: int | None = None,
 ) -> PreferenceCollator | SharedPromptCollator:
     """The collator for ``batch_layout`` (see the config key); ``auto`` is ``packed`` where the model
-    supports it, else ``padded``."""
+    supports it, else ``padded``. ``takes_mask(row_length)``: whether the model runs with a ready-made
+    4-D attention mask over rows that long (:func:`prefkit.model.attention.attention_takes_mask`)."""
     pack_length = pack_length or 2 * cutoff_len
     if layout == "auto":
-        layout = "packed" if attention_takes_mask(model_config, pack_length) else "padded"
+        layout = "packed" if takes_mask(pack_length) else "padded"
     if layout == "padded":
         return PreferenceCollator(pad_token_id)
-    if not attention_takes_mask(model_config, pack_length if layout == "packed" else cutoff_len):
+    if not takes_mask(pack_length if layout == "packed" else cutoff_len):
         raise PrefkitError(
             f"batch_layout: {layout} needs the model's attention to take a ready-made mask with no sliding "
             "window shorter than a row; use batch_layout: padded"

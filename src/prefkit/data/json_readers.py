@@ -134,81 +134,93 @@ def read_json(path: Path, label: str) -> RawRecords:
             f"{label}:{lines.line(pos)}: expected a JSON list of records (or an object holding one list), "
             f"found {_shown(text[pos : pos + 20])}"
         )
-
-    # Element by element, so that each record knows its line and a syntax error mid-list keeps
-    # every record before it -- and, where the next record can be found, every record after it.
     pos = _skip_ws(text, pos + 1)
     if pos < len(text) and text[pos] == "]":
         return out
-    while True:
-        start = pos
+    reader = _ListReader(text, label, lines, bad_lines, out)
+    next_pos: int | None = pos
+    while next_pos is not None:
+        next_pos = reader.record(next_pos)
+    return out
+
+
+class _ListReader:
+    """A JSON list read element by element, so that each record knows its line and a syntax error mid-list
+    keeps every record before it -- and, where the next record can be found, every record after it."""
+
+    def __init__(
+        self, text: str, label: str, lines: _LineIndex, bad_lines: dict[int, str], out: RawRecords
+    ) -> None:
+        self.text, self.label, self.lines, self.bad_lines, self.out = text, label, lines, bad_lines, out
+
+    def _at(self, pos: int) -> Location:
+        return Location(self.label, line=self.lines.line(pos))
+
+    def record(self, start: int) -> int | None:
+        """Read the record at ``start``; the offset of the next one, or None where reading ends."""
+        text, lines = self.text, self.lines
         try:
-            decoded = jsontext.decode(text, pos)
+            decoded = jsontext.decode(text, start)
         except JsonProblem as problem:
-            if start >= len(text) or _looks_cut_off(text, problem):
-                out._bad(
-                    Location(label, line=lines.line(start)),
-                    "truncated: the file seems to have been cut off in this record",
-                    "truncated",
-                )
-                return out
-            where = problem.pos if problem.pos is not None else start
-            pos = _resync(text, where) or -1
-            if pos < 0:
-                out._bad(
-                    Location(label, line=lines.line(where)),
-                    f"malformed JSON: {problem.message}; the rest of the file from here could not be read",
-                    UNREAD_REST,
-                )
-                return out
-            out._bad(
-                Location(label, line=lines.line(where)),
-                f"malformed JSON: {problem.message}; reading went on at line {lines.line(pos)}",
-                "malformed_json",
-            )
-            continue
+            return self._damaged(start, problem)
         first, last = lines.line(start), lines.line(decoded.end - 1)
-        spoiled = [n for n in range(first, last + 1) if n in bad_lines]
+        spoiled = [n for n in range(first, last + 1) if n in self.bad_lines]
         if spoiled:
-            out._bad(Location(label, line=spoiled[0]), bad_lines[spoiled[0]], "encoding")
+            self.out._bad(Location(self.label, line=spoiled[0]), self.bad_lines[spoiled[0]], "encoding")
         else:
-            _add_decoded(out, Location(label, line=first), decoded)
-        pos = _skip_ws(text, decoded.end)
+            _add_decoded(self.out, Location(self.label, line=first), decoded)
+        return self._after(_skip_ws(text, decoded.end))
+
+    def _damaged(self, start: int, problem: JsonProblem) -> int | None:
+        """A record that does not decode: the file cut off in it, or damage to read past if the next
+        record can be found."""
+        text = self.text
+        if start >= len(text) or _looks_cut_off(text, problem):
+            self.out._bad(
+                self._at(start), "truncated: the file seems to have been cut off in this record", "truncated"
+            )
+            return None
+        where = problem.pos if problem.pos is not None else start
+        resumed = _resync(text, where)
+        if resumed is None:
+            self.out._bad(
+                self._at(where),
+                f"malformed JSON: {problem.message}; the rest of the file from here could not be read",
+                UNREAD_REST,
+            )
+            return None
+        self.out._bad(
+            self._at(where),
+            f"malformed JSON: {problem.message}; reading went on at line {self.lines.line(resumed)}",
+            "malformed_json",
+        )
+        return resumed
+
+    def _after(self, pos: int) -> int | None:
+        """What follows a record at ``pos``: a comma and the next record, the list's end, or damage."""
+        text = self.text
         if pos < len(text) and text[pos] == ",":
-            pos = _skip_ws(text, pos + 1)
-            continue
+            return _skip_ws(text, pos + 1)
         if pos < len(text) and text[pos] == "]":
-            break
+            return None
         if pos >= len(text):
-            out._bad(
-                Location(label, line=lines.line(pos)),
+            self.out._bad(
+                self._at(pos),
                 "truncated: the file ends without the list's closing ']'; it seems to have been cut off",
                 "truncated",
             )
-            return out
+            return None
         # A missing comma ("} {"): the next record starts right here.
         resumed = pos if text[pos] == "{" else _resync(text, pos)
         found = _shown(text[pos])
+        expected = f"malformed JSON: expected ',' or ']' after a record, found {found}"
         if resumed is None:
-            out.problems.append(
-                Problem(
-                    Location(label, line=lines.line(pos)),
-                    f"malformed JSON: expected ',' or ']' after a record, found {found}; "
-                    "the rest of the file from here could not be read",
-                    kind=UNREAD_REST,
-                )
-            )
-            return out
-        out.problems.append(
-            Problem(
-                Location(label, line=lines.line(pos)),
-                f"malformed JSON: expected ',' or ']' after a record, found {found}; reading went on "
-                f"at line {lines.line(resumed)}",
-                kind="malformed_json",
-            )
-        )
-        pos = resumed
-    return out
+            message = f"{expected}; the rest of the file from here could not be read"
+            self.out.problems.append(Problem(self._at(pos), message, kind=UNREAD_REST))
+            return None
+        message = f"{expected}; reading went on at line {self.lines.line(resumed)}"
+        self.out.problems.append(Problem(self._at(pos), message, kind="malformed_json"))
+        return resumed
 
 
 def _shown(snippet: str) -> str:

@@ -1,12 +1,14 @@
-"""Evaluation that cannot be gamed by one score: preference metrics on held-out pairs, the model's own
-replies scored by reference overlap (ROUGE-L, BLEU, closer-to-chosen), relevance to the prompt, length and
-repetition, style and user scorers, an optional pairwise judge, and the comparison of runs. Every score
-that can rise while replies get worse is reported beside one that would show it (see
-:data:`prefkit.evaluate.report.GUARDS` and docs/evaluation.md)."""
+"""Evaluating a model or a finished run: preference metrics on held-out pairs (with the run's own loss and
+reference), its replies -- generated, or read from a file -- scored and guarded by :mod:`prefkit.score`,
+beside the run's starting point; an optional pairwise judge; eval.json/eval.md; and the comparison of
+runs. Every score that can rise while replies get worse is reported beside one that would show it
+(docs/evaluation.md).
 
-from prefkit.evaluate.generation import generate_samples, score_and_summarise, summarise
+May import: train, score, infer, model, data, config."""
+
 from prefkit.evaluate.preference import RewardSettings, preference_metrics
-from prefkit.evaluate.scorers import (
+from prefkit.score.generation import generate_samples, score_and_summarise, summarise
+from prefkit.score.scorers import (
     BUILTIN,
     DEFAULT_SCORERS,
     Sample,

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefkit.callbacks import METRICS_FILE, read_metrics
 from prefkit.errors import PrefkitError
-from prefkit.runs import RUN_FILE, write_text_atomic
+from prefkit.train.run.folder import RUN_FILE, write_text_atomic
+from prefkit.train.run.metrics import METRICS_FILE, read_metrics
 
 # Settings that differ between any two runs by nature, not by choice.
 IGNORED_SETTINGS = {"output_dir", "overwrite_output_dir", "resume_from_checkpoint", "config_file"}

@@ -26,8 +26,8 @@ import torch
 from prefkit.data.collate import PreferenceCollator
 from prefkit.data.examples import PreferenceExample
 from prefkit.data.tokenize import ChatEncoder
-from prefkit.logps import sequence_logps
-from prefkit.losses import LOSSES, LossParams, PolicyLogps
+from prefkit.model.logps import sequence_logps
+from prefkit.train.losses import LOSSES, LossParams, PolicyLogps
 
 
 @dataclass(frozen=True)

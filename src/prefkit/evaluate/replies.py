@@ -33,8 +33,8 @@ from prefkit.data.examples import ExampleError, Location, Message, PreferenceExa
 from prefkit.data.formats.fields import optional_system, read_messages, read_string, type_name, with_system
 from prefkit.data.readers import read_records
 from prefkit.errors import PrefkitError
-from prefkit.evaluate.scorers import Sample
-from prefkit.evaluate.text import normalise
+from prefkit.score.scorers import Sample
+from prefkit.score.text import normalise
 
 REPLY_KEYS = ("reply", "response", "completion")
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from prefkit.errors import PrefkitError
-from prefkit.evaluate.guards import FLAGS
-from prefkit.runs import write_json_atomic, write_text_atomic
+from prefkit.score.guards import FLAGS
+from prefkit.train.run.folder import write_json_atomic, write_text_atomic
 
 OUTPUT_FILES = ("eval.json", "eval.md", "generations.jsonl")
 

@@ -18,22 +18,23 @@ from typing import Any
 
 import prefkit
 from prefkit.data.examples import PreferenceExample
-from prefkit.data.load import DataError, Source, _files, format_report_problems, parse_sources
+from prefkit.data.load import format_report_problems, parse_sources
+from prefkit.data.sources import DataError, Source, data_files
 from prefkit.data.tokenize import ChatEncoder
 from prefkit.data.validate import check_files, usable_examples
 from prefkit.errors import PrefkitError
-from prefkit.evaluate.generation import generate_samples, score_replies
-from prefkit.evaluate.guards import baseline_failures
 from prefkit.evaluate.judge import JudgeSettings, judge_pairs
 from prefkit.evaluate.preference import RewardSettings, preference_metrics
 from prefkit.evaluate.replies import given_sides, read_replies
 from prefkit.evaluate.report import check_output_dir, write_reports
-from prefkit.evaluate.scorers import Sample, Scorer, resolve_scorers
 from prefkit.evaluate.subject import Subject, load_subject, read_run
-from prefkit.generate import SamplingSettings
-from prefkit.inference import LoadedModel
-from prefkit.losses import LOSSES, LossParams
+from prefkit.infer.sampling import SamplingSettings
+from prefkit.model.inference import LoadedModel
 from prefkit.model.loader import adapter_active, dtype_name
+from prefkit.score.generation import generate_samples, score_replies
+from prefkit.score.guards import baseline_failures
+from prefkit.score.scorers import Sample, Scorer, resolve_scorers
+from prefkit.train.losses import LOSSES, LossParams
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def load_pairs(files: Sequence[str | Path], encoder: ChatEncoder | None) -> list
     """Every pair of ``files`` (files or folders, ``builtin:NAME`` too), checked as training checks them:
     an unusable pair is an error naming its file and line, never silently dropped. Without an encoder
     (replies given, no model) the token-length checks are left out."""
-    found = [Source(p) for f in files for p in (_files(f) if not str(f).startswith("builtin:") else [f])]
+    found = [Source(p) for f in files for p in (data_files(f) if not str(f).startswith("builtin:") else [f])]
     parsed = parse_sources(found, "dpo")
     report = check_files(parsed, "dpo", encoder)
     if report.errors:
@@ -268,7 +269,7 @@ def evaluate_model(
     evaluates the run's starting point on the same pairs and prompts. ``judge`` (needs a baseline) asks
     an OpenAI-compatible endpoint which reply is better, in both orders. ``dtype`` ``auto`` is the run's
     precision, else the machine's (:func:`prefkit.model.loader.pick_dtype`). ``guard_limits`` override
-    the guards' limits (:data:`prefkit.evaluate.guards.FLAGS`). Long for its keyword arguments only:
+    the guards' limits (:data:`prefkit.score.guards.FLAGS`). Long for its keyword arguments only:
     the steps are the helpers above."""
     started = time.perf_counter()
     output_dir = Path(output_dir)

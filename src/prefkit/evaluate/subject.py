@@ -29,9 +29,10 @@ from typing import Any
 import torch
 
 from prefkit.errors import PrefkitError
-from prefkit.inference import AdapterSpec, LoadedModel, load_for_inference
+from prefkit.model.adapters import AdapterSpec
+from prefkit.model.inference import LoadedModel, load_for_inference
 from prefkit.model.loader import BASE_MODEL, adapter_active, run_dtype
-from prefkit.models import REFERENCE_ADAPTER
+from prefkit.model.training import REFERENCE_ADAPTER
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ server and export. So one rule decides each of:
   Evaluating a run uses the run's own precision, so eval measures the model training trained.
 * **device** -- CUDA when present, else the CPU (:func:`pick_device`).
 * **attention** -- the model's own (``sdpa`` for the families prefkit tests); training switches it to
-  prefkit's kernel under packed masks (:mod:`prefkit.attention`), which gives sdpa's numbers.
+  prefkit's kernel under packed masks (:mod:`prefkit.model.attention`), which gives sdpa's numbers.
 * **quantisation** -- ``quantization_bit`` 4 (NF4, double quantisation) or 8 through bitsandbytes.
 """
 
@@ -26,9 +26,18 @@ import torch
 
 from prefkit.env import cpu_bf16_fast
 from prefkit.errors import PrefkitError
-from prefkit.model_sources import ModelLoadError, first_line
 
 logger = logging.getLogger(__name__)
+
+
+class ModelLoadError(PrefkitError):
+    """No model or tokenizer could be loaded from what the user named."""
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
 
 BASE_MODEL = "__base__"  # the adapter name that means "no adapter" (peft's reserved name)
 DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -65,15 +74,35 @@ def run_dtype(bf16: bool | None, fp16: bool | None) -> torch.dtype:
     return torch.float32
 
 
+def autocast_dtype() -> torch.dtype | None:
+    """The dtype autocast computes in where it is on (CUDA first), else None."""
+    for device in ("cuda", "cpu"):
+        if torch.is_autocast_enabled(device):
+            return torch.get_autocast_dtype(device)
+    return None
+
+
+def forward_dtype(weight: torch.Tensor) -> torch.dtype:
+    """The dtype a forward through ``weight`` computes in now: autocast's where it is on, else the
+    weight's own."""
+    return autocast_dtype() or weight.dtype
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     return {v: k for k, v in DTYPES.items()}.get(dtype, str(dtype).removeprefix("torch."))
 
 
-def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> Any:
+def load_tokenizer(
+    name_or_path: str, *, trust_remote_code: bool = False, gguf_file: str | None = None
+) -> Any:
+    """The tokenizer of a model folder or hub id (``gguf_file``: of that GGUF file in the folder), with a
+    pad token."""
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(
+            name_or_path, trust_remote_code=trust_remote_code, gguf_file=gguf_file
+        )
     except (OSError, ValueError) as err:
         raise ModelLoadError(
             f"could not load a tokenizer from '{name_or_path}': {first_line(err)}\n"
@@ -118,16 +147,20 @@ def load_causal_lm(
     compute_dtype: torch.dtype | None = None,
     trust_remote_code: bool = False,
     for_training: bool = False,
+    gguf_file: str | None = None,
 ) -> Any:
     """The model in ``dtype`` (its weights; a quantised model keeps 4/8-bit weights and computes in
     ``compute_dtype``), on ``device`` (a quantised model is placed by bitsandbytes on the current GPU;
     None leaves the model where it loads, the CPU). ``for_training`` switches the attention to prefkit's
-    training kernel; otherwise the model is put in eval mode."""
-    from transformers import AutoModelForCausalLM
+    training kernel; otherwise the model is put in eval mode. ``gguf_file`` (a file in the folder
+    ``name_or_path``) is dequantised: a quantised GGUF model can be neither trained nor saved."""
+    from transformers import AutoModelForCausalLM, GgufConfig
 
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     quantization = quantization_config(quantization_bit, compute_dtype or dtype)
-    if quantization is not None:
+    if gguf_file is not None:
+        kwargs.update(gguf_file=gguf_file, quantization_config=GgufConfig(dequantize=True), dtype=dtype)
+    elif quantization is not None:
         kwargs["quantization_config"] = quantization
         kwargs["device_map"] = {"": torch.cuda.current_device()}
     else:
@@ -139,7 +172,7 @@ def load_causal_lm(
     if quantization is None and device is not None:
         model.to(device)
     if for_training:
-        from prefkit.attention import use_lean_attention
+        from prefkit.model.attention import use_lean_attention
 
         use_lean_attention(model)
     else:
@@ -174,3 +207,13 @@ def adapter_active(model: Any, name: str) -> Iterator[Any]:
         yield model
     finally:
         model.base_model.set_adapter(before, inference_mode=not trainable)
+
+
+def context_length(model: Any) -> int | None:
+    """How many tokens (prompt and reply) the model can attend to, from its config; None if unknown."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

@@ -22,13 +22,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from prefkit.data.examples import Message
 from prefkit.errors import PrefkitError
-from prefkit.generate import StopCondition, stop_condition
-from prefkit.serve.auth import check_api_key
-from prefkit.serve.errors import APIError, bad_request, error_body
+from prefkit.infer.stop import StopCondition, stop_condition
 from prefkit.serve.jobs import Job
 from prefkit.serve.limits import read_json
 from prefkit.serve.schemas import ChatCompletionRequest, CompletionRequest
 from prefkit.serve.state import ServedModel, ServerState
+from prefkit.web.auth import check_api_key
+from prefkit.web.errors import APIError, bad_request, error_body
 
 logger = logging.getLogger(__name__)
 
@@ -109,10 +109,17 @@ class _Checks:
 
 
 def create_app(state: ServerState) -> FastAPI:
+    """The API: errors in OpenAI's shape, the API key checked on ``/v1``, ``/health``, ``/v1/models``,
+    ``/v1/chat/completions`` and ``/v1/completions``."""
     app = FastAPI(title="prefkit", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.prefkit = state
-    check = _Checks(state)
+    _add_error_handlers(app, state)
+    _add_status_routes(app, state)
+    _add_completion_routes(app, state)
+    return app
 
+
+def _add_error_handlers(app: FastAPI, state: ServerState) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, err: APIError) -> JSONResponse:
         return err.response()
@@ -135,6 +142,8 @@ def create_app(state: ServerState) -> FastAPI:
                 return err.response()
         return await call_next(request)
 
+
+def _add_status_routes(app: FastAPI, state: ServerState) -> None:
     @app.get("/health")
     async def health() -> JSONResponse:
         scheduler = state.scheduler
@@ -163,6 +172,10 @@ def create_app(state: ServerState) -> FastAPI:
             for m in state.models.values()
         ]
         return {"object": "list", "data": data}
+
+
+def _add_completion_routes(app: FastAPI, state: ServerState) -> None:
+    check = _Checks(state)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
@@ -197,5 +210,3 @@ def create_app(state: ServerState) -> FastAPI:
         job = Job(state, served, ids, body, default_max_tokens=default)
         job.submit(StopCondition(model_stop.ids, tuple(body.stop_strings())))
         return await job.respond(request)
-
-    return app

@@ -1,4 +1,4 @@
-"""One HTTP request's generation: its prompts become engine requests (limits checked), go to the
+"""One HTTP request's generation: its prompts become decoder requests (limits checked), go to the
 scheduler, and come back as text -- whole, or streamed as server-sent events.
 
 A client that goes away cancels its generation: a streamed response is cancelled by Starlette when the
@@ -17,12 +17,13 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from prefkit.engine import Request as GenerationRequest
-from prefkit.generate import StopCondition, default_settings
-from prefkit.serve.errors import APIError, bad_request, error_body
+from prefkit.infer.decode import Request as GenerationRequest
+from prefkit.infer.sampling import default_settings
+from prefkit.infer.stop import StopCondition
 from prefkit.serve.responses import SSE_DONE, Bodies, sse
 from prefkit.serve.scheduler import Event, QueueFull, Ticket
 from prefkit.serve.state import ServedModel, ServerState
+from prefkit.web.errors import APIError, bad_request, error_body
 
 CLIENT_CLOSED = 499  # nginx's code for "the client closed the connection"; no one reads this response
 

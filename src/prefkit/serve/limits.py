@@ -25,7 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from prefkit.errors import PrefkitError
-from prefkit.serve.errors import APIError, bad_request
+from prefkit.web.errors import APIError, bad_request
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,14 @@
-"""The thread that owns the model, between the HTTP handlers (asyncio) and the decode engine.
+"""The thread that owns the model, between the HTTP handlers (asyncio) and the decode decoder.
 
 Handlers :meth:`Scheduler.submit` requests and read their text from an ``asyncio.Queue``; they never
 touch the model, so the event loop stays free (``/health`` answers while a batch decodes). Requests
-wait in a bounded inbox until the engine has a free slot; a full inbox refuses at once
-(:class:`QueueFull`, a 429). The thread moves waiting requests into the engine whenever a slot is
+wait in a bounded inbox until the decoder has a free slot; a full inbox refuses at once
+(:class:`QueueFull`, a 429). The thread moves waiting requests into the decoder whenever a slot is
 free -- between decode steps, so new requests join a running batch -- and pushes every step's text to
 the requests' queues. A cancelled request (its client went away) leaves the inbox at once, or the
 running batch at the next step.
 
-If a step fails (out of memory, a bug), every request in flight gets the error, the engine is
+If a step fails (out of memory, a bug), every request in flight gets the error, the decoder is
 rebuilt empty, and the thread goes on serving.
 """
 
@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from prefkit.engine import Engine, Request, Sequence
+from prefkit.infer.decode import Decoder, Request, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +56,9 @@ class Ticket:
 
 @dataclass
 class Scheduler:
-    make_engine: Callable[[], Engine]
+    make_decoder: Callable[[], Decoder]
     max_queue: int
-    engine: Engine = field(init=False)
+    decoder: Decoder = field(init=False)
     _inbox: deque[Ticket] = field(init=False, default_factory=deque)
     _tickets: dict[int, Ticket] = field(init=False, default_factory=dict)  # by id(seq), admitted ones
     _cond: threading.Condition = field(init=False, default_factory=threading.Condition)
@@ -71,13 +71,13 @@ class Scheduler:
     )
 
     def __post_init__(self) -> None:
-        self.engine = self.make_engine()
+        self.decoder = self.make_decoder()
 
     # -- the handlers' side (event loop thread) -----------------------------------------------------
     def submit(self, requests: list[Request], queue: asyncio.Queue[Event]) -> list[Ticket]:
         """Queue every request or none (QueueFull when the inbox has no room for all of them)."""
         loop = asyncio.get_running_loop()
-        tickets = [Ticket(self.engine.sequence(r), queue, loop, i) for i, r in enumerate(requests)]
+        tickets = [Ticket(self.decoder.sequence(r), queue, loop, i) for i, r in enumerate(requests)]
         with self._cond:
             if len(self._inbox) + len(tickets) > self.max_queue:
                 raise QueueFull
@@ -119,15 +119,15 @@ class Scheduler:
 
     # -- the scheduler thread -----------------------------------------------------------------------
     def _admit(self) -> None:
-        """Move waiting tickets into the engine while it has free slots; sleep while there is no work."""
+        """Move waiting tickets into the decoder while it has free slots; sleep while there is no work."""
         with self._cond:
-            while not self._stopping and not self._inbox and not self.engine.has_work:
+            while not self._stopping and not self._inbox and not self.decoder.has_work:
                 self._cond.wait()
-            free = self.engine.max_batch - len(self.engine.running) - len(self.engine.waiting)
+            free = self.decoder.max_batch - len(self.decoder.running) - len(self.decoder.waiting)
             while self._inbox and free > 0:
                 ticket = self._inbox.popleft()
                 self._tickets[id(ticket.seq)] = ticket
-                self.engine.add(ticket.seq)
+                self.decoder.add(ticket.seq)
                 free -= 1
 
     def _loop(self) -> None:
@@ -137,11 +137,11 @@ class Scheduler:
                 self._fail_all("the server is shutting down")
                 return
             try:
-                updates = self.engine.step()
+                updates = self.decoder.step()
             except Exception as err:
                 logger.exception("a decode step failed; failing the requests in flight")
                 self._fail_running(f"generation failed: {type(err).__name__}: {err}")
-                self.engine = self.make_engine()
+                self.decoder = self.make_decoder()
                 continue
             for update in updates:
                 ticket = self._tickets[id(update.seq)]

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from prefkit.engine import Engine
 from prefkit.errors import PrefkitError
-from prefkit.inference import AdapterSpec, load_for_inference
+from prefkit.infer.decode import Decoder
+from prefkit.model.adapters import AdapterSpec
+from prefkit.model.inference import load_for_inference
 from prefkit.serve.app import create_app
 from prefkit.serve.limits import GuardedH11Protocol, ServeLimits, model_len
 from prefkit.serve.scheduler import Scheduler
@@ -52,12 +53,12 @@ def build_state(
     name = served_model_name or (model if isinstance(model, str) else model[0])
     models = served_models(loaded, name)
 
-    def make_engine() -> Engine:
-        return Engine(
+    def make_decoder() -> Decoder:
+        return Decoder(
             loaded.model, loaded.tokenizer, max_batch=limits.max_batch, prefill_tokens=max(max_len, 4096)
         )
 
-    scheduler = Scheduler(make_engine, limits.max_queue)
+    scheduler = Scheduler(make_decoder, limits.max_queue)
     scheduler.start()
     return ServerState(loaded, scheduler, limits, models, max_len, api_key)
 

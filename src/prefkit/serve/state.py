@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from prefkit.errors import PrefkitError
-from prefkit.inference import LoadedModel
+from prefkit.model.inference import LoadedModel
 from prefkit.model.loader import BASE_MODEL
 from prefkit.serve.limits import ServeLimits
 from prefkit.serve.scheduler import Scheduler
@@ -16,7 +16,7 @@ from prefkit.serve.scheduler import Scheduler
 @dataclass(frozen=True)
 class ServedModel:
     name: str
-    adapter: str | None  # the engine's adapter name (BASE_MODEL for the base of a PeftModel)
+    adapter: str | None  # the decoder's adapter name (BASE_MODEL for the base of a PeftModel)
     root: str  # the folder or hub id it was loaded from
     parent: str | None  # the base's name, for adapters (as vLLM lists LoRA modules)
 

@@ -1,6 +1,6 @@
 """Where a sweep's jobs run.
 
-* ``local``, ``parallel=1``: one after another in this process, through ``prefkit.train.train`` -- the
+* ``local``, ``parallel=1``: one after another in this process, through ``prefkit.train.recipe.train`` -- the
   prepared data is shared between runs, and a run that fails is recorded and the next one starts.
 * ``local``, ``parallel=K``: K worker processes at a time (``python -m prefkit.sweep.jobs``), each job in
   its own, so a crash (out of memory, a segfault) takes down only that run. With several CUDA GPUs, worker

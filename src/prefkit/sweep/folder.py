@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefkit.locks import held
-from prefkit.runs import RUN_FILE, write_json_atomic
 from prefkit.sweep.spec import BASELINE, SPEC_FILE, SweepError
+from prefkit.train.run.folder import RUN_FILE, write_json_atomic
+from prefkit.train.run.lock import held
 
 STATE_FILE = "state.json"
 LOCK_FILE = ".sweep.lock"

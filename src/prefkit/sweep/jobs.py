@@ -1,6 +1,6 @@
 """One job of a sweep, wherever it runs (this process, a worker process, a Ray task): the base model's
 evaluation, or one run -- trained (resumed if it was interrupted; skipped if it finished) with the
-ordinary ``prefkit.train.train``, then evaluated on the held-out pairs with ``prefkit.evaluate``.
+ordinary ``prefkit.train.recipe.train``, then evaluated on the held-out pairs with ``prefkit.evaluate``.
 
 Everything a job needs is read from the sweep folder's ``sweep.json``, so ``python -m prefkit.sweep.jobs
 SWEEP_DIR NAME`` runs the same job as the sweep itself would.
@@ -34,7 +34,7 @@ def _evaluate(
     spec: SweepSpec, sweep_dir: Path, config: Config, model: str, adapter: str | None, output_dir: Path
 ) -> None:
     from prefkit.evaluate.run import evaluate_model
-    from prefkit.generate import SamplingSettings
+    from prefkit.infer.sampling import SamplingSettings
 
     ev = spec.evaluation
     evaluate_model(
@@ -61,7 +61,7 @@ def _evaluate(
 def evaluate_baseline(spec: SweepSpec, sweep_dir: Path) -> None:
     """The model every run starts from (the base model, with the base config's adapter if it names one),
     on the same held-out pairs: the reference the leaderboard's guards compare against."""
-    from prefkit.train import model_path
+    from prefkit.train.recipe import model_path
 
     if baseline_done(sweep_dir):
         return
@@ -73,7 +73,7 @@ def evaluate_baseline(spec: SweepSpec, sweep_dir: Path) -> None:
 def train_and_evaluate(
     spec: SweepSpec, sweep_dir: Path, name: str, callbacks: list[TrainerCallback] | None = None
 ) -> None:
-    from prefkit.train import model_path, train
+    from prefkit.train.recipe import model_path, train
 
     config = spec.run_config(spec.run(name), sweep_dir)
     run_dir = sweep_dir / name
@@ -159,7 +159,7 @@ def _stop_when_orphaned() -> None:
     Only for workers a sweep started (it names itself in the environment), and never a second signal."""
     import threading
 
-    from prefkit.signals import STOP_REQUESTED
+    from prefkit.train.run.signals import STOP_REQUESTED
 
     sweep = int(os.environ.get(SWEEP_PID_ENV, "0"))
     if sweep <= 0:
@@ -177,7 +177,7 @@ def _stop_when_orphaned() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m prefkit.sweep.jobs SWEEP_DIR NAME RESULT_FILE``: one job in its own process (``--parallel
     K``); its outcome is written to RESULT_FILE as JSON. Exit status 0 when it succeeded."""
-    from prefkit.runs import write_json_atomic
+    from prefkit.train.run.folder import write_json_atomic
 
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 3:

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from prefkit.evaluate.compare import differing_settings, load_run, plot_runs
-from prefkit.evaluate.guards import BASELINE_GUARDS
 from prefkit.evaluate.report import format_cell
-from prefkit.runs import write_json_atomic, write_text_atomic
+from prefkit.score.guards import BASELINE_GUARDS
 from prefkit.sweep.folder import EVAL_FILE, EVALUATED, SweepState, run_status
 from prefkit.sweep.plots import plot_metric_by_key
 from prefkit.sweep.ranking import Measured, Row, best, higher_is_better, measured, rank_rows
 from prefkit.sweep.spec import BASELINE, SweepSpec
+from prefkit.train.run.folder import write_json_atomic, write_text_atomic
 
 LEADERBOARD_MD = "leaderboard.md"
 LEADERBOARD_JSON = "leaderboard.json"

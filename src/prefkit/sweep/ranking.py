@@ -4,7 +4,7 @@ broken, or got worse than the base model's, from winning.
 Every run is evaluated on the same held-out pairs as the model it started from (the *baseline*). A run
 fails a guard when its evaluation does (``failed_guards`` in its eval.json: empty, short, looping,
 copied, off-topic, wrong-language or duplicate replies over their limits, see
-:mod:`prefkit.evaluate.guards`), or when its replies are worse than the baseline's, in any language, on a
+:mod:`prefkit.score.guards`), or when its replies are worse than the baseline's, in any language, on a
 score that catches reward hacking -- they stray from the prompt's subject (``relevance``), say the prompt
 back (``prompt_copy``) or loop (``repeated_4gram_share``) -- by more than the guard's tolerance. The
 ranking puts every run that passes all guards above every run that fails one; within each part, runs are
@@ -23,9 +23,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefkit.evaluate.guards import baseline_failures
 from prefkit.evaluate.report import GENERATION_ROWS, PREFERENCE_ROWS
-from prefkit.evaluate.scorers import BUILTIN
+from prefkit.score.guards import baseline_failures
+from prefkit.score.scorers import BUILTIN
 from prefkit.sweep.spec import SweepError
 
 DEFAULT_METRIC = "accuracy"

@@ -88,7 +88,7 @@ def write_heldout(base: Config, path: Path) -> int:
     from prefkit.data.load import prepare_data
     from prefkit.data.readers import write_records
     from prefkit.model.loader import load_tokenizer
-    from prefkit.train import model_path
+    from prefkit.train.recipe import model_path
 
     tokenizer = load_tokenizer(model_path(base), trust_remote_code=base.trust_remote_code)
     pairs = [e for e in prepare_data(base, tokenizer).eval_examples if isinstance(e, PreferenceExample)]
@@ -242,7 +242,7 @@ def _execute(
     callbacks: list[TrainerCallback] | None,
 ) -> None:
     """The held-out pairs, the base model's evaluation, then every run not evaluated yet."""
-    from prefkit.data.shared import shared_preparation
+    from prefkit.data.reuse import shared_preparation
 
     state = SweepState(sweep_dir)
 

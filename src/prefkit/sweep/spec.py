@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import prefkit
 from prefkit.config import RENAMED_KEYS, ConfigError, load_config
 from prefkit.errors import PrefkitError
-from prefkit.runs import write_json_atomic
 from prefkit.sweep.grid import SWEEP_KEYS, Combination, run_name
+from prefkit.train.run.folder import write_json_atomic
 
 if TYPE_CHECKING:
     from prefkit.config import Config
@@ -53,7 +53,7 @@ class EvalSettings:
     ``eval_file`` or ``eval_dataset``), written to ``heldout.jsonl`` in the sweep folder. ``max_samples``
     caps the pairs, ``generate`` the prompts replied to (None: all). ``max_new_tokens`` None: the config's
     ``eval_max_new_tokens``. ``scorers`` are added to the config's ``eval_scorers``. ``guard_limits`` set
-    the largest share of replies that may carry a flag (:data:`prefkit.evaluate.guards.FLAGS`), for a
+    the largest share of replies that may carry a flag (:data:`prefkit.score.guards.FLAGS`), for a
     task whose good replies carry one (short answers, say)."""
 
     eval_file: str | None = None

@@ -20,10 +20,10 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from prefkit.evaluate.compare import Run, differing_settings
-from prefkit.serve.auth import check_api_key
-from prefkit.serve.errors import APIError
 from prefkit.ui.metrics import read_since
 from prefkit.ui.runs import METRICS, RunsDir
+from prefkit.web.auth import check_api_key
+from prefkit.web.errors import APIError
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -60,12 +60,22 @@ def _json(body: Any) -> JSONResponse:
 
 
 def ui_router(runs: RunsDir, *, api_key: str | None, chat: bool) -> APIRouter:
-    files = _static_files()
+    """The page and its static files, and its API under ``/ui/api`` (behind the API key where one is
+    set): the runs, their metrics, configs and evaluations, and the comparison of runs."""
 
     def authorised(request: Request) -> None:
         if api_key is not None:
             check_api_key(request.headers.get("authorization"), api_key)
 
+    router = _page_router(_static_files())
+    api = APIRouter(prefix="/ui/api", dependencies=[Depends(authorised)])
+    _add_run_routes(api, runs, chat)
+    _add_eval_routes(api, runs)
+    router.include_router(api)
+    return router
+
+
+def _page_router(files: dict[str, tuple[bytes, str]]) -> APIRouter:
     router = APIRouter()
 
     @router.get("/", include_in_schema=False)
@@ -80,8 +90,17 @@ def ui_router(runs: RunsDir, *, api_key: str | None, chat: bool) -> APIRouter:
         body, media_type = files[name]
         return Response(body, media_type=media_type, headers=PAGE_HEADERS)
 
-    api = APIRouter(prefix="/ui/api", dependencies=[Depends(authorised)])
+    return router
 
+
+def _find(runs: RunsDir, run_id: str) -> Any:
+    run = runs.run(run_id)
+    if run is None:
+        raise _not_found("run")
+    return run
+
+
+def _add_run_routes(api: APIRouter, runs: RunsDir, chat: bool) -> None:
     @api.get("/info")
     def info() -> JSONResponse:
         return _json({"chat": chat, "runs_dir": runs.root.name or str(runs.root)})
@@ -105,15 +124,9 @@ def ui_router(runs: RunsDir, *, api_key: str | None, chat: bool) -> APIRouter:
             }
         )
 
-    def find(run_id: str) -> Any:
-        run = runs.run(run_id)
-        if run is None:
-            raise _not_found("run")
-        return run
-
     @api.get("/runs/{run_id}")
     def run_detail(run_id: str) -> JSONResponse:
-        run = find(run_id)
+        run = _find(runs, run_id)
         summary = runs.summary(run)
         attached, _ = runs.evals_by_run()
         summary["evals"] = [{"id": e.id, "name": e.name} for e in attached.get(run.id, [])]
@@ -121,16 +134,18 @@ def ui_router(runs: RunsDir, *, api_key: str | None, chat: bool) -> APIRouter:
 
     @api.get("/runs/{run_id}/metrics")
     def run_metrics(run_id: str, since: Annotated[str | None, Query(max_length=100)] = None) -> JSONResponse:
-        run = find(run_id)
+        run = _find(runs, run_id)
         return _json(read_since(runs.root, run.path / METRICS, since).to_json())
 
     @api.get("/runs/{run_id}/config")
     def run_config(run_id: str) -> JSONResponse:
-        return _json(runs.config(find(run_id)))
+        return _json(runs.config(_find(runs, run_id)))
 
+
+def _add_eval_routes(api: APIRouter, runs: RunsDir) -> None:
     @api.get("/runs/{run_id}/evals")
     def run_evals(run_id: str) -> JSONResponse:
-        run = find(run_id)
+        run = _find(runs, run_id)
         attached, _ = runs.evals_by_run()
         return _json({"evals": [runs.evaluation(e) for e in attached.get(run.id, [])]})
 
@@ -146,7 +161,7 @@ def ui_router(runs: RunsDir, *, api_key: str | None, chat: bool) -> APIRouter:
         run_id = run_id or []
         if not 1 <= len(run_id) <= MAX_COMPARED:
             raise APIError(400, f"name 1 to {MAX_COMPARED} runs: ?id=A&id=B", param="id")
-        chosen = [find(i) for i in run_id]
+        chosen = [_find(runs, i) for i in run_id]
         records = [runs.config(run)["record"] or {} for run in chosen]
         resolved = [r.get("config") if isinstance(r.get("config"), dict) else {} for r in records]
         # prefkit compare's own rule for which settings differ (output_dir and the like left out)
@@ -154,9 +169,6 @@ def ui_router(runs: RunsDir, *, api_key: str | None, chat: bool) -> APIRouter:
             [Run(r.name, r.path, c, [], {}) for r, c in zip(chosen, resolved, strict=True)]
         )
         return _json({"runs": [runs.summary(run) for run in chosen], "differing": differing})
-
-    router.include_router(api)
-    return router
 
 
 def mount_ui(app: FastAPI, runs: RunsDir, *, api_key: str | None, chat: bool) -> None:

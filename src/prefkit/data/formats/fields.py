@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from prefkit.data import jsontext
 from prefkit.data.examples import (
@@ -17,8 +17,18 @@ from prefkit.data.examples import (
 )
 from prefkit.data.jsontext import JsonProblem, TooLongInteger
 
-if TYPE_CHECKING:
-    from prefkit.data.formats.base import Format
+
+class Format(Protocol):
+    """What these helpers read of a format (:class:`prefkit.data.formats.base.Format`): its name and stage
+    for messages, and its way of requiring a key."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def stage(self) -> str: ...
+
+    def require(self, record: Mapping[str, Any], key: str) -> Any: ...
 
 
 def type_name(value: object) -> str:

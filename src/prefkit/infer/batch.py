@@ -1,0 +1,356 @@
+"""`prefkit generate`: replies to a file of prompts, batched, resumable, written atomically.
+
+Input: one record per line (JSONL; also JSON, CSV, Parquet through the data readers), each one of
+
+* ``{"prompt": "text"}`` or ``{"prompt": [messages]}``, optionally with ``"system"``;
+* ``{"messages": [...]}`` -- trailing assistant turns (a reference reply) are left out of the prompt;
+* any preference or SFT record prefkit trains on (prompt/chosen/rejected, ShareGPT, alpaca): its
+  prompt is used.
+
+A record's ``id``, when it has one, is copied to its result.
+
+Resuming: results are appended to ``OUT.part`` as each prompt finishes, after a first line recording
+the input's checksum, the model, adapter and sampling settings. Run the same command again after an
+interruption (Ctrl-C, a crash, a killed job) and it skips the prompts already in ``OUT.part`` -- a
+half-written last line is dropped and redone -- so no prompt is done twice or lost. A ``.part`` made
+with other settings or another input is refused, never mixed in. When every prompt is done, ``OUT``
+is written in input order beside itself and renamed into place, and the ``.part`` removed: ``OUT``
+is never half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from filelock import FileLock, Timeout
+
+from prefkit.data.examples import ExampleError, Location, Message, PreferenceExample, Problem, SFTExample
+from prefkit.data.formats import FormatError, detect_format
+from prefkit.data.formats.fields import check_prompt, optional_system, read_messages, type_name, with_system
+from prefkit.data.readers import read_records
+from prefkit.data.tokenize import ChatEncoder
+from prefkit.errors import PrefkitError
+from prefkit.infer.decode import Decoder, Request
+from prefkit.infer.sampling import SamplingSettings
+from prefkit.infer.stop import stop_condition
+from prefkit.model.inference import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+PART_SUFFIX = ".part"
+FORMAT_VERSION = 1
+
+
+class GenerateError(PrefkitError):
+    """The input, the output or a leftover ``.part`` file cannot be used as asked."""
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    location: Location
+    messages: list[Message]
+    record_id: Any = None
+
+    @property
+    def key(self) -> str:
+        return f"line {self.location.line}" if self.location.line is not None else f"row {self.location.row}"
+
+    def place(self) -> dict[str, int]:
+        return (
+            {"line": self.location.line}
+            if self.location.line is not None
+            else {"row": self.location.row or 0}
+        )
+
+
+def _prompt_of(record: Mapping[str, Any], location: Location) -> list[Message]:
+    if "prompt" in record and "chosen" not in record and "rejected" not in record:
+        value = record["prompt"]
+        if not isinstance(value, str | list):
+            raise ExampleError(
+                f"prompt: expected text or a list of messages, got {type_name(value)}", "wrong_type"
+            )
+        messages = [Message("user", value)] if isinstance(value, str) else read_messages(value, "prompt")
+        messages = with_system(messages, optional_system(record))
+    elif "messages" in record:
+        messages = read_messages(record["messages"], "messages")
+        while messages and messages[-1].role == "assistant":
+            messages.pop()  # a reference reply, not part of the prompt
+        messages = with_system(messages, optional_system(record))
+    else:
+        try:
+            fmt = detect_format([record])
+        except FormatError:
+            keys = ", ".join(map(str, record)) or "none"
+            raise ExampleError(
+                f"no prompt found: expected 'prompt' (text or messages), 'messages', or a preference/SFT "
+                f"record; the record has keys {keys}",
+                "missing_key",
+            ) from None
+        example = fmt.parse(record, location)
+        if isinstance(example, PreferenceExample):
+            messages = list(example.prompt)
+        else:
+            assert isinstance(example, SFTExample)
+            messages = list(example.messages)
+            while messages and messages[-1].role == "assistant":
+                messages.pop()
+    check_prompt(messages, "prompt")
+    return messages
+
+
+def read_prompts(path: str | os.PathLike[str]) -> tuple[list[PromptItem], list[Problem]]:
+    """Every usable prompt of ``path`` and a problem (``file:line: what``) for each record that is not."""
+    raw = read_records(path)
+    items: list[PromptItem] = []
+    problems = list(raw.problems)
+    for location, record in raw.records:
+        if not isinstance(record, dict):
+            problems.append(Problem(location, "expected a JSON object with a prompt", kind="not_object"))
+            continue
+        try:
+            items.append(PromptItem(location, _prompt_of(record, location), record.get("id")))
+        except (ExampleError, FormatError) as err:
+            problems.append(Problem(location, str(err), kind=getattr(err, "kind", "invalid")))
+    problems.sort(key=lambda p: (p.location.line or 0, p.location.row or 0))
+    return items, problems
+
+
+def _refuse(source: Path, problems: list[Problem], skip_bad: bool) -> None:
+    problems.sort(key=lambda p: (p.location.line or 0, p.location.row or 0))
+    if problems and not skip_bad:
+        shown = "\n".join(f"  {p}" for p in problems[:50])
+        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        raise GenerateError(
+            f"{len(problems)} record(s) of {source} cannot be used:\n{shown}{more}\n"
+            "Fix them, or pass --skip-bad to generate for the others."
+        )
+
+
+def check_files(
+    input_path: str | os.PathLike[str], output_path: str | os.PathLike[str], *, skip_bad: bool, force: bool
+) -> None:
+    """The checks that need no model: the output may be written, the input reads and every record has a
+    prompt (the CLI runs them before spending time loading the model)."""
+    output = Path(output_path)
+    if output.is_dir():
+        raise GenerateError(f"{output} is a folder; name the output file")
+    if output.exists() and not force:
+        raise GenerateError(f"{output} already exists; pass --force to replace it")
+    _refuse(Path(input_path), read_prompts(input_path)[1], skip_bad)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_part(part: Path, header: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Results already in ``part`` by prompt key; a half-written last line is cut off the file."""
+    data = part.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) < len(data):
+        logger.warning("%s: dropping a half-written last line (that prompt is done again)", part)
+        with part.open("r+b") as f:
+            f.truncate(len(complete))
+    lines = complete.decode("utf-8").splitlines()
+    if not lines:
+        return {}
+    try:
+        found = json.loads(lines[0]).get("prefkit_generate")
+    except (ValueError, AttributeError):
+        found = None
+    if found != header:
+        differs = (
+            ", ".join(k for k in header if not isinstance(found, dict) or found.get(k) != header[k])
+            or "its format"
+        )
+        raise GenerateError(
+            f"{part} holds results of another run (different {differs}). Rerun with the same input, model "
+            f"and settings to continue it, or delete {part} to start over."
+        )
+    done: dict[str, dict[str, Any]] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            result = json.loads(line)
+            done[result.pop("_key")] = result
+        except (ValueError, KeyError, AttributeError) as err:
+            raise GenerateError(
+                f"{part}:{number}: not a result line ({err}); delete {part} to start over"
+            ) from err
+    return done
+
+
+@dataclass
+class GenerateResult:
+    output: Path
+    total: int
+    generated: int  # done by this run
+    resumed: int  # found done in the .part file
+    skipped: list[Problem] = field(default_factory=list)
+    completion_tokens: int = 0
+
+
+def generate_file(
+    loaded: LoadedModel,
+    input_path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    *,
+    settings: SamplingSettings,
+    adapter: str | None = None,
+    batch_size: int = 8,
+    skip_bad: bool = False,
+    force: bool = False,
+    on_start: Callable[[int, int], None] | None = None,
+    on_done: Callable[[int, int], None] | None = None,
+) -> GenerateResult:
+    """Replies to every prompt of ``input_path`` in ``output_path`` (JSONL, input order).
+
+    ``on_start(total, already_done)`` is called once before generating, ``on_done(prompts, tokens)``
+    each time prompts finish (for a progress bar)."""
+    source, output = Path(input_path), Path(output_path)
+    part = output.with_name(output.name + PART_SUFFIX)
+    check_files(source, output, skip_bad=skip_bad, force=force)
+    items, problems = read_prompts(source)
+    encoder = loaded.encoder(adapter)
+    limit = loaded.context_length
+    prompt_ids, usable = _encode_prompts(items, encoder, limit, problems)
+    _refuse(source, problems, skip_bad)
+    if not usable:
+        raise GenerateError(f"{source}: no usable prompts")
+
+    header = {
+        "version": FORMAT_VERSION,
+        "input_sha256": _sha256(source),
+        "model": loaded.model_path,
+        "adapter": str(loaded.adapters[adapter].resolve()) if adapter else None,
+        "template": encoder.chat_template,
+        "settings": asdict(settings),
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with _writing(part, output):
+        done = _read_part(part, header) if part.exists() else {}
+        if not part.exists() or part.stat().st_size == 0:
+            part.write_text(json.dumps({"prefkit_generate": header}) + "\n", encoding="utf-8")
+        todo = [(i, item) for i, item in enumerate(usable) if item.key not in done]
+        if on_start is not None:
+            on_start(len(usable), len(usable) - len(todo))
+        decoder = Decoder(loaded.model, loaded.tokenizer, max_batch=batch_size)
+        stop = stop_condition(loaded.model, encoder)
+        pending = {}
+        for i, item in todo:
+            # prompt i samples with seed + i, whether or not this run is a resumed one
+            seeded = replace(settings, seed=settings.seed + i) if settings.seed is not None else settings
+            seq = decoder.sequence(
+                Request(prompt_ids[item.key], seeded, stop, adapter=adapter, max_length=limit)
+            )
+            pending[id(seq)] = item
+            decoder.add(seq)
+        tokens = _decode_into(part, decoder, pending, done, on_done)
+        _write_output(output, [done[item.key] for item in usable])
+        part.unlink()
+    return GenerateResult(
+        output, len(usable), len(todo), len(usable) - len(todo), problems if skip_bad else [], tokens
+    )
+
+
+def _encode_prompts(
+    items: list[PromptItem], encoder: ChatEncoder, limit: int | None, problems: list[Problem]
+) -> tuple[dict[str, list[int]], list[PromptItem]]:
+    """Each prompt's token ids by its key, and the prompts that have them; a prompt the template cannot
+    render, or too long for the model's context, is left out with a problem added."""
+    prompt_ids: dict[str, list[int]] = {}
+    usable: list[PromptItem] = []
+    for item in items:
+        try:
+            ids = encoder.prompt_ids(item.messages)
+        except (jinja2.TemplateError, PrefkitError, ValueError) as err:  # e.g. a template without system role
+            problems.append(Problem(item.location, f"the chat template cannot render this prompt: {err}"))
+            continue
+        if limit is not None and len(ids) >= limit:
+            problems.append(
+                Problem(item.location, f"the prompt is {len(ids)} tokens; the model's context is {limit}")
+            )
+            continue
+        prompt_ids[item.key] = ids
+        usable.append(item)
+    return prompt_ids, usable
+
+
+@contextlib.contextmanager
+def _writing(part: Path, output: Path) -> Iterator[None]:
+    """One `prefkit generate` at a time writes ``output`` (a lock beside its ``.part`` file, removed
+    after)."""
+    lock = FileLock(str(part) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise GenerateError(f"another `prefkit generate` is writing {output} right now") from None
+    try:
+        yield
+    finally:
+        lock.release()
+        Path(lock.lock_file).unlink(missing_ok=True)
+
+
+def _decode_into(
+    part: Path,
+    decoder: Decoder,
+    pending: dict[int, PromptItem],
+    done: dict[str, dict[str, Any]],
+    on_done: Callable[[int, int], None] | None,
+) -> int:
+    """Run the decoder to the end, appending each finished prompt's result to ``part`` (synced to disk
+    after every step that finished one); the number of tokens generated."""
+    tokens = 0
+    with part.open("a", encoding="utf-8") as out:
+        while decoder.has_work:
+            finished = [u.seq for u in decoder.step() if u.finished]
+            for seq in finished:
+                item = pending.pop(id(seq))
+                done[item.key] = _result(item, seq)
+                out.write(json.dumps({"_key": item.key, **done[item.key]}, ensure_ascii=False) + "\n")
+            if finished:
+                out.flush()
+                os.fsync(out.fileno())
+                new_tokens = sum(s.completion_tokens for s in finished)
+                tokens += new_tokens
+                if on_done is not None:
+                    on_done(len(finished), new_tokens)
+    return tokens
+
+
+def _result(item: PromptItem, seq: Any) -> dict[str, Any]:
+    result: dict[str, Any] = item.place()
+    if item.record_id is not None:
+        result["id"] = item.record_id
+    result.update(
+        messages=[m.to_dict() for m in item.messages],
+        reply=seq.text,
+        finish_reason=seq.finish_reason,
+        prompt_tokens=seq.prompt_tokens,
+        completion_tokens=seq.completion_tokens,
+    )
+    return result
+
+
+def _write_output(output: Path, results: list[dict[str, Any]]) -> None:
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as f:
+        for result in results:
+            f.write(json.dumps(result, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, output)

