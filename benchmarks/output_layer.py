@@ -7,7 +7,9 @@ The default shape is one DPO race step's scored positions on SmolLM2-135M in bf1
 pass (forward, with the hidden-state gradient precomputed for the frozen output weight, and backward) and
 the reference's (forward, no gradient), median of 7 after a warm-up, each against the vocabulary
 projections it must run anyway (two for the policy, one for the reference): what is left is the
-softmax's own cost. Writes ``benchmarks/results/output_layer.json``. Take the figure on a quiet machine.
+softmax's own cost. Also times the path for output layers that cannot be fused (a LoRA-wrapped or
+quantised ``lm_head``): the same log-softmax over the model's own logits (``label_logps``), forward and
+backward. Writes ``benchmarks/results/output_layer.json``. Take the figure on a quiet machine.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 
 from prefkit.env import _cpu_name
 from prefkit.model import log_softmax
-from prefkit.model.log_softmax import row_chunks
+from prefkit.model.log_softmax import label_logps, row_chunks
 from prefkit.model.output_layer import head_logps
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -57,6 +59,12 @@ def main() -> int:
             head_logps(hidden, weight, targets, None, dtype, args.chunk)
 
     chunks = [hidden[rows] for rows in row_chunks(args.rows, args.vocab, args.chunk)]
+    logits = (hidden @ weight.t()).requires_grad_()
+
+    def logits_path() -> None:
+        logits.grad = None
+        values, _ = label_logps(logits, targets)
+        values.sum().backward()
 
     def projections(count: int):
         def run() -> None:
@@ -75,6 +83,7 @@ def main() -> int:
         "policy_projections_ms": median_ms(projections(2), 7),
         "reference_ms": median_ms(reference, 7),
         "reference_projection_ms": median_ms(projections(1), 7),
+        "logits_path_ms": median_ms(logits_path, 7),
     }
     print(json.dumps(result, indent=1))
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -249,7 +249,7 @@ def run_prefkit(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str
 SPEEDUPS = {
     "fused_output_layer": ("prefkit.model.logps", "plain_output_layer", lambda model: None),
     "lean_lora": ("prefkit.model.training", "use_lean_lora_forward", lambda model: 0),
-    "lean_attention": ("prefkit.model.training", "use_lean_attention", lambda model: False),
+    "lean_attention": ("prefkit.model.attention", "use_lean_attention", lambda model: False),
 }
 
 
@@ -258,7 +258,10 @@ def _turn_off(names: list[str]) -> None:
 
     for name in names:
         module, attribute, off = SPEEDUPS[name]
-        setattr(importlib.import_module(module), attribute, off)
+        target = importlib.import_module(module)
+        if not hasattr(target, attribute):  # a speed-up moved: say so, never measure nothing
+            raise SystemExit(f"--prefkit-without {name}: {module} has no {attribute}")
+        setattr(target, attribute, off)
 
 
 def _method_overrides(method: str) -> list[str]:

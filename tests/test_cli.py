@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from prefkit.cli.app import app
+from prefkit.cli import app
 
 runner = CliRunner()
 CONFIGS = Path(__file__).parent / "fixtures" / "configs"

@@ -7,7 +7,7 @@ import pytest
 from toydata import toy_pairs
 from typer.testing import CliRunner
 
-from prefkit.cli.app import app
+from prefkit.cli import app
 from prefkit.config import load_config
 from prefkit.evaluate.compare import CompareError, compare_runs, final_and_best
 from prefkit.train.recipe import train

@@ -10,7 +10,7 @@ import pytest
 from toydata import toy_pairs
 from typer.testing import CliRunner
 
-from prefkit.cli.app import app
+from prefkit.cli import app
 from prefkit.config import load_config
 from prefkit.data.collate import PreferenceCollator
 from prefkit.data.formats import parse_file

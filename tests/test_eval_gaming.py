@@ -12,7 +12,7 @@ import fugashi
 import pytest
 from typer.testing import CliRunner
 
-from prefkit.cli.app import app
+from prefkit.cli import app
 from prefkit.data.examples import PreferenceExample
 from prefkit.data.formats import parse_file
 from prefkit.score.text import language

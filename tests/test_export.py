@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from prefkit.cli.app import app
+from prefkit.cli import app
 from prefkit.data.examples import Message
 from prefkit.infer.export import ExportError, export_model
 from prefkit.infer.generate import generate

@@ -20,6 +20,7 @@ from prefkit.config import load_config
 from prefkit.data.examples import Message
 from prefkit.data.load import check_data
 from prefkit.data.tokenize import ChatEncoder
+from prefkit.errors import PrefkitError
 from prefkit.infer.generate import generate
 from prefkit.infer.sampling import SamplingSettings
 from prefkit.model.loader import load_tokenizer
@@ -197,3 +198,24 @@ def test_dropout_is_off_in_preference_stages_and_in_every_reference_pass(family_
     with kept.reference_mode() as reference:
         assert two_passes(reference)
     assert kept.model.training  # back in training mode afterwards
+
+
+def test_a_batch_layout_the_model_refuses_leaves_the_previous_run_as_it_was(tmp_path, family_dirs):
+    """Gemma 2's sliding window (64 tokens in the tiny model) is shorter than a packed row (2 x cutoff_len):
+    `batch_layout: packed` is refused -- before `overwrite_output_dir` has removed the run already there."""
+    pairs = f"train_file={toy_pairs(tmp_path / 'pairs.jsonl', n=4)}"
+    first = run(tmp_path, family_dirs["gemma"], "gemma", "stage=dpo", pairs, "max_steps=1")
+    kept = {p: p.stat().st_mtime_ns for p in first.output_dir.rglob("*")}
+    assert (first.output_dir / "adapter_config.json") in kept
+    with pytest.raises(PrefkitError, match="batch_layout: packed needs the model's attention"):
+        run(
+            tmp_path,
+            family_dirs["gemma"],
+            "gemma",
+            "stage=dpo",
+            pairs,
+            "max_steps=1",
+            "batch_layout=packed",
+            "overwrite_output_dir=true",
+        )
+    assert {p: p.stat().st_mtime_ns for p in first.output_dir.rglob("*")} == kept

@@ -15,7 +15,7 @@ import pytest
 from toydata import toy_pairs
 from typer.testing import CliRunner
 
-from prefkit.cli.app import app
+from prefkit.cli import app
 
 runner = CliRunner()
 

@@ -17,7 +17,7 @@ from fuzzkit import FUZZ, data_files, dataset_infos, overrides, yaml_texts
 from hypothesis import given
 from typer.testing import CliRunner
 
-from prefkit.cli.app import app
+from prefkit.cli import app
 from prefkit.config import ConfigError, load_config
 from prefkit.data.dataset_info import resolve_dataset
 from prefkit.data.formats import parse_file

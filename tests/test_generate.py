@@ -1,6 +1,6 @@
-"""The decode decoder: continuous batching gives the tokens transformers' own generate gives, rows join and
-leave between steps, adapters mix in one batch, text streams without breaking characters or stop
-strings."""
+"""The decoder (prefkit.infer.decode): continuous batching gives the tokens transformers' own generate
+gives, rows join and leave between steps, adapters mix in one batch, text streams without breaking
+characters or stop strings."""
 
 from __future__ import annotations
 

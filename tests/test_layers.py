@@ -84,7 +84,7 @@ def test_no_modules_import_each_other_in_a_circle():
         state[node] = 1
         for nxt in sorted(edges[node]):
             if state.get(nxt) == 1:
-                circles.append(path[path.index(nxt) :] + [nxt])
+                circles.append([*path[path.index(nxt) :], nxt])
             elif nxt not in state:
                 visit(nxt, [*path, nxt])
         state[node] = 2

@@ -17,7 +17,7 @@ from transformers import TrainerCallback
 from typer.testing import CliRunner
 
 import prefkit.train.trainer as trainer_module
-from prefkit.cli.app import app
+from prefkit.cli import app
 from prefkit.errors import TrainingInterrupted
 from prefkit.score.guards import FLAGS
 from prefkit.sweep import EvalSettings, SweepError, run_sweep

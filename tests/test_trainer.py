@@ -108,7 +108,7 @@ def test_a_full_finetuning_reference_sits_with_the_policy(tmp_path, tiny_model_d
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from prefkit.data.collate import PreferenceCollator
-    from prefkit.model.training import LoadedModel
+    from prefkit.model.training import TrainingModel
     from prefkit.train.losses import LossParams
     from prefkit.train.trainer import PrefTrainer
 
@@ -118,7 +118,7 @@ def test_a_full_finetuning_reference_sits_with_the_policy(tmp_path, tiny_model_d
     cfg = config(tmp_path, tiny_model_dir, "finetuning_type=full")
     trainer = PrefTrainer(
         stage="dpo",
-        loaded=LoadedModel(policy, tokenizer, reference.requires_grad_(False), None),
+        loaded=TrainingModel(policy, tokenizer, reference.requires_grad_(False), None),
         loss_params=LossParams(beta=0.1),
         args=training_arguments(cfg),
         data_collator=PreferenceCollator(tokenizer.pad_token_id),

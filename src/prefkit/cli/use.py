@@ -1,6 +1,6 @@
 """The commands that use a trained model in a terminal or on files: `prefkit chat`, `generate` and `export`
 (a thin skin over prefkit.infer.chat, prefkit.infer.batch and prefkit.infer.export); the servers are in
-cli_serve."""
+:mod:`prefkit.cli.serve`."""
 
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ def load_config(
         keys, {**keys.values, "training_arguments": training_arguments, "config_file": file_name}
     )
     if config is not None:
-        keys.cross_field_problems(config)
+        keys.add_cross_field_problems(config)
     if keys.problems:
         keys.problems.sort(key=lambda item: item[0])
         raise ConfigError([message for _, message in keys.problems])
@@ -222,7 +222,7 @@ class _Keys:
                 checked_arguments[key] = checked
         return checked_arguments
 
-    def cross_field_problems(self, config: Config) -> None:
+    def add_cross_field_problems(self, config: Config) -> None:
         for keys, message in config._cross_field_problems():
             given = [k for k in keys if k in self.origins]
             # Report at the last of the keys the user wrote: that is usually the one just added.

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from prefkit.errors import PrefkitError
-from prefkit.model.loader import BASE_MODEL, peft_wrapping
+from prefkit.model.loader import BASE_MODEL, first_line, peft_wrapping
 
 _ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -97,15 +97,27 @@ def attach_adapters(base: Any, adapters: Sequence[AdapterSpec], *, trainable: bo
             else:
                 model.load_adapter(str(adapter.path), adapter_name=adapter.name, is_trainable=False)
         except (RuntimeError, ValueError, KeyError, OSError) as err:
-            trained_on = read_adapter_config(adapter.path).get("base_model_name_or_path") or "?"
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise PrefkitError(
-                f"adapter '{adapter.name}' ({adapter.path}) does not fit this model: {first}\n"
-                f"It was trained on {trained_on}; load it with that base model."
-            ) from err
+            raise _not_loaded(adapter, err) from err
     if adapters and trainable:
         model.base_model.set_adapter(adapters[0].name)  # the first trainable, the others as they are
     elif adapters:
         model.set_adapter(adapters[0].name)
         model.eval()
     return model
+
+
+def _not_loaded(adapter: AdapterSpec, err: BaseException) -> PrefkitError:
+    """Why an adapter did not load: not a folder here (a hub id that cannot be fetched), or one that does
+    not fit the model, with the base it names."""
+    if not adapter.path.is_dir():
+        return PrefkitError(
+            f"adapter '{adapter.name}' ({adapter.path}) could not be loaded: {first_line(err)}"
+        )
+    try:
+        trained_on = read_adapter_config(adapter.path).get("base_model_name_or_path") or "?"
+    except PrefkitError:
+        trained_on = "?"
+    return PrefkitError(
+        f"adapter '{adapter.name}' ({adapter.path}) does not fit this model: {first_line(err)}\n"
+        f"It was trained on {trained_on}; load it with that base model."
+    )

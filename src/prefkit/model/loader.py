@@ -20,6 +20,7 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -104,6 +105,10 @@ def load_tokenizer(
             name_or_path, trust_remote_code=trust_remote_code, gguf_file=gguf_file
         )
     except (OSError, ValueError) as err:
+        if gguf_file is not None:
+            raise ModelLoadError(
+                f"could not read a tokenizer from {Path(name_or_path) / gguf_file}: {first_line(err)}"
+            ) from err
         raise ModelLoadError(
             f"could not load a tokenizer from '{name_or_path}': {first_line(err)}\n"
             "Give a local model folder, or a hub id on a machine that can reach the hub."
@@ -154,12 +159,18 @@ def load_causal_lm(
     None leaves the model where it loads, the CPU). ``for_training`` switches the attention to prefkit's
     training kernel; otherwise the model is put in eval mode. ``gguf_file`` (a file in the folder
     ``name_or_path``) is dequantised: a quantised GGUF model can be neither trained nor saved."""
-    from transformers import AutoModelForCausalLM, GgufConfig
+    from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     quantization = quantization_config(quantization_bit, compute_dtype or dtype)
+    source = name_or_path
     if gguf_file is not None:
+        from transformers import GgufConfig
+
+        if quantization is not None:
+            raise ValueError("a GGUF file is dequantised on loading: quantization_bit does not apply")
         kwargs.update(gguf_file=gguf_file, quantization_config=GgufConfig(dequantize=True), dtype=dtype)
+        source = str(Path(name_or_path) / gguf_file)
     elif quantization is not None:
         kwargs["quantization_config"] = quantization
         kwargs["device_map"] = {"": torch.cuda.current_device()}
@@ -168,7 +179,7 @@ def load_causal_lm(
     try:
         model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as err:
-        raise ModelLoadError(f"could not load a model from '{name_or_path}': {first_line(err)}") from err
+        raise ModelLoadError(f"could not load a model from '{source}': {first_line(err)}") from err
     if quantization is None and device is not None:
         model.to(device)
     if for_training:

@@ -30,8 +30,9 @@ from prefkit.model.loader import forward_dtype
 from prefkit.model.log_softmax import label_logps
 from prefkit.model.output_layer import head_logps, hidden_states_out, plain_output_layer
 
-# Logits in one chunk (positions x vocabulary): 2**24 is about 340 positions at a 49k vocabulary and 110 at
-# Qwen2's 152k; 32 MiB in bf16 on the fused output layer's path, 64 MiB of float32 on the logits path.
+# Logits the fused output layer projects at a time (positions x vocabulary): 2**24 is about 340 positions
+# at a 49k vocabulary and 110 at Qwen2's 152k, 32 MiB in bf16. (The log-softmax then works through each
+# chunk in smaller blocks: :data:`prefkit.model.log_softmax.BLOCK_ELEMENTS`.)
 CHUNK_ELEMENTS = 2**24
 
 

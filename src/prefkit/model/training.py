@@ -1,6 +1,6 @@
 """Loading the model and tokenizer a run trains, with LoRA/QLoRA, and its reference policy.
 
-The reference (for the losses that need one, see losses.LOSSES):
+The reference (for the losses that need one, see :data:`prefkit.train.losses.LOSSES`):
 
 * LoRA: the same model with the adapter switched off -- no second copy in memory. When training
   starts from an existing adapter (``adapter_name_or_path``, e.g. SFT -> DPO), the reference is that
@@ -99,7 +99,7 @@ def place_like(reference: torch.nn.Module, policy: torch.nn.Module) -> torch.nn.
 
 
 @dataclass
-class LoadedModel:
+class TrainingModel:
     model: Any  # what the trainer optimises (a PeftModel for LoRA)
     tokenizer: Any
     reference: Any | None  # a frozen copy (full fine-tuning) or None
@@ -133,11 +133,11 @@ class LoadedModel:
 
 
 def _checkpointing(config: Config) -> bool:
-    # Under the name TrainingArguments is given it (see train.training_arguments), so both agree.
+    # Under the name TrainingArguments is given it (prefkit.train.recipe.training_arguments), so both agree.
     return bool(current_argument_names(config.training_arguments).get("activation_checkpointing"))
 
 
-def load_for_training(config: Config, model_path: str, needs_reference: bool) -> LoadedModel:
+def load_for_training(config: Config, model_path: str, needs_reference: bool) -> TrainingModel:
     """The trainable model (LoRA or full) and, where the loss needs one, its reference."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -157,7 +157,7 @@ def load_for_training(config: Config, model_path: str, needs_reference: bool) ->
         reference = None
         if needs_reference:
             reference = load_base_model(model_path, config).eval().requires_grad_(False)
-        return LoadedModel(base, tokenizer, reference, None, source)
+        return TrainingModel(base, tokenizer, reference, None, source)
 
     if _checkpointing(config):
         # With reentrant checkpointing a layer's output only requires grad if its input does; the frozen
@@ -172,7 +172,7 @@ def load_for_training(config: Config, model_path: str, needs_reference: bool) ->
         reference_adapter = REFERENCE_ADAPTER if needs_reference else None
         logger.info("continuing to train the adapter in %s", config.adapter_name_or_path)
         use_lean_lora_forward(model)
-        return LoadedModel(model, tokenizer, None, reference_adapter, source)
+        return TrainingModel(model, tokenizer, None, reference_adapter, source)
 
     lora = LoraConfig(
         r=config.lora_rank,
@@ -184,7 +184,7 @@ def load_for_training(config: Config, model_path: str, needs_reference: bool) ->
     with peft_wrapping():
         model = get_peft_model(base, lora)
     use_lean_lora_forward(model)
-    return LoadedModel(model, tokenizer, None, None, source)
+    return TrainingModel(model, tokenizer, None, None, source)
 
 
 def trainable_parameters(model: Any) -> tuple[int, int]:

@@ -151,8 +151,8 @@ def measure(
 
 
 def measure_replies(samples: list[Sample], accuracy: float, margin: float) -> Measurement:
-    """Score and flag the replies (:func:`prefkit.evaluate.score_replies`); the figures the report and the
-    verdicts read."""
+    """Score and flag the replies (:func:`prefkit.score.generation.score_replies`); the figures the report
+    and the verdicts read."""
     scored = score_replies(samples, resolve_scorers([STYLE_SCORER]))
     languages = {}
     for lang, figures in scored.by_language.items():

@@ -113,13 +113,14 @@ def create_app(state: ServerState) -> FastAPI:
     ``/v1/chat/completions`` and ``/v1/completions``."""
     app = FastAPI(title="prefkit", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.prefkit = state
-    _add_error_handlers(app, state)
+    _add_error_handlers(app)
+    _add_api_key_check(app, state)
     _add_status_routes(app, state)
     _add_completion_routes(app, state)
     return app
 
 
-def _add_error_handlers(app: FastAPI, state: ServerState) -> None:
+def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, err: APIError) -> JSONResponse:
         return err.response()
@@ -133,6 +134,8 @@ def _add_error_handlers(app: FastAPI, state: ServerState) -> None:
         logger.exception("unexpected error on %s", request.url.path)
         return JSONResponse(error_body(500, "internal server error"), status_code=500)
 
+
+def _add_api_key_check(app: FastAPI, state: ServerState) -> None:
     @app.middleware("http")
     async def _auth(request: Request, call_next: Any) -> Any:
         if request.url.path.startswith("/v1") and state.api_key is not None:

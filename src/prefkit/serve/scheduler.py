@@ -1,4 +1,5 @@
-"""The thread that owns the model, between the HTTP handlers (asyncio) and the decode decoder.
+"""The thread that owns the model, between the HTTP handlers (asyncio) and the decoder
+(:mod:`prefkit.infer.decode`).
 
 Handlers :meth:`Scheduler.submit` requests and read their text from an ``asyncio.Queue``; they never
 touch the model, so the event loop stays free (``/health`` answers while a batch decodes). Requests

@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 
     from prefkit.config import Config
     from prefkit.data.load import PreparedData
-    from prefkit.model.training import LoadedModel
+    from prefkit.model.training import TrainingModel
     from prefkit.train.trainer import PrefTrainer
 
 logger = logging.getLogger(__name__)
@@ -248,30 +248,30 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
         if isinstance(plan, TrainResult):  # nothing left to train: the run was finished from disk
             return plan
         model, loaded, needs_reference, cached_full = _load(config, output_dir)
-        prepared, args, generation_eval = _prepare(config, loaded)
+        ready = _prepare(config, loaded)
         folder = _claim_folder(config, plan, output_dir, state)
-        _log_start(config, model, loaded, prepared)
+        _log_start(config, model, loaded, ready.data)
         stop = GracefulStop()
         trainer = PrefTrainer(
             stage=config.stage,
             loaded=loaded,
             pref_loss=config.pref_loss,
             loss_params=_loss_params(config),
-            args=args,
-            train_dataset=prepared.train,
-            eval_dataset=prepared.eval,
-            data_collator=_collator(config, loaded),
+            args=ready.args,
+            train_dataset=ready.data.train,
+            eval_dataset=ready.data.eval,
+            data_collator=ready.collator,
             callbacks=[MetricsJsonl(output_dir / METRICS_FILE), stop, *(callbacks or [])],
             reference_cache=open_reference_cache(config, model)
             if needs_reference and config.reference_cache
             else None,
-            generation_eval=generation_eval,
+            generation_eval=ready.generation_eval,
         )
         if cached_full or (trainer.reference_cache is not None and config.precompute_ref_log_probs):
             trainer.precompute_reference(lambda: load_base_model(model, config).eval().requires_grad_(False))
         trainer.run_folder = folder
         if folder is not None:
-            record = training_config_record(config, model, args, loaded, prepared)
+            record = training_config_record(config, model, ready.args, loaded, ready.data)
             _record_config(folder, record, plan.start, plan.resumed_step, plan.changed)
         train_seconds = _run(trainer, stop, plan.start, output_dir)
         return _finish(config, trainer, folder, state, plan.start, output_dir, train_seconds)
@@ -305,7 +305,7 @@ def _plan(config: Config, output_dir: Path) -> _Plan | TrainResult:
     return _Plan(start, resumed_step, changed)
 
 
-def _load(config: Config, output_dir: Path) -> tuple[str, LoadedModel, bool, bool]:
+def _load(config: Config, output_dir: Path) -> tuple[str, TrainingModel, bool, bool]:
     """The model to train (after the pre-flight checks) and, where the loss needs one, its reference.
     Returns the model's folder, the loaded model, whether the loss needs a reference, and whether that
     reference is read from the cache alone (full fine-tuning: no frozen copy is kept for the run)."""
@@ -323,11 +323,18 @@ def _load(config: Config, output_dir: Path) -> tuple[str, LoadedModel, bool, boo
     return model, loaded, needs_reference, cached_full
 
 
-def _prepare(
-    config: Config, loaded: LoadedModel
-) -> tuple[PreparedData, TrainingArguments, GenerationEval | None]:
-    """The tokenised data, the generation during evaluation (its scorers resolved) and the
-    TrainingArguments, checked against each other -- all before the output folder is touched."""
+@dataclass
+class _Prepared:
+    data: PreparedData
+    args: TrainingArguments
+    collator: Any  # the batch layout's collator
+    generation_eval: GenerationEval | None
+
+
+def _prepare(config: Config, loaded: TrainingModel) -> _Prepared:
+    """The tokenised data, the TrainingArguments, the collator (the batch layout checked against the
+    model) and the generation during evaluation (its scorers resolved) -- every one of them refused, if it
+    must be, before the output folder is touched."""
     prepared = prepare_data(config, loaded.tokenizer)
     generation_eval = generation_eval_for(config, loaded.tokenizer, prepared.eval_examples)
     args = training_arguments(config)
@@ -336,7 +343,7 @@ def _prepare(
             f"eval_strategy: {config.eval_strategy} needs evaluation data: set val_size, "
             "eval_file or eval_dataset"
         )
-    return prepared, args, generation_eval
+    return _Prepared(prepared, args, _collator(config, loaded), generation_eval)
 
 
 def _claim_folder(config: Config, plan: _Plan, output_dir: Path, state: PartialState) -> RunFolder | None:
@@ -363,7 +370,7 @@ def _claim_folder(config: Config, plan: _Plan, output_dir: Path, state: PartialS
     return folder
 
 
-def _log_start(config: Config, model: str, loaded: LoadedModel, prepared: PreparedData) -> None:
+def _log_start(config: Config, model: str, loaded: TrainingModel, prepared: PreparedData) -> None:
     trainable, total = trainable_parameters(loaded.model)
     logger.info(
         "%s training %s with %s: %d train / %d eval examples; %s of %s parameters trainable",
@@ -377,7 +384,7 @@ def _log_start(config: Config, model: str, loaded: LoadedModel, prepared: Prepar
     )
 
 
-def _collator(config: Config, loaded: LoadedModel) -> Any:
+def _collator(config: Config, loaded: TrainingModel) -> Any:
     pad = loaded.tokenizer.pad_token_id
     if config.stage != "dpo":
         return SFTCollator(pad)

@@ -26,7 +26,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from prefkit.data.collate import NUM_TOKENS
 from prefkit.model.logps import sequence_logps
 from prefkit.model.sources import builtin_origin
-from prefkit.model.training import LoadedModel, place_like
+from prefkit.model.training import TrainingModel, place_like
 from prefkit.train.losses import LOSSES, LossOutput, LossParams, PolicyLogps
 from prefkit.train.nonfinite import NonFiniteGuard, NonFiniteWeightsError, nonfinite_parameters
 from prefkit.train.refcache import PAIR_KEYS, ReferenceCache, fill, pair_key
@@ -85,7 +85,7 @@ class PrefTrainer(AtomicCheckpoints, Trainer):
         self,
         *,
         stage: str,
-        loaded: LoadedModel,
+        loaded: TrainingModel,
         pref_loss: str = "sigmoid",
         loss_params: LossParams | None = None,
         reference_cache: ReferenceCache | None = None,

@@ -18,7 +18,7 @@ from prefkit.data.examples import (
 from prefkit.data.jsontext import JsonProblem, TooLongInteger
 
 
-class Format(Protocol):
+class FormatLike(Protocol):
     """What these helpers read of a format (:class:`prefkit.data.formats.base.Format`): its name and stage
     for messages, and its way of requiring a key."""
 
@@ -227,7 +227,7 @@ def _history(value: object) -> list[Message]:
     return out
 
 
-def split_alpaca(prompt: Sequence[Message], fmt: Format) -> tuple[str | None, list[list[str]], str]:
+def split_alpaca(prompt: Sequence[Message], fmt: FormatLike) -> tuple[str | None, list[list[str]], str]:
     """prompt -> (system, history pairs, last user turn); alpaca can hold nothing else."""
     system = prompt[0].content if prompt and prompt[0].role == "system" else None
     turns = list(prompt[1:] if system is not None else prompt)
@@ -253,14 +253,14 @@ def split_system(messages: Sequence[Message]) -> tuple[str | None, list[Message]
     return None, list(messages)
 
 
-def need(example: Example, kind: type, fmt: Format) -> None:
+def need(example: Example, kind: type, fmt: FormatLike) -> None:
     if not isinstance(example, kind):
         raise ExampleError(
             f"{fmt.stage} {fmt.name} holds {kind.__name__}s, got a {type(example).__name__}", "wrong_type"
         )
 
 
-def alpaca_prompt(fmt: Format, record: Mapping[str, Any]) -> list[Message]:
+def alpaca_prompt(fmt: FormatLike, record: Mapping[str, Any]) -> list[Message]:
     instruction = read_string(fmt.require(record, "instruction"), "instruction")
     query = record.get("input")
     query = "" if query is None else read_string(query, "input")
