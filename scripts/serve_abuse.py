@@ -6,9 +6,11 @@
 ``--clients`` threads at once, each sending ``--requests`` requests, cycling through these kinds: valid
 chat and completions (plain, streamed, and streamed then dropped after the first chunk), malformed
 JSON, wrong types, huge ``max_tokens``, a prompt over the context, a body over the size limit, a
-missing and a wrong API key, an unknown model, a wrong method, and clients that connect and stall
-(half a request head; a body that never finishes). Meanwhile ``/health`` is polled and the server's
-memory (its RSS, from /proc) is sampled.
+missing and a wrong API key, an unknown model, a wrong method, a foreign ``Host`` (DNS rebinding), a
+``text/plain`` body (a browser's simple request), sampling settings that used to break the whole batch
+(seed 2**70, repetition_penalty 1e-40, lone surrogates; a temperature of 1e-40, now greedy), and
+clients that connect and stall (half a request head; a body that never finishes). Meanwhile
+``/health`` is polled and the server's memory (its RSS, from /proc) is sampled.
 
 Every answer must be the status its kind calls for (valid requests: 200, or 429 when the queue is
 full; a stalled head: the server closes the connection; a stalled body: 408); anything else -- a 500,
@@ -57,9 +59,15 @@ def _connection(target: Target, timeout: float = 120.0) -> http.client.HTTPConne
 
 
 def _post(
-    target: Target, path: str, body: bytes, *, key: str | None = "valid", method: str = "POST"
+    target: Target,
+    path: str,
+    body: bytes,
+    *,
+    key: str | None = "valid",
+    method: str = "POST",
+    extra: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **(extra or {})}
     if key is not None:
         headers["Authorization"] = f"Bearer {target.api_key if key == 'valid' else key}"
     conn = _connection(target)
@@ -157,10 +165,34 @@ def wrong_method(t: Target) -> str:
     return str(_post(t, "/v1/chat/completions", b"", method="GET")[0])
 
 
+def foreign_host(t: Target) -> str:
+    return str(_post(t, "/v1/chat/completions", _chat(t), extra={"Host": "attacker.example"})[0])
+
+
+def text_plain_body(t: Target) -> str:
+    return str(_post(t, "/v1/chat/completions", _chat(t), extra={"Content-Type": "text/plain"})[0])
+
+
+def hostile_settings(t: Target) -> str:
+    """Settings that once made the sampler produce NaN (failing every request in the batch) or overflowed
+    in the handler (a 500): each must be a 400 now."""
+    bodies = [
+        _chat(t, temperature=1.0, seed=2**70),
+        _chat(t, temperature=1.0, repetition_penalty=1e-40),
+        _chat(t, content=chr(0xD800)),  # json.dumps writes the escape \ud800: a lone surrogate
+    ]
+    statuses = {str(_post(t, "/v1/chat/completions", b)[0]) for b in bodies}
+    return statuses.pop() if len(statuses) == 1 else "/".join(sorted(statuses))
+
+
+def tiny_temperature(t: Target) -> str:
+    return str(_post(t, "/v1/chat/completions", _chat(t, temperature=1e-40))[0])  # greedy
+
+
 def stalled_head(t: Target) -> str:
     """Half a request head, then nothing: the server must close the connection itself."""
     with socket.create_connection((t.host, t.port), timeout=t.header_timeout + 10) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         started = time.monotonic()
         try:
             closed = sock.recv(1024) == b""
@@ -176,7 +208,7 @@ def stalled_body(t: Target) -> str:
     """A body that never finishes: the server must answer 408 after its body timeout."""
     with socket.create_connection((t.host, t.port), timeout=t.body_timeout + 15) as sock:
         head = (
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Authorization: Bearer {t.api_key}\r\nContent-Length: 1000\r\n\r\n"
         )
         sock.sendall(head.encode() + b'{"model": ')
@@ -201,6 +233,10 @@ ACCEPT: dict[Callable[[Target], str], set[str]] = {
     wrong_key: {"401"},
     unknown_model: {"404"},
     wrong_method: {"405"},
+    foreign_host: {"421"},
+    text_plain_body: {"415"},
+    hostile_settings: {"400"},
+    tiny_temperature: {"200", "429"},
     stalled_head: {"closed"},
     stalled_body: {"408"},
 }

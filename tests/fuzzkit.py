@@ -134,11 +134,62 @@ def csv_files(draw) -> bytes:
     return draw(damaged(buffer.getvalue())).encode("utf-8", errors="surrogatepass")
 
 
+# Records that are well formed in one of the chat formats, so that the parsers' turn checks, the
+# validator and the chat template -- not JSON errors -- decide: any order of roles (an assistant turn
+# first, the same role twice), lone surrogates in any text, and system prompts given where prefkit reads
+# them (the record's `system`, a leading system message) or where it does not (a key of a message).
+chat_texts = st.one_of(texts, st.sampled_from(["\ud800", "a\udfffb", "ok \ud83d"]))
+turn_roles = st.sampled_from(["user", "assistant", "system"])
+
+
+@st.composite
+def chat_message(draw, style: str, role: str | None = None) -> dict:
+    role = role or draw(turn_roles)
+    if style == "sharegpt":
+        message = {"from": {"user": "human", "assistant": "gpt"}.get(role, role), "value": draw(chat_texts)}
+    else:
+        message = {"role": role, "content": draw(chat_texts)}
+    if draw(st.integers(0, 7)) == 0:
+        message["system"] = draw(chat_texts)  # not read: a message is role/content or from/value
+    return message
+
+
+@st.composite
+def chat_records(draw) -> dict:
+    shape = draw(st.sampled_from(["messages", "prompt-chat", "sharegpt", "sharegpt-sft", "sharegpt-pair"]))
+    style = "sharegpt" if shape.startswith("sharegpt") else "openai"
+    turns = draw(st.lists(chat_message(style), max_size=5))
+    reply = chat_message(style, "assistant")
+    text_or_reply = st.one_of(chat_texts, reply)
+    if shape == "messages":
+        record: dict = {"messages": [*turns, draw(reply)]}
+    elif shape == "sharegpt-sft":
+        record = {"conversations": [*turns, draw(reply)]}
+    elif shape == "prompt-chat":
+        prompt = draw(st.one_of(st.just(turns), chat_texts))  # a plain-text prompt is allowed
+        record = {"prompt": prompt, "chosen": draw(text_or_reply), "rejected": draw(text_or_reply)}
+    elif shape == "sharegpt":
+        record = {"conversations": turns, "chosen": draw(text_or_reply), "rejected": draw(text_or_reply)}
+    else:
+        record = {"conversations": [*turns, draw(reply)], "rejected_conversations": [*turns, draw(reply)]}
+    if draw(st.booleans()):
+        record["system"] = draw(st.one_of(chat_texts, st.none()))
+    return record
+
+
+@st.composite
+def chat_files(draw) -> bytes:
+    records = draw(st.lists(chat_records(), min_size=1, max_size=6))
+    text = "".join(json.dumps(r, ensure_ascii=draw(st.booleans())) + "\n" for r in records)
+    return text.encode("utf-8", errors="surrogatepass")
+
+
 data_files = st.one_of(
     st.tuples(st.just(".jsonl"), jsonl_files()),
     st.tuples(st.just(".json"), json_files()),
     st.tuples(st.just(".csv"), csv_files()),
     st.tuples(st.sampled_from([".jsonl", ".json", ".csv"]), st.binary(max_size=200)),
+    st.tuples(st.just(".jsonl"), chat_files()),
 )
 
 # ----------------------------------------------------------------------------------------- configs
@@ -154,6 +205,7 @@ YAML_SCALARS = [
     "yes", "no", "true", "[]", "{}", "[a, b]", "'x'", '"\\x00"', "\x1b", "\x00", "2024-13-45",
     "!!python/object:os.system", "&a [1, 2]", "*a", "*nope", "[[[[[[[[", "]]", "- a", "{a: *a}", "|\n  block",
     "1_000", "0x10", "sigmoid", "dpo",
+    "{prompt: a, prompt: b}", "\n  prompt: q\n  chosen: c\n  prompt: r", "[{x: 1, x: 2}]",
 ]  # fmt: skip
 
 

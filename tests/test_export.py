@@ -1,14 +1,19 @@
 """`prefkit export`: the merged folder loads with plain transformers (no prefkit, no peft importable),
 replies greedily as the unmerged model does, and a weighted combination is exactly the weighted sum of
-the adapters' weight changes."""
+the adapters' weight changes; the output may be relative, --force replaces only an earlier export,
+never the working folder, and what a killed export left behind is cleaned up by the next one."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +24,7 @@ from typer.testing import CliRunner
 
 from prefkit.cli import app
 from prefkit.data.examples import Message
-from prefkit.infer.export import ExportError, export_model
+from prefkit.infer.export import EXPORT_RECORD, ExportError, export_model
 from prefkit.infer.generate import generate
 from prefkit.infer.sampling import SamplingSettings
 from prefkit.model.adapters import parse_adapters
@@ -186,3 +191,115 @@ def test_auto_dtype_is_the_dtype_the_base_was_saved_in(tiny_model_dir, tiny_adap
     with safe_open(out / "model.safetensors", "pt") as f:
         assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}  # noqa: SIM118
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def _export_cli(*args: str) -> tuple[int, str]:
+    handlers = logging.getLogger().handlers[:]
+    result = CliRunner().invoke(app, ["export", *args])
+    logging.getLogger().handlers[:] = handlers  # the command logged to the runner's stream, closed now
+    return result.exit_code, result.output
+
+
+def test_relative_outputs_work_and_the_working_folder_is_refused(
+    tiny_model_dir, tiny_adapters, tmp_path, monkeypatch
+):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    command = ["--model", str(tiny_model_dir), "--adapter", str(tiny_adapters["a"])]
+    for output in (".", "./", "..", str(work)):
+        started = time.monotonic()
+        code, text = _export_cli(*command, "--output", output, "--force")
+        assert code not in (0, 70), text  # 70: a prefkit bug (it was one: Path(".").with_name)
+        assert "the folder you are working in" in " ".join(text.split()), text
+        assert time.monotonic() - started < 5  # refused before the model is loaded
+    assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]
+
+    code, text = _export_cli(*command, "--output", "merged", "--dtype", "fp32")
+    assert code == 0, text
+    assert (work / "merged" / EXPORT_RECORD).is_file()
+    code, text = _export_cli(*command, "--output", "./sub/../merged", "--dtype", "fp32", "--force")
+    assert code == 0, text
+    assert sorted(p.name for p in work.iterdir()) == ["merged", "notes.txt"]  # no temporary folders
+
+
+def test_force_replaces_only_an_earlier_export(tiny_model_dir, tiny_adapters, tmp_path):
+    adapters = parse_adapters([str(tiny_adapters["a"])])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(ExportError, match=f"has no {EXPORT_RECORD}.*even with --force"):
+        export_model(str(tiny_model_dir), adapters, mine, force=True)
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    export_model(str(tiny_model_dir), adapters, empty)  # an empty folder needs no --force
+    assert (empty / EXPORT_RECORD).is_file()
+    export_model(str(tiny_model_dir), adapters, empty, force=True)  # an earlier export: replaced
+
+    # a link to an earlier export: the folder it points to is replaced, the link stays
+    link = tmp_path / "current"
+    link.symlink_to(empty, target_is_directory=True)
+    (empty / "stale.txt").write_text("from the earlier export")
+    out = export_model(str(tiny_model_dir), adapters, link, force=True).output
+    assert out == empty.resolve() and link.is_symlink() and (link / EXPORT_RECORD).is_file()
+    assert not (empty / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "empty", "mine"]  # no .old link left
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.slow
+def test_a_killed_export_is_cleaned_up_by_the_next_one(tiny_model_dir, tiny_adapters, tmp_path):
+    out = tmp_path / "merged"
+    args = [
+        sys.executable, "-m", "prefkit", "export", "--model", str(tiny_model_dir),
+        "--adapter", str(tiny_adapters["a"]), "--output", str(out), "--dtype", "fp32",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for _ in range(5):  # the temporary folder lives for a fraction of a second: retry if it was missed
+        child = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        tmp = tmp_path / f".merged.tmp-{child.pid}"
+        while child.poll() is None and not (tmp.is_dir() and any(tmp.iterdir())):
+            time.sleep(0.0005)
+        child.send_signal(signal.SIGKILL)  # mid-write, as when a machine dies
+        child.wait()
+        if tmp.is_dir() and not out.exists():
+            break
+        shutil.rmtree(out, ignore_errors=True)
+    else:
+        pytest.skip("could not kill the export while it was writing")
+    # a folder that only looks like a leftover (no marker inside) and a running process's are kept
+    lookalike = tmp_path / f".merged.tmp-{_dead_pid()}"
+    lookalike.mkdir()
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    alive = tmp_path / f".merged.tmp-{running.pid}"
+    shutil.copytree(tmp, alive)  # as a running export's folder is
+
+    adapters = parse_adapters([str(tiny_adapters["a"])])
+    try:
+        export_model(str(tiny_model_dir), adapters, out, dtype="fp32")
+    finally:
+        running.kill()
+        running.wait()
+    assert not tmp.exists()  # the killed export's half-written folder
+    assert sorted(tmp_path.iterdir()) == sorted([out, lookalike, alive])
+
+    # killed between moving the earlier export aside and renaming the new one in: it is put back
+    aside = tmp_path / f".merged.old-{_dead_pid()}"
+    out.rename(aside)
+    with pytest.raises(ExportError, match="pass --force"):
+        export_model(str(tiny_model_dir), adapters, out, dtype="fp32")
+    assert (out / EXPORT_RECORD).is_file() and not aside.exists()
+    # killed while deleting the earlier export after the swap: the rest is deleted
+    stale = tmp_path / f".merged.old-{_dead_pid()}"
+    stale.mkdir()
+    (stale / "model.safetensors").write_text("half deleted")
+    export_model(str(tiny_model_dir), adapters, out, dtype="fp32", force=True)
+    assert not stale.exists()

@@ -539,3 +539,70 @@ def test_write_examples_refuses_what_the_format_cannot_hold(tmp_path: Path) -> N
         "chosen": "c",
         "rejected": "r",
     }
+
+
+def _without_system(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with its system prompt removed, wherever it was given."""
+    out = {k: v for k, v in record.items() if k != "system"}
+    for key in ("prompt", "messages", "conversations"):
+        if isinstance(out.get(key), list):
+            out[key] = [m for m in out[key] if "system" not in (m.get("role"), m.get("from"))]
+    return out
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.id)
+def test_every_format_reads_the_record_system_key(fmt) -> None:
+    """Issue #25 asked which formats read a `system` key: every one does, from the record's top level."""
+    records = PREF_RECORDS if fmt.stage == "dpo" else SFT_RECORDS
+    record = records.get(fmt.name) or {
+        "prompt": "日本の首都は？",
+        "chosen": "東京です。",
+        "rejected": "大阪です。",
+    }
+    example = fmt.parse({**_without_system(record), "system": "S"}, Location("f", 1))
+    first = (example.prompt if isinstance(example, PreferenceExample) else example.messages)[0]
+    assert first == Message("system", "S")
+    assert "system" in fmt.optional_keys
+
+
+def test_a_system_prompt_that_is_not_read_is_named(tmp_path: Path) -> None:
+    """Issue #25: a system prompt prefkit does not read was dropped without a word. Inside a message
+    object it is one of the message's keys no one reads; and `columns` naming another column for system
+    hides the record's own `system` key."""
+    inside = [
+        {"role": "user", "content": "q", "system": "Be brief."},
+        {"role": "assistant", "content": "a"},
+    ]
+    path = _jsonl(
+        tmp_path / "d.jsonl",
+        [
+            {"messages": [{"role": "user", "content": "q0"}, {"role": "assistant", "content": "a"}]},
+            {"messages": inside},
+            {"messages": json.dumps(inside).replace("q", "q2")},  # a cell holding JSON, as in a CSV
+        ],
+    )
+    parsed = parse_file(path)
+    assert len(parsed.examples) == 3
+    assert [(p.location.line, p.severity, p.kind) for p in parsed.problems] == [
+        (2, "warning", "ignored_system")
+    ]
+    assert parsed.problems[0].message.startswith(
+        "key 'system' inside a message of 'messages' is not read (a message is role/content or from/value), "
+        "so its system prompt is ignored (2 record(s) have one)"
+    )
+    pairs = _jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"question": "q", "chosen": "a", "rejected": "b", "system": "S", "persona": "P"},
+            {"question": "q2", "chosen": "a", "rejected": "b", "system": "S"},
+        ],
+    )
+    parsed = parse_file(
+        pairs, stage="dpo", format="prompt-text", columns={"prompt": "question", "system": "persona"}
+    )
+    assert [e.system for e in parsed.examples] == ["P", None]
+    assert [(p.location.line, p.kind) for p in parsed.problems] == [(2, "ignored_system")]
+    assert "`columns` takes system from another column, which 1 record(s) lack" in parsed.problems[0].message
+    # A column used as another key is read, not ignored: no warning.
+    used = parse_file(pairs, stage="dpo", format="prompt-text", columns={"prompt": "system"})
+    assert used.problems == [] and [e.prompt[0].content for e in used.examples] == ["S", "S"]

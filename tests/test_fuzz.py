@@ -13,13 +13,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from fuzzkit import FUZZ, data_files, dataset_infos, overrides, yaml_texts
+from fuzzkit import FUZZ, chat_files, data_files, dataset_infos, overrides, yaml_texts
 from hypothesis import given
 from typer.testing import CliRunner
 
 from prefkit.cli import app
 from prefkit.config import ConfigError, load_config
 from prefkit.data.dataset_info import resolve_dataset
+from prefkit.data.examples import PreferenceExample
 from prefkit.data.formats import parse_file
 from prefkit.data.load import check_data, prepare_data
 from prefkit.data.readers import read_records
@@ -98,6 +99,27 @@ def test_data_check_and_training_agree_on_any_file(workdir, tokenizer, file):
         assert not checked.ok or checked.usable == 0
     else:
         assert checked.ok and len(prepared.train) == checked.usable
+
+
+@FUZZ
+@given(chat_files())
+def test_chat_records_in_any_turn_order_are_examples_or_located_problems(workdir, tokenizer, data):
+    """Issue #25: well-formed chat records with any order of roles, lone surrogates and system prompts in
+    places prefkit does and does not read. `data check --model` crashed on an assistant turn first and on a
+    surrogate in a plain-text reply, and let repeated roles pass without a word."""
+    path = _write(workdir, ".jsonl", data)
+    parsed = parse_file(path)
+    report = check_files([parsed], parsed.stage or "dpo", ChatEncoder(tokenizer, None, 64))
+    _located(report.problems)
+    unusable = {p.location.line for p in report.errors}
+    assert report.usable + len(unusable) == report.records  # each record: an example, or an error at its line
+    warned = {p.location.line for p in report.problems if p.kind == "role_order"}
+    for example in parsed.examples:
+        turns = example.prompt if isinstance(example, PreferenceExample) else example.messages
+        roles = [m.role for m in turns if m.role != "system"]
+        assert roles[0] == "user", example  # an assistant turn first is refused
+        repeated = any(a == b for a, b in itertools.pairwise(roles))
+        assert repeated == (example.location.line in warned), example
 
 
 @FUZZ

@@ -323,3 +323,61 @@ def test_the_cache_goes_by_the_name_the_model_takes(model, encoder):
         warnings.simplefilter("error", FutureWarning)
         while decoder.has_work:
             decoder.step()
+
+
+def test_sampling_settings_are_bounded_where_they_are_made(model):
+    """Issue 25: settings that overflow the sampler (NaN for the whole batch, once) or torch's seeding."""
+    assert default_settings(model, temperature=1e-40) == SamplingSettings()  # under 1e-5: greedy
+    assert default_settings(model, temperature=1e-5).do_sample
+    model.generation_config.do_sample = True
+    model.generation_config.temperature = 1e-9  # a model's own config is held to the same rule
+    try:
+        assert not default_settings(model).do_sample
+    finally:
+        model.generation_config.do_sample = False
+        model.generation_config.temperature = 1.0
+    for bad, field in [
+        ({"do_sample": True, "temperature": 1e-40}, "temperature"),
+        ({"repetition_penalty": 1e-40}, "repetition_penalty"),
+        ({"repetition_penalty": 11.0}, "repetition_penalty"),
+        ({"seed": 2**64}, "seed"),
+        ({"seed": -(2**63) - 1}, "seed"),
+    ]:
+        with pytest.raises(PrefkitError, match=field):
+            SamplingSettings(**bad)
+    for seed in (2**64 - 1, -(2**63)):
+        torch.Generator().manual_seed(SamplingSettings(seed=seed).seed)  # the bounds are torch's own
+
+
+def test_a_row_with_nan_logits_fails_alone():
+    """next_tokens gives a RowFailure for the row that cannot be sampled, tokens for the others."""
+    from types import SimpleNamespace
+
+    from prefkit.infer.sampling import RowFailure, next_tokens
+
+    logits = torch.tensor([[0.0, 2.0, 1.0], [float("nan"), 1.0, 0.0], [1.0, 0.0, 3.0], [0.0, 5.0, 0.0]])
+    sampled = SamplingSettings(do_sample=True, seed=1)
+    object.__setattr__(sampled, "temperature", 1e-40)  # forced past the checks: inf logits, NaN probabilities
+
+    def seq(settings: SamplingSettings) -> SimpleNamespace:
+        request = SimpleNamespace(settings=settings, prompt_ids=[0])
+        return SimpleNamespace(request=request, generated=[], generator=torch.Generator().manual_seed(1))
+
+    greedy = SamplingSettings()
+    tokens = next_tokens(logits, [seq(greedy), seq(greedy), seq(greedy), seq(sampled)])
+    assert tokens[0] == 1 and tokens[2] == 2
+    assert isinstance(tokens[1], RowFailure) and isinstance(tokens[3], RowFailure)
+
+
+def test_replies_that_cannot_be_sampled_are_an_error_not_empty_replies(tiny_model_dir, encoder):
+    """A model whose logits are NaN (its output weight broken) ends every row with finish_reason "error":
+    generate_replies, which eval and the quickstart score, says so instead of handing back empty
+    replies to be scored."""
+    from prefkit.infer.generate import generate_replies
+
+    broken = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        broken.get_output_embeddings().weight.fill_(float("nan"))
+    prompts = [[Message("user", "Hello there")], [Message("user", "Why?")]]
+    with pytest.raises(PrefkitError, match=r"2 of 2 replies could not be generated \(the first, prompt 0"):
+        generate_replies(broken, encoder, prompts, settings=SamplingSettings(max_new_tokens=4))

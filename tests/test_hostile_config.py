@@ -82,3 +82,43 @@ def test_hostile_overrides_are_problems(tmp_path, override, expected):
 def test_a_config_built_in_python_refuses_non_finite_numbers_too():
     with pytest.raises(ValidationError, match="finite_number"):
         Config(val_size=float("inf"))  # was an OverflowError from int(inf)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("stage: dpo\nseed: 1\nstage: sft", "cfg.yaml:3: duplicate key 'stage' (first given on line 1)"),
+        (
+            "stage: dpo\ncolumns:\n  prompt: question\n  chosen: good\n  prompt: query\n",
+            "cfg.yaml:5: columns: duplicate key 'prompt' (first given on line 3)",
+        ),
+        (
+            "columns: {prompt: a, 'prompt': b}",
+            "cfg.yaml:1: columns: duplicate key 'prompt' (first given on line 1)",
+        ),
+        (  # any depth, inside lists too: the line is the repeated key's own
+            "lora_target:\n  - a\n  - x:\n      y: 1\n      z: 2\n      y: 3\n",
+            "cfg.yaml:6: lora_target: duplicate key 'y' (first given on line 4)",
+        ),
+    ],
+)
+def test_a_key_given_twice_at_any_depth_is_refused(tmp_path, text, expected):
+    """Issue #25: a key repeated inside `columns` was read as the last one, silently; the top level was
+    already refused."""
+    found = problems(tmp_path, text)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_a_key_given_twice_on_the_command_line_is_refused(tmp_path):
+    found = problems(tmp_path, "stage: dpo", "columns={prompt: a, prompt: b}")
+    assert found == [
+        "command line: invalid value in 'columns={prompt: a, prompt: b}': duplicate key 'prompt'"
+    ]
+
+
+def test_a_merge_key_is_yaml_s_way_to_override_not_a_duplicate(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(
+        "stage: dpo\ncolumns:\n  <<: {prompt: question, chosen: good}\n  prompt: query\n", encoding="utf-8"
+    )
+    assert load_config(path, []).columns == {"prompt": "query", "chosen": "good"}

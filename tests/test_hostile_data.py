@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,105 @@ def test_max_samples_is_applied_before_tokenising(tmp_path, tokenizer):
     path = write(tmp_path / "a.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     prepared = prepare_data(load_config(None, [f"train_file={path}", "max_samples=3"]), tokenizer)
     assert len(prepared.train) == 3 and prepared.report.records == 3 and len(prepared.report.features) == 3
+
+
+# -- issue #25: crashes of `data check --model`, and turn orders let through ---------------------------
+
+CHAT_PAIR = {
+    "prompt": [{"role": "user", "content": "q"}],
+    "chosen": [{"role": "assistant", "content": "a"}],
+    "rejected": [{"role": "assistant", "content": "b"}],
+}
+SHAREGPT_PAIR = {
+    "conversations": [{"from": "human", "value": "q"}],
+    "chosen": {"from": "gpt", "value": "a"},
+    "rejected": {"from": "gpt", "value": "b"},
+}
+
+
+def lines(*records: dict) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
+def assistant_first(record: dict) -> dict:
+    """``record`` with an assistant turn put before its first user turn."""
+    key = "prompt" if "prompt" in record else "conversations"
+    turns = record[key]
+    opening = (
+        {"role": "assistant", "content": "Hi!"} if "role" in turns[0] else {"from": "gpt", "value": "Hi!"}
+    )
+    return {**record, key: [opening, *turns]}
+
+
+SHAREGPT_PAIR_OF_CONVERSATIONS = {
+    "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}],
+    "rejected_conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "b"}],
+}
+
+
+@pytest.mark.parametrize(
+    ("good", "bad", "where"),
+    [
+        (SHAREGPT_PAIR, assistant_first(SHAREGPT_PAIR), "conversations[0]"),
+        (CHAT_PAIR, assistant_first(CHAT_PAIR), "prompt[0]"),
+        (
+            SHAREGPT_PAIR_OF_CONVERSATIONS,
+            {k: [{"from": "gpt", "value": "Hi!"}, *v] for k, v in SHAREGPT_PAIR_OF_CONVERSATIONS.items()},
+            "conversations[0]",
+        ),
+        (  # a system prompt from the `system` key does not shift the index the message names
+            {**SHAREGPT_PAIR, "system": "s"},
+            {**assistant_first(SHAREGPT_PAIR), "system": "s"},
+            "conversations[0]",
+        ),
+    ],
+)
+def test_a_preference_conversation_starting_with_the_assistant_is_a_problem(
+    tmp_path, tokenizer, good, bad, where
+):
+    """Issue #25: `data check --model` crashed ("Cannot apply chat template to an empty conversation") on a
+    ShareGPT DPO record whose conversation opens with an assistant turn; SFT already refused it."""
+    path = write(tmp_path / "a.jsonl", lines(good, bad))
+    parsed = parse_file(path)
+    assert kinds(parsed) == [(2, "bad_turns")]
+    assert parsed.problems[0].message.startswith(f"{where}: the conversation starts with an assistant turn")
+    report = check_files([parsed], "dpo", ChatEncoder(tokenizer, None, 64))  # what `data check --model` does
+    assert [(str(p.location), p.kind) for p in report.errors] == [(f"{path}:2", "bad_turns")]
+    # Training refuses it the same way, or skips exactly it.
+    with pytest.raises(DataError, match=rf"a\.jsonl:2: {re.escape(where)}: the conversation starts"):
+        prepare_data(load_config(None, [f"train_file={path}", "cutoff_len=64"]), tokenizer)
+    cfg = load_config(None, [f"train_file={path}", "cutoff_len=64", "on_bad_example=skip"])
+    prepared = prepare_data(cfg, tokenizer)
+    assert [e.location.line for e in prepared.train_examples] == [1]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {**CHAT_PAIR, "rejected": "b \ud800"},  # a reply given as plain text
+        {**CHAT_PAIR, "chosen": {"role": "assistant", "content": "a"}, "rejected": "\ud800"},
+        {**CHAT_PAIR, "prompt": "q \ud800"},  # a plain-text prompt in a prompt-chat file
+        {**SHAREGPT_PAIR, "chosen": "a \ud800"},
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a \ud800"}]},
+        {
+            "messages": json.dumps(
+                [{"role": "user", "content": "q\ud800"}, {"role": "assistant", "content": "a"}]
+            )
+        },
+    ],
+)
+def test_a_lone_surrogate_anywhere_in_a_chat_record_is_a_problem(tmp_path, tokenizer, bad):
+    """Issue #25: a lone surrogate in a plain-text reply or prompt of a chat-format file reached the
+    tokenizer (a TypeError traceback from `data check --model`); in message contents it was already caught."""
+    good = {**bad, **(CHAT_PAIR if "prompt" in bad else SHAREGPT_PAIR if "conversations" in bad else {})}
+    if "messages" in bad:
+        good = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    path = write(tmp_path / "a.jsonl", json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    parsed = parse_file(path)
+    assert kinds(parsed) == [(2, "encoding")]
+    assert "holds a lone surrogate \\ud800" in parsed.problems[0].message
+    report = check_files([parsed], parsed.stage, ChatEncoder(tokenizer, None, 64))
+    assert [(p.location.line, p.kind) for p in report.errors] == [(2, "encoding")] and report.usable == 1
+    cfg = load_config(None, [f"train_file={path}", "cutoff_len=64", f"stage={parsed.stage}"])
+    with pytest.raises(DataError, match=r"a\.jsonl:2: .*lone surrogate"):
+        prepare_data(cfg, tokenizer)

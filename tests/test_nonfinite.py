@@ -168,3 +168,48 @@ def test_nonfinite_weights_are_never_saved(tmp_path, tiny_model_dir):
     out = Path(cfg.output_dir)
     assert not (out / "adapter_model.safetensors").exists()
     assert json.loads((out / RUN_FILE).read_text())["status"] == "running"  # resumable, not finished
+
+
+class RecordGradNorms(TrainerCallback):
+    """The gradient norms the Trainer logs."""
+
+    def __init__(self) -> None:
+        self.grad_norms: list[float] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "grad_norm" in logs:
+            self.grad_norms.append(float(logs["grad_norm"]))
+
+
+@pytest.mark.parametrize("max_steps", [4, 2])
+def test_an_infinite_gradient_norm_is_nonfinite_and_stops_the_run(
+    tmp_path, tiny_model_dir, caplog, max_steps
+):
+    """Issue #25: pref_beta 1e30 makes every gradient finite but huge, so their 2-norm overflows to inf and
+    the Trainer's clipping multiplies them by 0: the adapter never moved, yet the run ended "finished", exit
+    0, with 0 non-finite steps counted. With 2 steps (fewer than max_nonfinite_steps: 3) the in-a-row limit
+    is never reached; a run none of whose steps changed the weights still must not end as finished."""
+    data = toy_pairs(tmp_path / "data.jsonl", 8)
+    extra = ("pref_beta=1e30", f"max_steps={max_steps}")
+    cfg = load_config(None, overrides(tmp_path, tiny_model_dir, data, "dpo", *extra))
+    norms = RecordGradNorms()
+    expected = (
+        "the last 3 optimiser steps in a row"
+        if max_steps == 4
+        else "all 2 optimiser steps of this run, up to its last"
+    )
+    with (
+        caplog.at_level(logging.WARNING, logger="prefkit.train.nonfinite"),
+        pytest.raises(
+            NonFiniteTrainingError, match=rf"training stopped at step {min(max_steps, 3)}: .*{expected}"
+        ),
+    ):
+        train(cfg, callbacks=[norms])
+    warnings = [r.getMessage() for r in caplog.records if "non-finite gradient norm (inf)" in r.getMessage()]
+    assert len(warnings) == min(max_steps, 3), warnings
+    assert norms.grad_norms and all(math.isinf(n) for n in norms.grad_norms)  # the case of the issue
+    out = Path(cfg.output_dir)
+    assert not (out / "adapter_model.safetensors").exists()
+    assert json.loads((out / RUN_FILE).read_text())["status"] == "running"  # never "finished"
+    logged = [r["nonfinite_steps"] for r in read_metrics(out / METRICS_FILE) if "nonfinite_steps" in r]
+    assert logged and logged == list(range(1, len(logged) + 1))  # every step counted

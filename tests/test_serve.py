@@ -4,6 +4,7 @@ limits, disconnects and the abuse slice."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import http.client
 import importlib.util
@@ -241,7 +242,8 @@ def _start_long_stream(
 ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
     body = json.dumps(_chat(model, max_tokens=LONG, ignore_eos=True, stream=True)).encode()
-    conn.request("POST", "/v1/chat/completions", body=body, headers={"Authorization": f"Bearer {KEY}"})
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
     response = conn.getresponse()
     assert response.status == 200
     response.fp.readline()  # the first event: the request is queued
@@ -293,13 +295,15 @@ def test_a_full_queue_answers_429(server):
 @pytest.mark.slow
 def test_a_stalled_client_is_cut_off(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")  # half a head, then nothing
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        )  # half a head, then nothing
         started = time.monotonic()
         assert sock.recv(100) == b""
         assert time.monotonic() - started < 5
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
-        head += "Content-Length: 100\r\n\r\n"
+        head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
+        head += "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
         sock.sendall(head.encode() + b'{"model"')
         assert sock.recv(4096).startswith(b"HTTP/1.1 408")
 
@@ -328,7 +332,7 @@ def test_a_plain_request_whose_client_leaves_is_cancelled(server):
     before = _wait_idle(server)
     body = json.dumps(_chat(max_tokens=LONG, ignore_eos=True)).encode()
     head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
@@ -340,3 +344,181 @@ def test_a_plain_request_whose_client_leaves_is_cancelled(server):
     after = _wait_idle(server, timeout=10)
     assert after["cancelled"] == before["cancelled"] + 1
     assert after["generated_tokens"] - before["generated_tokens"] < LONG
+
+
+# -- one request's settings never reach its neighbours (issue 25) ---------------------------------------
+def _send(server, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
+    """(status, JSON body) of a request sent with exactly these headers (http.client adds Host only when
+    none is given)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        conn.request("POST" if body else "GET", path, body=body or None, headers=headers)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def _stream_text(server, body: dict) -> tuple[str, list[dict]]:
+    """The text of a streamed chat reply, and any error events in it."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    try:
+        conn.request(
+            "POST", "/v1/chat/completions", body=json.dumps({**body, "stream": True}), headers=headers
+        )
+        response = conn.getresponse()
+        assert response.status == 200
+        text, errors = "", []
+        for line in response.read().decode().splitlines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if "error" in event:
+                errors.append(event["error"])
+            else:
+                text += event["choices"][0]["delta"].get("content") or ""
+        return text, errors
+    finally:
+        conn.close()
+
+
+def test_hostile_sampling_settings_are_refused_or_made_safe_and_never_touch_other_requests(server, loaded):
+    """Bad settings sent while good requests decode: each bad one gets a 400 naming its field (or, for a
+    temperature under 1e-5, a greedy reply); the good ones' replies are what they are alone, streamed
+    ones end without an error event. (Before: the 1e-40 temperature made the sampler produce NaN and
+    the scheduler failed every request in the batch with 500; seed 2**70 and lone surrogates were 500.)"""
+    _wait_idle(server)
+    question = [Message("user", "What is data science?")]
+    stop = stop_condition(loaded.model, loaded.encoder())
+    greedy = _expected(loaded, None, loaded.encoder().prompt_ids(question), stop, 40)
+    good = _chat(content="What is data science?", max_tokens=40, temperature=0)
+    before = _health(server)
+    bad = {
+        "repetition_penalty": _chat(temperature=1.0, repetition_penalty=1e-40, max_tokens=8),
+        "seed": _chat(temperature=1.0, seed=2**70, max_tokens=8),
+        "messages.0.content": b'{"model": "tiny", "messages": [{"role": "user", "content": "a\\ud800"}]}',
+        "prompt.1": b'{"model": "tiny", "prompt": ["ok", "\\udfff"]}',
+        "stop.0": _chat(stop=[chr(0xD800)], max_tokens=8),
+    }
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        stream = pool.submit(_stream_text, server, good)
+        plain = pool.submit(_raw, server, "POST", "/v1/chat/completions", good)
+        tiny_temperature = pool.submit(
+            _raw, server, "POST", "/v1/chat/completions", {**good, "temperature": 1e-40}
+        )
+        refused = {
+            param: pool.submit(
+                _raw,
+                server,
+                "POST",
+                "/v1/completions" if param.startswith("prompt") else "/v1/chat/completions",
+                b,
+            )
+            for param, b in bad.items()
+        }
+        for param, future in refused.items():
+            status, body = future.result()
+            assert status == 400 and body["error"]["param"] == param, (param, status, body)
+        for future in (plain, tiny_temperature):
+            status, body = future.result()
+            assert status == 200 and body["choices"][0]["message"]["content"] == greedy, body
+        assert stream.result() == (greedy, [])
+    after = _wait_idle(server)
+    assert after["failed"] == before["failed"] and after["completed"] == before["completed"] + 3
+    status, body = _raw(
+        server, "POST", "/v1/chat/completions", _chat(temperature=1.0, seed=2**64 - 1, max_tokens=4)
+    )
+    assert status == 200, body  # the largest seed torch takes is fine
+
+
+def test_a_row_that_cannot_be_sampled_fails_alone(loaded):
+    """Defence in depth behind the bounds: a row whose probabilities come out non-finite (here, settings
+    forced past SamplingSettings' checks) ends with an error through the real scheduler, and its batch
+    neighbour's reply is exactly what it is alone. (Before: multinomial raised, the whole step failed,
+    and the scheduler failed every request in flight.)"""
+    from prefkit.serve.scheduler import Scheduler
+
+    stop = stop_condition(loaded.model, loaded.encoder())
+    ids = loaded.encoder().prompt_ids([Message("user", "What is data science?")])
+    alone = _expected(loaded, None, ids, stop, 30)
+    poisoned = SamplingSettings(max_new_tokens=30, do_sample=True)
+    object.__setattr__(poisoned, "temperature", 1e-40)  # what the old checks let through
+
+    async def both() -> tuple[list, list]:
+        scheduler = Scheduler(lambda: Decoder(loaded.model, loaded.tokenizer, max_batch=4), 8)
+        scheduler.start()
+        try:
+            good, bad = asyncio.Queue(), asyncio.Queue()
+            scheduler.submit(
+                [
+                    Request(ids, SamplingSettings(max_new_tokens=30), stop, BASE_MODEL),
+                    Request(ids, SamplingSettings(max_new_tokens=30), stop, BASE_MODEL),
+                ],
+                good,
+            )
+            scheduler.submit([Request(ids, poisoned, stop, BASE_MODEL)], bad)
+            events: tuple[list, list] = ([], [])
+            for queue, out, count in ((bad, events[1], 1), (good, events[0], 2)):
+                while sum(e.finished for e in out) < count:
+                    out.append(await asyncio.wait_for(queue.get(), 60))
+            assert scheduler.stats["failed"] == 1 and scheduler.stats["completed"] == 2
+            return events
+        finally:
+            scheduler.stop()
+
+    good_events, bad_events = asyncio.run(both())
+    assert next(e.error for e in bad_events if e.finished).startswith("generation failed: ")
+    for index in (0, 1):
+        mine = [e for e in good_events if e.index == index]
+        assert all(e.error is None for e in mine)
+        assert "".join(e.text for e in mine) == alone
+
+
+# -- browsers' pages are kept out --------------------------------------------------------------------------
+def test_a_host_that_is_not_loopback_is_refused_on_every_route(server):
+    """DNS rebinding: a page whose own name resolves to 127.0.0.1 still sends its name as Host."""
+    auth = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    chat = json.dumps(_chat(max_tokens=2)).encode()
+    completion = json.dumps({"model": BASE, "prompt": "x", "max_tokens": 2}).encode()
+    routes = [("/health", b""), ("/v1/models", b""), ("/v1/chat/completions", chat)]
+    routes += [("/v1/completions", completion), ("/nothing", b"")]
+    for host in ("attacker.example", "attacker.example:8000", "127.0.0.1.attacker.example", "localhost.", ""):
+        for path, body in routes:
+            status, answer = _send(server, path, body, {**auth, "Host": host})
+            assert status == 421, (host, path, status)
+            assert answer["error"]["code"] == "host_not_allowed"
+    for host in (
+        "localhost",
+        f"localhost:{server.port}",
+        f"127.0.0.1:{server.port}",
+        "[::1]",
+        f"[::1]:{server.port}",
+    ):
+        assert _send(server, "/v1/chat/completions", chat, {**auth, "Host": host})[0] == 200, host
+        assert _send(server, "/health", b"", {"Host": host})[0] == 200, host
+
+
+def test_v1_takes_only_json_bodies(server):
+    """A page may POST text/plain, a form or an untyped body anywhere without a CORS preflight; it cannot
+    send application/json that way."""
+    chat = json.dumps(_chat(max_tokens=2)).encode()
+    auth = {"Authorization": f"Bearer {KEY}"}
+    for content_type in ("text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded",
+                         "multipart/form-data; boundary=x", "application/jsonx", None):  # fmt: skip
+        headers = {**auth, **({"Content-Type": content_type} if content_type else {})}
+        for path in ("/v1/chat/completions", "/v1/completions"):
+            status, body = _send(server, path, chat, headers)
+            assert status == 415, (content_type, path, status)
+            assert set(body["error"]) == {"message", "type", "param", "code"}
+            assert body["error"]["param"] == "Content-Type" and "application/json" in body["error"]["message"]
+    plain = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+    with pytest.raises(openai.APIStatusError) as raised:
+        plain.chat.completions.create(
+            model=BASE,
+            messages=[{"role": "user", "content": "x"}],
+            extra_headers={"Content-Type": "text/plain"},
+        )
+    assert raised.value.status_code == 415
+    json_utf8 = {**auth, "Content-Type": "Application/JSON; charset=utf-8"}
+    assert _send(server, "/v1/chat/completions", chat, json_utf8)[0] == 200

@@ -19,7 +19,7 @@ import pytest
 from uikit import train_run, write_eval
 
 from prefkit.serve.process import ServerProcess
-from prefkit.ui.metrics import read_since
+from prefkit.ui.metrics import BadCursor, read_since
 from prefkit.ui.runs import STALE_AFTER, folder_id, run_status
 
 KEY = "sk-ui-test-" + "0123456789"
@@ -290,7 +290,80 @@ def test_reading_a_growing_file_never_returns_half_a_line(tmp_path):
     chunk = read_since(tmp_path, path, chunk.cursor)
     assert chunk.records == [{"step": 3, "loss": None}] and not chunk.reset
     assert not any(isinstance(v, float) and math.isnan(v) for v in chunk.records[0].values())
-    assert read_since(tmp_path, path, "garbage-cursor").reset
+    assert read_since(tmp_path, path, f"{os.stat(path).st_ino + 1}-0-0").reset  # the file was replaced
+    for malformed in ("garbage-cursor", "\u00b2-1-1", "1-2", "1-2-3-4", "\u0663-1-1", " 1-2-3", "1-2-3\n"):
+        with pytest.raises(BadCursor):
+            read_since(tmp_path, path, malformed)
+
+
+def test_a_malformed_metrics_cursor_is_a_400(server):
+    """'²' passed str.isdigit() and then broke int(): a 500, before."""
+    run_id = runs_by_name(server)["finished"]["id"]
+    for since in ("%C2%B2-1-1", "%D9%A3-0-0", "1-2", "x-y-z", "1-2-3-", "-1-2-3", "%EF%BC%91-1-1"):
+        status, body = get_json(server, f"/ui/api/runs/{run_id}/metrics?since={since}")
+        assert status == 400, (since, status, body)
+        assert body["error"]["param"] == "since" and body["error"]["code"] == "invalid_cursor"
+    status, whole = get_json(server, f"/ui/api/runs/{run_id}/metrics?since=")
+    assert status == 200 and whole["records"] and not whole["reset"]  # no cursor: from the start
+
+
+def _request(server, method: str, path: str, headers: dict[str, str], body: bytes | None = None) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def test_a_host_that_is_not_loopback_is_refused_on_every_route(server):
+    """DNS rebinding: a page whose own name resolves to 127.0.0.1 still sends its name as Host; it must
+    not read the runs (nor even the page)."""
+    run_id = runs_by_name(server)["finished"]["id"]
+    routes = ["/", "/ui/static/app.js", "/health", "/ui/api/info", "/ui/api/runs", f"/ui/api/runs/{run_id}"]
+    routes += [f"/ui/api/runs/{run_id}/metrics", f"/ui/api/runs/{run_id}/config", "/nothing"]
+    auth = {"Authorization": f"Bearer {KEY}"}
+    for path in routes:
+        for host in ("attacker.example", f"attacker.example:{server.port}", "localhost.attacker.example"):
+            assert _request(server, "GET", path, {**auth, "Host": host}) == 421, (path, host)
+        for host in (f"localhost:{server.port}", "127.0.0.1", f"[::1]:{server.port}"):
+            assert _request(server, "GET", path, {**auth, "Host": host}) in (200, 404), (path, host)
+
+
+def test_ui_api_bodies_must_be_json(server):
+    """No /ui/api route takes a body today; a non-JSON one is refused before routing all the same."""
+    auth = {"Authorization": f"Bearer {KEY}"}
+    text = {**auth, "Content-Type": "text/plain"}
+    assert _request(server, "POST", "/ui/api/runs", text, b"{}") == 415
+    assert (
+        _request(server, "POST", "/ui/api/runs", {**auth, "Content-Type": "application/json"}, b"{}") == 405
+    )
+
+
+@pytest.mark.slow
+def test_allowed_hosts_are_named_by_the_operator(runs_dir, tmp_path):
+    from prefkit.errors import PrefkitError
+    from prefkit.web.guard import host_allow_list
+
+    assert host_allow_list("127.0.0.1") == frozenset() and host_allow_list("::1") == frozenset()
+    assert host_allow_list("0.0.0.0") is None  # as before, and the start-up log says so
+    assert host_allow_list("0.0.0.0", ["Models.Example.com", "10.0.0.5"]) == {
+        "models.example.com",
+        "10.0.0.5",
+    }
+    for bad in ("models.example.com:8000", "http://models.example.com", "a b", ""):
+        with pytest.raises(PrefkitError, match="--allowed-host"):
+            host_allow_list("127.0.0.1", [bad])
+    log = tmp_path / "server.log"
+    args = ["--runs", str(runs_dir), "--allowed-host", "models.example.com", "--log-level", "warning"]
+    with ServerProcess(args, log=log, env={"PREFKIT_API_KEY": ""}, command="ui") as process:
+        assert _request(process, "GET", "/ui/api/info", {"Host": "models.example.com:443"}) == 200
+        assert _request(process, "GET", "/ui/api/info", {"Host": "other.example.com"}) == 421
+    said = log.read_text()
+    assert "no API key: any program on this machine can use this server" in said
+    assert "/ui/api reads the runs under" in said
 
 
 def test_the_page_builds_no_html_from_strings_and_loads_nothing_from_elsewhere():

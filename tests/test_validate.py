@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import json
+
+from tiny import GEMMA_TEMPLATE
+
 from prefkit.data.examples import Location, Message, ParsedFile, PreferenceExample, Severity, SFTExample
+from prefkit.data.formats import parse_file
 from prefkit.data.tokenize import ChatEncoder
 from prefkit.data.validate import HUGE_FIELD_CHARS, LengthStats, check_files, usable_examples
 
@@ -79,3 +85,43 @@ def test_length_stats():
     s = LengthStats.of([1, 2, 3, 4, 100])
     assert (s.min, s.max, s.p50, s.count) == (1, 100, 3, 5)
     assert LengthStats.of([]) is None
+
+
+def test_turns_out_of_user_assistant_order_are_named(tmp_path, tokenizer):
+    """Issue #25: user, user, assistant (107 fuzz inputs) passed without a word. It is a warning naming the
+    turn -- the turns are trained as written -- and an error where the chat template refuses the order."""
+    conversations = [
+        ["user", "user", "assistant"],
+        ["system", "user", "assistant", "assistant"],
+        ["user", "assistant", "user", "assistant"],  # in order: nothing to say
+    ]
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"messages": [{"role": r, "content": f"{r} {i}"} for i, r in enumerate(roles)]}) + "\n"
+            for roles in conversations
+        )
+    )
+    parsed_file = parse_file(path)
+    report = check_files([parsed_file], "sft", ChatEncoder(tokenizer, None, 512))
+    assert [(p.location.line, p.severity, p.kind) for p in report.problems] == [
+        (1, Severity.WARNING, "role_order"),
+        (2, Severity.WARNING, "role_order"),
+    ]
+    first = f"{path}:1: (warning) messages[1] (user) follows another user turn"
+    assert str(report.problems[0]).startswith(f"{first} (the turns are user, user, assistant)")
+    assert report.problems[1].message.startswith("messages[3] (assistant) follows another assistant turn")
+    assert report.usable == 3
+
+    pair = PreferenceExample(
+        (Message("user", "q"), Message("user", "more")), "a", "b", Location("p.jsonl", 4)
+    )
+    problems = check_files([ParsedFile("p.jsonl", "prompt-chat", "dpo", examples=[pair], records=1)], "dpo")
+    assert [(str(p.location), p.kind) for p in problems.problems] == [("p.jsonl:4", "role_order")]
+
+    # Gemma's own template refuses non-alternating roles: then the example is unusable, and says why.
+    gemma = copy.deepcopy(tokenizer)
+    gemma.chat_template = GEMMA_TEMPLATE
+    refused = check_files([parse_file(path)], "sft", ChatEncoder(gemma, None, 512))
+    assert [(p.location.line, p.kind) for p in refused.errors] == [(1, "template"), (2, "template")]
+    assert "roles must alternate" in refused.errors[0].message and refused.usable == 1

@@ -24,6 +24,15 @@ from prefkit.cli.options import (
 
 serve_app = typer.Typer()
 
+AllowedHost = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="A host name (or address) clients use in URLs to reach this server; repeatable. Requests "
+        "naming any other host get 421, which keeps DNS-rebinding web pages out (localhost and loopback "
+        "addresses are always answered). Bound to a non-loopback --host with none given, any host is.",
+    ),
+]
+
 
 @serve_app.command()
 @reported
@@ -35,6 +44,7 @@ def serve(
     host: Host = "127.0.0.1",
     port: Port = 8000,
     api_key: ApiKey = None,
+    allowed_host: AllowedHost = None,
     served_model_name: Annotated[
         str | None, typer.Option(help="The base model's name in the API (default: --model).")
     ] = None,
@@ -97,6 +107,7 @@ def serve(
         threads=threads,
         log_level=log_level,
         ui_runs=runs if runs is not None else (Path(".") if ui else None),
+        allowed_hosts=allowed_host or (),
     )
 
 
@@ -116,6 +127,7 @@ def ui(
     host: Host = "127.0.0.1",
     port: Port = 8000,
     api_key: ApiKey = None,
+    allowed_host: AllowedHost = None,
     served_model_name: Annotated[
         str | None, typer.Option(help="The base model's name in the chat (default: --model).")
     ] = None,
@@ -143,6 +155,7 @@ def ui(
         host=host,
         port=port,
         api_key=api_key or None,  # --api-key reads $PREFKIT_API_KEY itself
+        allowed_hosts=allowed_host or (),
         log_level=log_level,
         **(options if model is not None else {}),
     )

@@ -112,7 +112,10 @@ def generate_cmd(
     output: Annotated[Path, typer.Option("--output", help="Where the replies go (JSONL, input order).")],
     adapter: Annotated[Path | None, typer.Option(help="A LoRA adapter folder.")] = None,
     template: Template = None,
-    batch_size: Annotated[int, typer.Option(help="Prompts decoded together.")] = 8,
+    batch_size: Annotated[
+        int,
+        typer.Option(help="Prompts decoded together, in fixed groups by position (replies depend on it)."),
+    ] = 8,
     max_new_tokens: MaxNewTokens = 256,
     temperature: Temperature = None,
     top_p: TopP = None,
@@ -122,7 +125,7 @@ def generate_cmd(
     skip_bad: Annotated[
         bool, typer.Option(help="Generate for the usable records and list the others.")
     ] = False,
-    force: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing output file (never the input).")] = False,
     dtype: Dtype = "auto",
     device: Device = "auto",
     threads: Threads = None,
@@ -159,8 +162,8 @@ def generate_cmd(
     except KeyboardInterrupt:
         progress.stop()
         print(
-            f"interrupted; finished replies are kept in {output}{PART_SUFFIX}: run the same command again to "
-            "continue",
+            f"interrupted; finished groups of replies are kept in {output}{PART_SUFFIX}: run the same "
+            "command again to continue",
             file=sys.stderr,
         )
         raise typer.Exit(130) from None
@@ -229,7 +232,9 @@ def export(
     adapter: Annotated[
         list[str], typer.Option(help="LoRA adapter folder(s), [NAME=]PATH; repeat to combine.")
     ],
-    output: Annotated[Path, typer.Option(help="The folder to write (new or empty; --force replaces it).")],
+    output: Annotated[
+        Path, typer.Option(help="The folder to write (new or empty; --force replaces an earlier export).")
+    ],
     weights: Annotated[
         list[str] | None,
         typer.Option(
@@ -241,7 +246,10 @@ def export(
     ] = "cat",
     dtype: Annotated[str, typer.Option(help="auto (the base model's), bf16, fp16 or fp32.")] = "auto",
     template: Template = None,
-    force: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(help="Replace an earlier export (a folder with prefkit_export.json), nothing else."),
+    ] = False,
 ) -> None:
     """Merge LoRA adapter(s) into the base model and write a plain transformers model folder."""
     from prefkit.cli.common import console, setup_logging

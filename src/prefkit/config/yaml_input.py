@@ -114,11 +114,57 @@ def _long_number(node: yaml.Node) -> yaml.Node | None:
     return None
 
 
+class DuplicateKeyError(ValueError):
+    """A key given twice in one mapping inside a value (``columns:`` with ``prompt`` twice): YAML loaders
+    keep the last one without a word, so the first would be ignored silently."""
+
+    def __init__(self, key: Any, line: int, first_line: int) -> None:
+        super().__init__(f"duplicate key {short_repr(key)}")
+        self.line = line  # 1-based, of the second one
+        self.first_line = first_line
+
+
+def _duplicate_key(loader: YamlLoader, node: yaml.Node) -> DuplicateKeyError | None:
+    """The first key (by line) given twice in any mapping inside ``node``, at any depth."""
+    found: list[DuplicateKeyError] = []
+    stack, seen = [node], set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen or isinstance(current, yaml.ScalarNode):
+            continue
+        seen.add(id(current))
+        if isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+            continue
+        first: dict[Any, int] = {}
+        for key_node, value_node in current.value:
+            stack.extend((key_node, value_node))
+            # `<<: *base` merges another mapping, whose keys the explicit ones override: that is YAML's
+            # own way to override, not a mistake.
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            try:
+                key = loader.construct_object(key_node)
+                hash(key)
+            except (yaml.YAMLError, ValueError, OverflowError, TypeError):
+                continue  # constructing the whole value reports it
+            line = key_node.start_mark.line + 1
+            if key in first:
+                found.append(DuplicateKeyError(key, line, first[key]))
+            else:
+                first[key] = line
+    return min(found, key=lambda d: d.line, default=None)
+
+
 def _construct(loader: YamlLoader, node: yaml.Node) -> Any:
-    """The Python value of one checked node; a ValueError names what is wrong with it."""
+    """The Python value of one checked node; a ValueError names what is wrong with it (a
+    :class:`DuplicateKeyError` a key given twice inside it)."""
     problem = _too_big(node)
     if problem:
         raise ValueError(problem)
+    duplicate = _duplicate_key(loader, node)
+    if duplicate is not None:
+        raise duplicate
     long = _long_number(node)
     if long is not None:
         digits = sum(c.isdigit() for c in long.value)
@@ -204,7 +250,10 @@ def read_yaml(path: str) -> tuple[list[Entry], list[tuple[int, str]]]:
             try:
                 value = _construct(loader, value_node)
             except ValueError as exc:
-                problems.append((line, f"{path}:{line}: {short_repr(key, 60, quote=False)}: {exc}"))
+                at, problem = line, str(exc)
+                if isinstance(exc, DuplicateKeyError):  # at the nested key's own line
+                    at, problem = exc.line, f"{exc} (first given on line {exc.first_line})"
+                problems.append((at, f"{path}:{at}: {short_repr(key, 60, quote=False)}: {problem}"))
                 continue
             if key in first_line:
                 problems.append(

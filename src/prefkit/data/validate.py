@@ -2,8 +2,9 @@
 
 Problems come from two places: reading/parsing (malformed JSON, bad bytes, unknown roles, missing keys
 -- see formats.py) and the checks here (empty content, chosen identical to rejected, duplicates,
-huge fields, and, given a tokenizer, length against ``cutoff_len``). Every problem carries its
-``file:line``. ERROR problems make an example unusable; WARNING problems do not.
+huge fields, turns out of user/assistant order, and, given a tokenizer, length against ``cutoff_len``).
+Every problem carries its ``file:line``. ERROR problems make an example unusable; WARNING problems do
+not.
 """
 
 from __future__ import annotations
@@ -151,10 +152,39 @@ def _key(example: Example) -> tuple:
     return (example.messages,)
 
 
+def role_order(example: Example) -> Problem | None:
+    """A warning for the first turn with the same role as the one before it (user, user, assistant).
+
+    A warning, not an error: prefkit keeps the turns as written and the chat template renders them one
+    after the other, which is what such data means (two user messages in a row) as often as it is a
+    mistake (a lost turn). A template that refuses the order (Gemma's, Mistral's) makes it an error when
+    the example is encoded, like any conversation the template refuses. Parsing has already refused a
+    conversation that opens with the assistant, or a system message past the first turn."""
+    prefix, messages = (
+        ("prompt", example.prompt)
+        if isinstance(example, PreferenceExample)
+        else ("messages", example.messages)
+    )
+    start = 1 if messages and messages[0].role == "system" else 0
+    for i in range(start + 1, len(messages)):
+        if messages[i].role == messages[i - 1].role:
+            roles = ", ".join(m.role for m in messages[start:])
+            return Problem(
+                example.location,
+                f"{prefix}[{i}] ({messages[i].role}) follows another {messages[i].role} turn (the turns are "
+                f"{roles}): chat models are trained on alternating user and assistant turns; prefkit keeps "
+                "these as written, one after the other -- merge them, or add the turn that is missing",
+                Severity.WARNING,
+                "role_order",
+            )
+    return None
+
+
 def check_example(example: Example, control_tokens: Sequence[str] = CONTROL_TOKENS) -> list[Problem]:
     """Content checks that need no tokenizer (``control_tokens``: the markup to warn about)."""
     loc = example.location
-    problems = []
+    order = role_order(example)
+    problems = [order] if order is not None else []
     for name, text in _fields(example).items():
         if not visible_text(text) and not name.endswith("(system)"):
             hidden = sorted(set(invisible(text)))

@@ -9,13 +9,23 @@ Input: one record per line (JSONL; also JSON, CSV, Parquet through the data read
 
 A record's ``id``, when it has one, is copied to its result.
 
-Resuming: results are appended to ``OUT.part`` as each prompt finishes, after a first line recording
-the input's checksum, the model, adapter and sampling settings. Run the same command again after an
-interruption (Ctrl-C, a crash, a killed job) and it skips the prompts already in ``OUT.part`` -- a
-half-written last line is dropped and redone -- so no prompt is done twice or lost. A ``.part`` made
-with other settings or another input is refused, never mixed in. When every prompt is done, ``OUT``
-is written in input order beside itself and renamed into place, and the ``.part`` removed: ``OUT``
-is never half-written.
+Batching: prompts are decoded in fixed groups of ``batch_size`` by input position (prompts 0..7, then
+8..15, ...), a group admitted together and run to its end before the next one starts. A row's logits
+depend, in the last bits, on the rows it shares a forward pass with (left padding, kernel blocking), and
+a sampled or greedy token can flip on such a bit; fixed groups make every prompt's neighbours, and so
+its reply, the same in every run with the same settings, resumed or not. (Continuous batching, as the
+server does, refills a finished row's place at once: faster, but which prompt sits next to which then
+depends on where a run started.)
+
+Resuming: results are appended to ``OUT.part`` a whole group at a time, after a first line recording
+the input's checksum, the model, adapter, sampling settings and batch size. Run the same command again
+after an interruption (Ctrl-C, a crash, a killed job) and it skips the groups already in ``OUT.part``
+-- a half-written last line is dropped, and a group not all of whose results are there is done again
+whole, with the same neighbours -- so no prompt is done twice or lost, and every reply is the one an
+uninterrupted run gives. A ``.part`` made with other settings or another input is refused, never mixed
+in. When every prompt is done, ``OUT`` is written in input order beside itself and renamed into place,
+and the ``.part`` removed: ``OUT`` is never half-written. The output may not be the input file (nor a
+link to it).
 """
 
 from __future__ import annotations
@@ -47,7 +57,7 @@ from prefkit.model.inference import LoadedModel
 logger = logging.getLogger(__name__)
 
 PART_SUFFIX = ".part"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: results are written and resumed a whole group at a time
 
 
 class GenerateError(PrefkitError):
@@ -141,12 +151,31 @@ def check_files(
 ) -> None:
     """The checks that need no model: the output may be written, the input reads and every record has a
     prompt (the CLI runs them before spending time loading the model)."""
-    output = Path(output_path)
+    source, output = Path(input_path), Path(output_path)
+    part = output.with_name(output.name + PART_SUFFIX)
+    for written in (output, part):
+        if _same_file(source, written):
+            # even with --force: the replies would replace the prompts they answer
+            raise GenerateError(
+                f"--output {output}: {written} is the input file {source} (the same file, or a link to it); "
+                "name another output file"
+            )
     if output.is_dir():
         raise GenerateError(f"{output} is a folder; name the output file")
     if output.exists() and not force:
         raise GenerateError(f"{output} already exists; pass --force to replace it")
-    _refuse(Path(input_path), read_prompts(input_path)[1], skip_bad)
+    _refuse(source, read_prompts(source)[1], skip_bad)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same path once resolved (``./x`` and ``x``, a symbolic
+    link), or two hard links to it."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
 
 
 def _sha256(path: Path) -> str:
@@ -219,7 +248,7 @@ def generate_file(
     """Replies to every prompt of ``input_path`` in ``output_path`` (JSONL, input order).
 
     ``on_start(total, already_done)`` is called once before generating, ``on_done(prompts, tokens)``
-    each time prompts finish (for a progress bar)."""
+    each time a group of prompts is finished and saved (for a progress bar)."""
     source, output = Path(input_path), Path(output_path)
     part = output.with_name(output.name + PART_SUFFIX)
     check_files(source, output, skip_bad=skip_bad, force=force)
@@ -238,32 +267,49 @@ def generate_file(
         "adapter": str(loaded.adapters[adapter].resolve()) if adapter else None,
         "template": encoder.chat_template,
         "settings": asdict(settings),
+        "batch_size": batch_size,  # the groups, so each prompt's neighbours: replies depend on them
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     with _writing(part, output):
         done = _read_part(part, header) if part.exists() else {}
         if not part.exists() or part.stat().st_size == 0:
             part.write_text(json.dumps({"prefkit_generate": header}) + "\n", encoding="utf-8")
-        todo = [(i, item) for i, item in enumerate(usable) if item.key not in done]
+        indexed = list(enumerate(usable))
+        groups = [indexed[start : start + batch_size] for start in range(0, len(indexed), batch_size)]
+        todo = [group for group in groups if not all(item.key in done for _, item in group)]
+        for group in todo:  # a group partly in the .part (a torn write) is redone whole, same neighbours
+            for _, item in group:
+                done.pop(item.key, None)
+        redo = sum(len(group) for group in todo)
         if on_start is not None:
-            on_start(len(usable), len(usable) - len(todo))
+            on_start(len(usable), len(usable) - redo)
         decoder = Decoder(loaded.model, loaded.tokenizer, max_batch=batch_size)
         stop = stop_condition(loaded.model, encoder)
-        pending = {}
-        for i, item in todo:
-            # prompt i samples with seed + i, whether or not this run is a resumed one
-            seeded = replace(settings, seed=settings.seed + i) if settings.seed is not None else settings
-            seq = decoder.sequence(
-                Request(prompt_ids[item.key], seeded, stop, adapter=adapter, max_length=limit)
-            )
-            pending[id(seq)] = item
-            decoder.add(seq)
-        tokens = _decode_into(part, decoder, pending, done, on_done)
+        tokens = 0
+        with part.open("a", encoding="utf-8") as out:
+            for group in todo:
+                requests = []
+                for i, item in group:
+                    # prompt i samples with seed + i, whether or not this run is a resumed one
+                    seeded = (
+                        replace(settings, seed=settings.seed + i) if settings.seed is not None else settings
+                    )
+                    requests.append(
+                        Request(prompt_ids[item.key], seeded, stop, adapter=adapter, max_length=limit)
+                    )
+                results = _decode_group(decoder, [item for _, item in group], requests)
+                for (_, item), result in zip(group, results, strict=True):
+                    done[item.key] = result
+                    out.write(json.dumps({"_key": item.key, **result}, ensure_ascii=False) + "\n")
+                out.flush()
+                os.fsync(out.fileno())  # a group is done once it is on disk
+                new_tokens = sum(r["completion_tokens"] for r in results)
+                tokens += new_tokens
+                if on_done is not None:
+                    on_done(len(group), new_tokens)
         _write_output(output, [done[item.key] for item in usable])
         part.unlink()
-    return GenerateResult(
-        output, len(usable), len(todo), len(usable) - len(todo), problems if skip_bad else [], tokens
-    )
+    return GenerateResult(output, len(usable), redo, len(usable) - redo, problems if skip_bad else [], tokens)
 
 
 def _encode_prompts(
@@ -305,31 +351,19 @@ def _writing(part: Path, output: Path) -> Iterator[None]:
         Path(lock.lock_file).unlink(missing_ok=True)
 
 
-def _decode_into(
-    part: Path,
-    decoder: Decoder,
-    pending: dict[int, PromptItem],
-    done: dict[str, dict[str, Any]],
-    on_done: Callable[[int, int], None] | None,
-) -> int:
-    """Run the decoder to the end, appending each finished prompt's result to ``part`` (synced to disk
-    after every step that finished one); the number of tokens generated."""
-    tokens = 0
-    with part.open("a", encoding="utf-8") as out:
-        while decoder.has_work:
-            finished = [u.seq for u in decoder.step() if u.finished]
-            for seq in finished:
-                item = pending.pop(id(seq))
-                done[item.key] = _result(item, seq)
-                out.write(json.dumps({"_key": item.key, **done[item.key]}, ensure_ascii=False) + "\n")
-            if finished:
-                out.flush()
-                os.fsync(out.fileno())
-                new_tokens = sum(s.completion_tokens for s in finished)
-                tokens += new_tokens
-                if on_done is not None:
-                    on_done(len(finished), new_tokens)
-    return tokens
+def _decode_group(decoder: Decoder, items: list[PromptItem], requests: list[Request]) -> list[dict[str, Any]]:
+    """Decode one group to its end, all its prompts admitted together into an idle decoder (nothing from
+    another group shares a forward pass with them); each prompt's result, in order."""
+    assert not decoder.has_work
+    seqs = [decoder.sequence(request) for request in requests]
+    for seq in seqs:
+        decoder.add(seq)
+    while decoder.has_work:
+        decoder.step()
+    for item, seq in zip(items, seqs, strict=True):
+        if seq.finish_reason == "error":  # never saved as a reply: a rerun tries the group again
+            raise GenerateError(f"{item.location}: the reply could not be generated: {seq.error}")
+    return [_result(item, seq) for item, seq in zip(items, seqs, strict=True)]
 
 
 def _result(item: PromptItem, seq: Any) -> dict[str, Any]:

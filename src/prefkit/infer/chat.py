@@ -101,6 +101,8 @@ class ChatSession:
             raise
         finally:
             self.history += [Message("user", user_text), Message("assistant", seq.text)]
+        if seq.finish_reason == "error":
+            raise PrefkitError(f"the reply could not be generated: {seq.error}")
         return seq.text, dropped
 
 

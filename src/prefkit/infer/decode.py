@@ -12,6 +12,11 @@ added at any time; each ``step``:
 4. decodes one token for every running sequence in one forward pass;
 5. removes finished sequences from the cache and trims columns that are padding in every row.
 
+A row whose next token cannot be chosen (non-finite logits or probabilities: :class:`RowFailure`) ends
+with ``finish_reason`` ``"error"`` and its ``error`` set; the other rows of the step go on, so one
+request's trouble never ends its batch neighbours' replies. (A failure of the whole forward pass, such
+as running out of memory, still raises from :meth:`Decoder.step`.)
+
 So a request that arrives while others are decoding joins them at the next step, and a short reply
 leaves the batch without waiting for the long ones -- what makes 8 concurrent clients several times
 faster in total than one at a time.
@@ -37,7 +42,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from prefkit.infer.sampling import SamplingSettings, next_tokens
+from prefkit.infer.sampling import RowFailure, SamplingSettings, next_tokens
 from prefkit.infer.stop import StopCondition
 from prefkit.infer.textstream import TextStream
 
@@ -62,7 +67,8 @@ class Sequence:
         self.generated: list[int] = []
         self.completion_tokens = 0  # generated tokens, the stop token included
         self.stream = TextStream(tokenizer, request.stop.strings)
-        self.finish_reason: str | None = None  # "stop", "length" or "cancelled"
+        self.finish_reason: str | None = None  # "stop", "length", "cancelled" or "error"
+        self.error: str | None = None  # why, when finish_reason is "error"
         self.cancelled = False  # set from any thread; the decoder drops the sequence at its next step
         self.generator: torch.Generator | None = None
         if request.settings.do_sample and request.settings.seed is not None:
@@ -258,8 +264,11 @@ class Decoder:
             self._mask = self._mask[:, first:]
 
     # -- one token -------------------------------------------------------------------------------
-    def _accept(self, seq: Sequence, token: int) -> Update:
+    def _accept(self, seq: Sequence, token: int | RowFailure) -> Update:
         request = seq.request
+        if isinstance(token, RowFailure):
+            seq.finish_reason, seq.error = "error", token.reason
+            return Update(seq, "", True)
         seq.completion_tokens += 1
         if token in request.stop.ids and not request.ignore_eos:
             seq.finish_reason = "stop"

@@ -15,6 +15,7 @@ from typing import Any
 
 from prefkit.data.examples import Message
 from prefkit.data.tokenize import ChatEncoder
+from prefkit.errors import PrefkitError
 from prefkit.infer.sampling import SamplingSettings
 from prefkit.infer.stop import stop_condition
 from prefkit.model.loader import context_length
@@ -67,4 +68,10 @@ def generate_replies(
                 on_batch(done)
     finally:
         model.train(was_training)
+    failed = [i for i, seq in enumerate(seqs) if seq.finish_reason == "error"]
+    if failed:  # a reply that could not be sampled (non-finite logits) is no reply to score
+        raise PrefkitError(
+            f"{len(failed)} of {len(seqs)} replies could not be generated (the first, prompt {failed[0]}: "
+            f"{seqs[failed[0]].error})"
+        )
     return [Reply(seq.text.strip(), seq.finish_reason or "stop", seq.completion_tokens) for seq in seqs]

@@ -6,6 +6,13 @@ processed one by one with transformers' own logits processors (repetition penalt
 top-k, top-p), so a setting means here exactly what it means in ``model.generate``. A row with a
 seed samples from its own ``torch.Generator``: its reply does not depend on which other requests
 happened to share its batch.
+
+One request must never be able to break another's reply, so the settings are bounded where they are
+made (:class:`SamplingSettings` refuses what could overflow: a repetition penalty outside
+``[MIN_REPETITION_PENALTY, MAX_REPETITION_PENALTY]``, a seed ``torch.Generator.manual_seed`` cannot
+take; a temperature below ``MIN_TEMPERATURE`` means greedy, as in vLLM), and a row whose logits or
+probabilities still come out non-finite gets a :class:`RowFailure` in place of its token: the decoder
+ends that sequence alone, its batch neighbours go on.
 """
 
 from __future__ import annotations
@@ -23,6 +30,17 @@ from transformers.generation.logits_process import (
 )
 
 from prefkit.errors import PrefkitError
+
+# Below this a temperature divides the logits into overflow (softmax of inf is NaN): it means greedy,
+# as vLLM takes any temperature under 1e-5.
+MIN_TEMPERATURE = 1e-5
+# The penalty divides (or multiplies) a logit: 0.01 and 10 keep any real logit far from float32's
+# overflow even with MIN_TEMPERATURE, and are well beyond the 1.0-1.5 anyone uses.
+MIN_REPETITION_PENALTY = 0.01
+MAX_REPETITION_PENALTY = 10.0
+# What torch.Generator.manual_seed takes (a 64-bit integer, signed or unsigned); beyond it overflows.
+MIN_SEED = -(2**63)
+MAX_SEED = 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -42,14 +60,22 @@ class SamplingSettings:
         problems = []
         if self.max_new_tokens < 1:
             problems.append(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if self.do_sample and not self.temperature > 0:
-            problems.append(f"temperature must be > 0 when sampling, got {self.temperature}")
+        if self.do_sample and not self.temperature >= MIN_TEMPERATURE:
+            problems.append(
+                f"temperature must be at least {MIN_TEMPERATURE:g} when sampling (below is greedy: "
+                f"do_sample=False), got {self.temperature}"
+            )
         if not 0 < self.top_p <= 1:
             problems.append(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             problems.append(f"top_k must be >= 0 (0: off), got {self.top_k}")
-        if not self.repetition_penalty > 0:
-            problems.append(f"repetition_penalty must be > 0 (1: off), got {self.repetition_penalty}")
+        if not MIN_REPETITION_PENALTY <= self.repetition_penalty <= MAX_REPETITION_PENALTY:
+            problems.append(
+                f"repetition_penalty must be in [{MIN_REPETITION_PENALTY:g}, {MAX_REPETITION_PENALTY:g}] "
+                f"(1: off), got {self.repetition_penalty}"
+            )
+        if self.seed is not None and not MIN_SEED <= self.seed <= MAX_SEED:
+            problems.append(f"seed must be in [-2**63, 2**64 - 1] (64 bits), got {self.seed}")
         if problems:
             raise PrefkitError("; ".join(problems))
 
@@ -58,7 +84,8 @@ def default_settings(model: Any, **overrides: Any) -> SamplingSettings:
     """The model's own decoding defaults (its ``generation_config``: sampling, temperature, top-p,
     top-k, repetition penalty), greedy where it sets none; ``overrides`` that are not None win.
 
-    ``temperature=0`` in the overrides means greedy, as in the OpenAI API."""
+    A temperature below ``MIN_TEMPERATURE`` (``temperature=0`` in the overrides, as in the OpenAI API, or
+    a tiny one in the model's config) means greedy."""
     config = getattr(model, "generation_config", None)
     values: dict[str, Any] = {}
     if config is not None and getattr(config, "do_sample", False):
@@ -69,10 +96,12 @@ def default_settings(model: Any, **overrides: Any) -> SamplingSettings:
     if config is not None and getattr(config, "repetition_penalty", None) not in (None, 1.0):
         values["repetition_penalty"] = config.repetition_penalty
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if "temperature" in overrides and overrides["temperature"] is not None:
-        values["do_sample"] = overrides["temperature"] > 0
-        if not values["do_sample"]:
-            values["temperature"] = 1.0
+    if overrides.get("temperature") is not None:
+        values["do_sample"] = True
+    if values.get("do_sample") and values.get("temperature", 1.0) < MIN_TEMPERATURE:
+        values["do_sample"] = False
+    if not values.get("do_sample") and "temperature" in values:
+        values["temperature"] = 1.0  # unused when greedy; a tiny one would only be refused
     return SamplingSettings(**values)
 
 
@@ -90,6 +119,17 @@ def _plain_greedy(seq: DecodingSequence) -> bool:
     return not settings.do_sample and settings.repetition_penalty == 1.0
 
 
+@dataclass(frozen=True)
+class RowFailure:
+    """In place of a token: why this row's next token could not be chosen (its sequence ends with it)."""
+
+    reason: str
+
+
+class _Unsampleable(Exception):
+    pass
+
+
 def _row_token(logits: torch.Tensor, seq: DecodingSequence) -> int:
     """The next token of one sequence from its logits row ``[1, vocab]`` (float32)."""
     settings = seq.request.settings
@@ -97,6 +137,8 @@ def _row_token(logits: torch.Tensor, seq: DecodingSequence) -> int:
         history = torch.tensor([seq.request.prompt_ids + seq.generated], device=logits.device)
         logits = RepetitionPenaltyLogitsProcessor(settings.repetition_penalty)(history, logits)
     if not settings.do_sample:
+        if torch.isnan(logits).any():
+            raise _Unsampleable("the logits hold NaN")
         return int(logits.argmax(dim=-1))
     if settings.temperature != 1.0:
         logits = TemperatureLogitsWarper(settings.temperature)(None, logits)
@@ -105,13 +147,26 @@ def _row_token(logits: torch.Tensor, seq: DecodingSequence) -> int:
     if settings.top_p < 1.0:
         logits = TopPLogitsWarper(settings.top_p)(None, logits)
     probs = torch.softmax(logits, dim=-1)
+    # multinomial would raise on these -- and a raise here used to fail the whole batch.
+    if not bool(torch.isfinite(probs).all()) or not float(probs.sum()) > 0:
+        raise _Unsampleable("the sampling probabilities are not finite")
     return int(torch.multinomial(probs, 1, generator=seq.generator))
 
 
-def next_tokens(logits: torch.Tensor, seqs: Sequence[DecodingSequence]) -> list[int]:
-    """One token per row of ``logits`` ``[batch, vocab]``, each chosen by its sequence's settings."""
+def next_tokens(logits: torch.Tensor, seqs: Sequence[DecodingSequence]) -> list[int | RowFailure]:
+    """One token per row of ``logits`` ``[batch, vocab]``, each chosen by its sequence's settings; a
+    :class:`RowFailure` for a row whose token cannot be chosen (non-finite logits or probabilities),
+    so that only its own sequence ends."""
     logits = logits.float()
     greedy = logits.argmax(dim=-1).tolist()
-    return [
-        greedy[i] if _plain_greedy(seq) else _row_token(logits[i : i + 1], seq) for i, seq in enumerate(seqs)
-    ]
+    nan_rows = torch.isnan(logits).any(dim=-1).tolist()
+    out: list[int | RowFailure] = []
+    for i, seq in enumerate(seqs):
+        if _plain_greedy(seq):
+            out.append(RowFailure("the logits hold NaN") if nan_rows[i] else greedy[i])
+            continue
+        try:
+            out.append(_row_token(logits[i : i + 1], seq))
+        except _Unsampleable as err:
+            out.append(RowFailure(str(err)))
+    return out

@@ -29,6 +29,7 @@ from prefkit.serve.schemas import ChatCompletionRequest, CompletionRequest
 from prefkit.serve.state import ServedModel, ServerState
 from prefkit.web.auth import check_api_key
 from prefkit.web.errors import APIError, bad_request, error_body
+from prefkit.web.guard import BrowserGuard
 
 logger = logging.getLogger(__name__)
 
@@ -108,13 +109,16 @@ class _Checks:
             ) from None
 
 
-def create_app(state: ServerState) -> FastAPI:
+def create_app(state: ServerState, *, allowed_hosts: frozenset[str] | None = frozenset()) -> FastAPI:
     """The API: errors in OpenAI's shape, the API key checked on ``/v1``, ``/health``, ``/v1/models``,
-    ``/v1/chat/completions`` and ``/v1/completions``."""
+    ``/v1/chat/completions`` and ``/v1/completions``; requests from browsers' pages kept out (the Host
+    must be a loopback name or one of ``allowed_hosts``, None: any; bodies must be JSON --
+    :mod:`prefkit.web.guard`)."""
     app = FastAPI(title="prefkit", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.prefkit = state
     _add_error_handlers(app)
     _add_api_key_check(app, state)
+    app.add_middleware(BrowserGuard, allowed=allowed_hosts)  # outermost: before the key, on every route
     _add_status_routes(app, state)
     _add_completion_routes(app, state)
     return app

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,8 +75,34 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# JSON's \ud800 escapes decode to a lone surrogate: a str no tokenizer can encode (and no UTF-8 can
+# carry). A valid pair is already one character after json.loads, so any surrogate left is lone.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(data: Any) -> str | None:
+    """The dotted path (``messages.0.content``) of the first string in ``data`` -- value or key -- that
+    holds a lone surrogate, else None. A loop, not recursion: the body may be nested deeply."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                where = f"{path}.{key}" if path else str(key)
+                if _SURROGATE.search(key):
+                    return where
+                stack.append((where, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{i}" if path else str(i), item) for i, item in enumerate(value))
+    return None
+
+
 async def read_json(request: Request, limits: ServeLimits) -> dict[str, Any]:
-    """The request's JSON object, or an APIError: 413 too large, 408 too slow, 400 not a JSON object."""
+    """The request's JSON object, or an APIError: 413 too large, 408 too slow, 400 not a JSON object or a
+    string in it that is not valid Unicode (a lone surrogate)."""
     try:
         raw = await asyncio.wait_for(_read_body(request, limits.max_body_bytes), limits.body_timeout)
     except TimeoutError:
@@ -88,6 +115,12 @@ async def read_json(request: Request, limits: ServeLimits) -> dict[str, Any]:
         raise bad_request(f"We could not parse the JSON body of your request: {err}") from None
     if not isinstance(data, dict):
         raise bad_request("The request body must be a JSON object.")
+    if (where := _lone_surrogate(data)) is not None:
+        raise bad_request(
+            f"Invalid value for '{where}': it holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff "
+            "escape), which is not a character; send valid Unicode.",
+            where,
+        )
     return data
 
 

@@ -9,8 +9,9 @@ free -- between decode steps, so new requests join a running batch -- and pushes
 the requests' queues. A cancelled request (its client went away) leaves the inbox at once, or the
 running batch at the next step.
 
-If a step fails (out of memory, a bug), every request in flight gets the error, the decoder is
-rebuilt empty, and the thread goes on serving.
+A sequence the decoder ends with an error (its own row's logits went non-finite) fails its request
+alone; the others in the batch go on. If a whole step fails (out of memory, a bug), every request in
+flight gets the error, the decoder is rebuilt empty, and the thread goes on serving.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from prefkit.infer.decode import Decoder, Request, Sequence
+from prefkit.infer.decode import Decoder, Request, Sequence, Update
 
 logger = logging.getLogger(__name__)
 
@@ -145,14 +146,22 @@ class Scheduler:
                 self.decoder = self.make_decoder()
                 continue
             for update in updates:
-                ticket = self._tickets[id(update.seq)]
-                if update.finished:
-                    del self._tickets[id(update.seq)]
-                    outcome = "cancelled" if update.seq.finish_reason == "cancelled" else "completed"
-                    self.stats[outcome] += 1
-                    self.stats["generated_tokens"] += update.seq.completion_tokens
-                if update.text or update.finished:
-                    ticket.push(Event(ticket.index, update.text, update.finished))
+                self._deliver(update)
+
+    def _deliver(self, update: Update) -> None:
+        ticket = self._tickets[id(update.seq)]
+        error = None
+        if update.finished:
+            del self._tickets[id(update.seq)]
+            reason = update.seq.finish_reason
+            outcome = {"cancelled": "cancelled", "error": "failed"}.get(reason or "", "completed")
+            self.stats[outcome] += 1
+            self.stats["generated_tokens"] += update.seq.completion_tokens
+            if reason == "error":
+                logger.warning("a sequence failed alone: %s", update.seq.error)
+                error = f"generation failed: {update.seq.error}"
+        if update.text or update.finished:
+            ticket.push(Event(ticket.index, update.text, update.finished, error))
 
     def _fail_running(self, message: str) -> None:
         for ticket in self._tickets.values():

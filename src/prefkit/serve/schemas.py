@@ -4,6 +4,10 @@ Types are strict, as OpenAI's are ("5" is not an integer, 1.0 is not a count). U
 ignored. Features prefkit does not implement (several choices, log-probs, tools, JSON mode, penalties
 other than repetition_penalty) are refused with a 400 naming the parameter, never silently dropped.
 vLLM's extensions ``top_k``, ``repetition_penalty`` and ``ignore_eos`` are accepted.
+
+Sampling parameters are bounded to what decodes safely (:mod:`prefkit.infer.sampling`): a
+``repetition_penalty`` outside [0.01, 10] or a ``seed`` outside 64 bits is a 400 naming it, never an
+overflow in the decoder; a ``temperature`` under 1e-5 means greedy.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from prefkit.infer.sampling import MAX_REPETITION_PENALTY, MAX_SEED, MIN_REPETITION_PENALTY, MIN_SEED
 
 MAX_STOP = 4  # stop sequences per request, as OpenAI allows
 MAX_STOP_CHARS = 200
@@ -49,8 +55,10 @@ class _Sampling(_Strict):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=-1)  # vLLM: -1 or 0 mean off
-    repetition_penalty: float | None = Field(default=None, gt=0, le=10)
-    seed: int | None = None
+    repetition_penalty: float | None = Field(
+        default=None, ge=MIN_REPETITION_PENALTY, le=MAX_REPETITION_PENALTY
+    )
+    seed: int | None = Field(default=None, ge=MIN_SEED, le=MAX_SEED)  # what torch's generators take
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None

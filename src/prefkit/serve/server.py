@@ -18,6 +18,7 @@ from prefkit.serve.app import create_app
 from prefkit.serve.limits import GuardedH11Protocol, ServeLimits, model_len
 from prefkit.serve.scheduler import Scheduler
 from prefkit.serve.state import ServerState, served_models
+from prefkit.web.guard import host_allow_list
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +64,22 @@ def build_state(
     return ServerState(loaded, scheduler, limits, models, max_len, api_key)
 
 
-def warn_if_open(host: str, api_key: str | None) -> None:
-    if not _is_loopback(host) and api_key is None:
+def announce_exposure(host: str, api_key: str | None, allowed: frozenset[str] | None, exposed: str) -> None:
+    """Say at start-up who can use the server and what that gives them (``exposed``: what the routes
+    do), and which browser-side protection is off."""
+    if api_key is None:
+        who = "any program on this machine" if _is_loopback(host) else "anyone who can reach this port"
+        log = logger.info if _is_loopback(host) else logger.warning
+        log(
+            "no API key: %s can use this server (%s); set --api-key or $PREFKIT_API_KEY to require one",
+            who,
+            exposed,
+        )
+    if allowed is None:
         logger.warning(
-            "serving on %s without an API key: anyone who can reach this port can use it "
-            "(set --api-key or $PREFKIT_API_KEY)",
+            "bound to %s with no --allowed-host: requests naming any host are answered, so a web page "
+            "that points its own name at this address (DNS rebinding) can use the server from a visitor's "
+            "browser; list the names clients use with --allowed-host NAME",
             host,
         )
 
@@ -129,15 +141,23 @@ def serve(
     threads: int | None = None,
     log_level: str = "info",
     ui_runs: str | Path | None = None,
+    allowed_hosts: Sequence[str] = (),
 ) -> None:
     """Serve until interrupted (Ctrl-C or SIGTERM stop it cleanly). ``ui_runs``: also serve the web page
-    at ``/`` (runs under that folder, and a chat with the served models; see prefkit.ui)."""
-    warn_if_open(host, api_key)
+    at ``/`` (runs under that folder, and a chat with the served models; see prefkit.ui).
+    ``allowed_hosts``: the host names (as in clients' URLs) the server answers to besides ``localhost``
+    and loopback addresses; any other ``Host`` gets 421 (see :mod:`prefkit.web.guard`). Bound to a
+    non-loopback address with none listed, any host is answered (and the start-up log says so)."""
+    allowed = host_allow_list(host, allowed_hosts)  # checked before the model loads, which takes minutes
     runs = None
-    if ui_runs is not None:  # checked before the model loads, which can take minutes
+    if ui_runs is not None:
         from prefkit.ui import RunsDir
 
         runs = RunsDir.open(ui_runs)
+    exposed = "/v1 generates with the model" + (
+        f", /ui/api reads the runs under {runs.root}" if runs is not None else ""
+    )
+    announce_exposure(host, api_key, allowed, exposed)
     state = build_state(
         model,
         adapters,
@@ -150,7 +170,7 @@ def serve(
         threads=threads,
     )
     try:
-        app = create_app(state)
+        app = create_app(state, allowed_hosts=allowed)
         if runs is not None:
             from prefkit.ui import mount_ui
 

@@ -11,14 +11,17 @@ from typing import Any
 from fastapi import FastAPI
 
 from prefkit.serve.limits import ServeLimits
-from prefkit.serve.server import run_app, serve, warn_if_open
+from prefkit.serve.server import announce_exposure, run_app, serve
 from prefkit.ui.routes import mount_ui
 from prefkit.ui.runs import RunsDir
+from prefkit.web.guard import BrowserGuard, host_allow_list
 
 
-def runs_app(runs: RunsDir, api_key: str | None) -> FastAPI:
-    """The page and its runs API, with no model behind it (the page's chat says so)."""
+def runs_app(runs: RunsDir, api_key: str | None, *, allowed: frozenset[str] | None = frozenset()) -> FastAPI:
+    """The page and its runs API, with no model behind it (the page's chat says so); the Host must be a
+    loopback name or one of ``allowed`` (None: any), as on ``prefkit serve``."""
     app = FastAPI(title="prefkit ui", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BrowserGuard, allowed=allowed)
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -36,11 +39,13 @@ def serve_ui(
     host: str = "127.0.0.1",
     port: int = 8000,
     api_key: str | None = None,
+    allowed_hosts: Sequence[str] = (),
     log_level: str = "info",
     **model_options: Any,
 ) -> None:
     """Serve the page for ``runs_dir`` until interrupted. With ``model`` (and ``adapters``) this is
-    :func:`prefkit.serve.serve` with ``ui_runs``; ``model_options`` go to it (dtype, template, ...)."""
+    :func:`prefkit.serve.serve` with ``ui_runs``; ``model_options`` go to it (dtype, template, ...).
+    ``allowed_hosts``: the host names the server answers to besides loopback ones (see serve)."""
     if model is not None:
         serve(
             model,
@@ -48,13 +53,16 @@ def serve_ui(
             host=host,
             port=port,
             api_key=api_key,
+            allowed_hosts=allowed_hosts,
             log_level=log_level,
             ui_runs=runs_dir,
             **model_options,
         )
         return
-    warn_if_open(host, api_key)
-    app = runs_app(RunsDir.open(runs_dir), api_key)
+    allowed = host_allow_list(host, allowed_hosts)
+    runs = RunsDir.open(runs_dir)
+    announce_exposure(host, api_key, allowed, f"/ui/api reads the runs under {runs.root}")
+    app = runs_app(runs, api_key, allowed=allowed)
     run_app(
         app,
         host=host,

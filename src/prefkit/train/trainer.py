@@ -77,7 +77,9 @@ class _NonFiniteCheck(TrainerCallback):
         t = self.trainer
         # With fp16's gradient scaler, infinite gradients are the scaler's to handle (it skips and rescales).
         check_gradients = t.accelerator.scaler is None
-        t.nonfinite.decide(state.global_step + 1, t.model.parameters(), check_gradients=check_gradients)
+        step = state.global_step + 1
+        last = bool(state.max_steps) and step >= state.max_steps
+        t.nonfinite.decide(step, t.model.parameters(), check_gradients=check_gradients, last=last)
 
 
 class PrefTrainer(AtomicCheckpoints, Trainer):
@@ -142,6 +144,13 @@ class PrefTrainer(AtomicCheckpoints, Trainer):
         total = torch.stack([values.sum(), values.new_tensor(float(values.numel()))])
         total = self.accelerator.reduce(total, "sum")
         return total[0] / total[1]
+
+    def _get_grad_norm(self, model: Any, grad_norm: Any = None) -> Any:
+        """The Trainer's gradient norm of this step (the one it clips by, and logs), handed to the guard too:
+        after clipping by an infinite norm the gradients are all zeros, so the guard cannot see it later."""
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        self.nonfinite.observe_grad_norm(grad_norm)
+        return grad_norm
 
     def create_optimizer(self, model: Any = None) -> Any:
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()

@@ -5,13 +5,15 @@ line a trainer is writing at this moment (no newline yet) waits for the next pol
 record is never shown nor reported as broken. A complete line that is not a JSON object is left out and
 named (``metrics.jsonl:LINE: ...``). When the file is replaced -- a resumed run rewrites it without the
 records logged after its checkpoint -- its inode changes (or it shrinks), and the answer says ``reset``:
-the client drops what it had and takes the file again from the start.
+the client drops what it had and takes the file again from the start. A cursor that is not of that
+shape (three runs of ASCII digits) came from no answer of ours: :class:`BadCursor`, a 400.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +42,22 @@ class MetricsChunk:
         }
 
 
+# [0-9], not \d nor str.isdigit: those take '²' or '٣', which int() then refuses (a 500, before).
+_CURSOR = re.compile(r"([0-9]{1,29})-([0-9]{1,29})-([0-9]{1,29})")
+
+
+class BadCursor(ValueError):
+    """A ``since`` cursor that is not ``INODE-OFFSET-LINE`` in ASCII digits."""
+
+
 def _parse_cursor(cursor: str | None) -> tuple[int, int, int] | None:
-    parts = (cursor or "").split("-")
-    if len(parts) != 3 or not all(p.isdigit() and len(p) < 30 for p in parts):
+    """(inode, offset, line) of ``cursor``; None for no cursor (None or ""); BadCursor if malformed."""
+    if not cursor:
         return None
-    ino, offset, line = (int(p) for p in parts)
+    match = _CURSOR.fullmatch(cursor)
+    if match is None:
+        raise BadCursor(f"since {cursor[:40]!r} is not a cursor this server gave (INODE-OFFSET-LINE)")
+    ino, offset, line = (int(p) for p in match.groups())
     return ino, offset, line
 
 
@@ -66,7 +79,9 @@ def _records(lines: list[bytes], first_line: int, name: str) -> tuple[list[dict[
 
 
 def read_since(root: Path, path: Path, cursor: str | None) -> MetricsChunk:
-    """The records after ``cursor`` (from the start when it is None or does not fit the file)."""
+    """The records after ``cursor`` (from the start when it is None or does not fit the file -- the file
+    was replaced); :class:`BadCursor` when it is not a cursor at all."""
+    parsed = _parse_cursor(cursor)
     real = contained(root, path)
     if real is None:
         problems = (
@@ -76,7 +91,6 @@ def read_since(root: Path, path: Path, cursor: str | None) -> MetricsChunk:
     try:
         with real.open("rb") as f:
             stat = os.fstat(f.fileno())
-            parsed = _parse_cursor(cursor)
             reset = False
             if parsed is None or parsed[0] != stat.st_ino or parsed[1] > stat.st_size:
                 reset = cursor is not None and cursor != ""

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from prefkit.evaluate.compare import Run, differing_settings
-from prefkit.ui.metrics import read_since
+from prefkit.ui.metrics import BadCursor, read_since
 from prefkit.ui.runs import METRICS, RunsDir
 from prefkit.web.auth import check_api_key
 from prefkit.web.errors import APIError
@@ -135,7 +135,10 @@ def _add_run_routes(api: APIRouter, runs: RunsDir, chat: bool) -> None:
     @api.get("/runs/{run_id}/metrics")
     def run_metrics(run_id: str, since: Annotated[str | None, Query(max_length=100)] = None) -> JSONResponse:
         run = _find(runs, run_id)
-        return _json(read_since(runs.root, run.path / METRICS, since).to_json())
+        try:
+            return _json(read_since(runs.root, run.path / METRICS, since).to_json())
+        except BadCursor as err:
+            raise APIError(400, str(err), param="since", code="invalid_cursor") from None
 
     @api.get("/runs/{run_id}/config")
     def run_config(run_id: str) -> JSONResponse:

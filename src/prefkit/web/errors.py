@@ -15,6 +15,8 @@ TYPES = {
     405: "invalid_request_error",
     408: "timeout_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
+    421: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",
     503: "server_error",
@@ -38,7 +40,7 @@ class APIError(Exception):
 
     def response(self) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
-        if self.status in (408, 413):
+        if self.status in (408, 413, 415, 421):
             headers = {"Connection": "close"}  # the rest of the body is not read
         return JSONResponse(self.body(), status_code=self.status, headers=headers)
 

@@ -148,7 +148,7 @@ def read_reply(value: object, where: str) -> str:
     """A chosen/rejected reply: one assistant message (as a list of one, a dict) or plain text."""
     value = decode_cell(value)
     if isinstance(value, str):
-        return value
+        return read_string(value, where)
     if isinstance(value, list):
         if len(value) != 1:
             raise ExampleError(
@@ -194,8 +194,13 @@ def check_sft(messages: Sequence[Message], where: str) -> None:
             f"{where}: the conversation must end with an assistant turn (the training target), but it {ends}",
             "bad_turns",
         )
-    first = 1 if messages[0].role == "system" else 0
-    if messages[first].role != "user":
+
+
+def check_first_turn(messages: Sequence[Message], where: str) -> None:
+    """The first turn after any system message is the user's. ``messages`` are the record's own list (before
+    a ``system`` key is added), so the index in the message is the one in the file."""
+    first = 1 if messages and messages[0].role == "system" else 0
+    if first < len(messages) and messages[first].role != "user":
         # A reply needs something to reply to: chat templates render nothing before a first assistant
         # turn, so its prompt would be empty (and many templates refuse it outright).
         raise ExampleError(

@@ -19,7 +19,7 @@ from prefkit.data.examples import (
 )
 from prefkit.data.formats.base import Format, FormatError
 from prefkit.data.formats.columns import apply_columns
-from prefkit.data.formats.fields import invisible, type_name, visible_text
+from prefkit.data.formats.fields import decode_cell, invisible, type_name, visible_text
 from prefkit.data.formats.registry import FORMATS, check_stage, detect, find_formats, get_format
 from prefkit.data.readers import read_records, write_records
 
@@ -61,6 +61,13 @@ def parse_file(
         (loc, apply_columns(rec, columns, tags, format=forced) if isinstance(rec, dict) else rec)
         for loc, rec in raw.records
     ]
+    # The record's own keys that `columns` took away: their target now comes from another column.
+    sources = set(columns.values()) if isinstance(columns, Mapping) else set()
+    dropped = {
+        loc: [k for k in rec if k not in out and k not in sources]
+        for (loc, rec), (_, out) in zip(raw.records, mapped, strict=True)
+        if isinstance(rec, dict) and isinstance(out, dict) and columns
+    }
     dicts = [(loc, rec) for loc, rec in mapped if isinstance(rec, dict)]
     fmt: Format | None = forced
     if fmt is None and dicts:
@@ -81,6 +88,7 @@ def parse_file(
             result.problems.append(Problem(loc, str(exc), kind=exc.kind))
     if fmt is not None:
         result.problems += unread_key_warnings(dicts, fmt)
+        result.problems += ignored_system_warnings(dicts, fmt, dropped)
     # Reader problems and parse problems interleave by position, as a user reads the file.
     result.problems.sort(key=lambda p: (p.location.line or 0, p.location.row or 0))
     return result
@@ -118,6 +126,63 @@ def unread_key_warnings(records: list[tuple[Location, dict]], fmt: Format) -> li
                 "unread_key",
             )
         )
+    return problems
+
+
+_MESSAGE_FIELDS = ("role", "content", "from", "value")
+
+
+def ignored_system_warnings(
+    records: list[tuple[Location, dict]], fmt: Format, dropped: Mapping[Location, list[str]]
+) -> list[Problem]:
+    """One warning per way a system prompt the file gives is not read, so the examples train without it:
+
+    * a ``system`` key inside a message object (``{"role": "user", "content": ..., "system": ...}``): a
+      message is role/content or from/value, and its other keys are not read;
+    * the record's own ``system`` key when ``columns`` maps system to another column the record lacks.
+
+    Every format reads the record's ``system`` key (null and "" mean none); its misspellings are
+    :func:`unread_key_warnings`'."""
+    message_keys = [key for key in fmt.required_keys + fmt.optional_keys if key != "system"]
+    like_system: dict[str, bool] = {}  # a dataset repeats its few message keys in every record
+    first: dict[tuple[str, str], Location] = {}
+    counts: Counter[tuple[str, str]] = Counter()
+    for loc, record in records:
+        found: set[tuple[str, str]] = set()
+        for field in message_keys:
+            value = decode_cell(record.get(field))
+            for message in value if isinstance(value, list) else [value]:
+                if not isinstance(message, dict):
+                    continue
+                for key in message:
+                    if not isinstance(key, str) or key in _MESSAGE_FIELDS:
+                        continue
+                    if key not in like_system:
+                        near = difflib.get_close_matches(
+                            visible_text(key).lower()[:100], ["system"], cutoff=0.8
+                        )
+                        like_system[key] = bool(near)
+                    if like_system[key]:
+                        found.add((field, key))
+        if "system" in fmt.optional_keys and "system" in dropped.get(loc, []):
+            found.add(("", "system"))
+        for finding in found:
+            first.setdefault(finding, loc)
+            counts[finding] += 1
+    problems = []
+    for (field, key), loc in first.items():
+        if field:
+            message = (
+                f"key {key[:60]!r} inside a message of {field!r} is not read (a message is role/content or "
+                f"from/value), so its system prompt is ignored ({counts[field, key]} record(s) have one): "
+                "give it as the record's 'system' key or as a leading system message"
+            )
+        else:
+            message = (
+                f"the record's 'system' key is not read: `columns` takes system from another column, which "
+                f"{counts[field, key]} record(s) lack, so they train without a system prompt"
+            )
+        problems.append(Problem(loc, message, Severity.WARNING, "ignored_system"))
     return problems
 
 

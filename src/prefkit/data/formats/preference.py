@@ -17,6 +17,7 @@ from prefkit.data.formats.base import Format, is_chat
 from prefkit.data.formats.fields import (
     alpaca_prompt,
     alpaca_record,
+    check_first_turn,
     check_prompt,
     decode_cell,
     need,
@@ -89,13 +90,14 @@ class PromptChat(Format):
     def _parse(self, record: Mapping[str, Any], location: Location) -> PreferenceExample:
         raw = decode_cell(self.require(record, "prompt"))
         if isinstance(raw, str):  # lenient: a plain-text prompt is one user turn
-            prompt = [Message("user", raw)]
+            turns = [Message("user", read_string(raw, "prompt"))]
         elif isinstance(raw, dict):
-            prompt = [read_message(raw, "prompt")]
+            turns = [read_message(raw, "prompt")]
         else:
-            prompt = read_messages(raw, "prompt")
-        prompt = with_system(prompt, optional_system(record))
+            turns = read_messages(raw, "prompt")
+        prompt = with_system(turns, optional_system(record))
         check_prompt(prompt, "prompt")
+        check_first_turn(turns, "prompt")
         chosen = read_reply(self.require(record, "chosen"), "chosen")
         rejected = read_reply(self.require(record, "rejected"), "rejected")
         return PreferenceExample(tuple(prompt), chosen, rejected, location)
@@ -133,6 +135,7 @@ class ShareGPTPair(Format):
                 )
         prompt = with_system(good[:-1], optional_system(record))
         check_prompt(prompt, "conversations")
+        check_first_turn(good, "conversations")
         return PreferenceExample(tuple(prompt), good[-1].content, bad[-1].content, location)
 
     def to_record(self, example: Example) -> dict[str, Any]:
@@ -156,10 +159,10 @@ class ShareGPTRanking(Format):
     description = "LLaMA-Factory sharegpt ranking: conversations + chosen/rejected {from, value}"
 
     def _parse(self, record: Mapping[str, Any], location: Location) -> PreferenceExample:
-        prompt = with_system(
-            read_messages(self.require(record, "conversations"), "conversations"), optional_system(record)
-        )
+        turns = read_messages(self.require(record, "conversations"), "conversations")
+        prompt = with_system(turns, optional_system(record))
         check_prompt(prompt, "conversations")
+        check_first_turn(turns, "conversations")
         chosen = read_reply(self.require(record, "chosen"), "chosen")
         rejected = read_reply(self.require(record, "rejected"), "rejected")
         return PreferenceExample(tuple(prompt), chosen, rejected, location)

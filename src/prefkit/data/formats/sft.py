@@ -15,6 +15,7 @@ from prefkit.data.formats.base import Format
 from prefkit.data.formats.fields import (
     alpaca_prompt,
     alpaca_record,
+    check_first_turn,
     check_sft,
     need,
     optional_system,
@@ -57,10 +58,10 @@ class MessagesSFT(Format):
     description = "OpenAI messages: role/content list, optional leading system message"
 
     def _parse(self, record: Mapping[str, Any], location: Location) -> SFTExample:
-        messages = with_system(
-            read_messages(self.require(record, "messages"), "messages"), optional_system(record)
-        )
+        turns = read_messages(self.require(record, "messages"), "messages")
+        messages = with_system(turns, optional_system(record))
         check_sft(messages, "messages")
+        check_first_turn(turns, "messages")
         return SFTExample(tuple(messages), location)
 
     def to_record(self, example: Example) -> dict[str, Any]:
@@ -77,10 +78,10 @@ class ShareGPTSFT(Format):
     description = "ShareGPT conversations (from/value; role/content also accepted) + optional system"
 
     def _parse(self, record: Mapping[str, Any], location: Location) -> SFTExample:
-        messages = with_system(
-            read_messages(self.require(record, "conversations"), "conversations"), optional_system(record)
-        )
+        turns = read_messages(self.require(record, "conversations"), "conversations")
+        messages = with_system(turns, optional_system(record))
         check_sft(messages, "conversations")
+        check_first_turn(turns, "conversations")
         return SFTExample(tuple(messages), location)
 
     def to_record(self, example: Example) -> dict[str, Any]:
