@@ -248,3 +248,14 @@ def test_a_reply_that_cannot_be_sampled_stops_the_run_and_is_never_saved(tiny_mo
     part = out.with_name(out.name + PART_SUFFIX)
     saved = part.read_text(encoding="utf-8").splitlines()[1:] if part.exists() else []
     assert saved == []
+
+
+def test_a_seed_that_would_overflow_for_later_prompts_is_refused_before_any_is_generated(loaded, tmp_path):
+    from prefkit.infer.sampling import MAX_SEED
+
+    prompts = _write_jsonl(tmp_path / "in.jsonl", _prompts(3))
+    out = tmp_path / "out.jsonl"
+    settings = SamplingSettings(max_new_tokens=2, do_sample=True, seed=MAX_SEED - 1)
+    with pytest.raises(GenerateError, match=r"seeds run to seed \+ 2, over"):
+        generate_file(loaded, prompts, out, settings=settings)
+    assert not out.exists() and not out.with_name(out.name + PART_SUFFIX).exists()

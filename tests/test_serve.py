@@ -522,3 +522,14 @@ def test_v1_takes_only_json_bodies(server):
     assert raised.value.status_code == 415
     json_utf8 = {**auth, "Content-Type": "Application/JSON; charset=utf-8"}
     assert _send(server, "/v1/chat/completions", chat, json_utf8)[0] == 200
+
+
+def test_a_request_without_a_host_header_is_no_browser_and_is_answered():
+    """Browsers always send Host; HTTP/1.0 probes may not. An empty Host is still refused."""
+    from prefkit.web.guard import host_allow_list, host_allowed
+
+    loopback_only = host_allow_list("127.0.0.1")
+    assert host_allowed(None, loopback_only)
+    assert not host_allowed("", loopback_only)
+    assert not host_allowed("attacker.example", loopback_only)
+    assert host_allowed("LOCALHOST:8000", loopback_only) and host_allowed("[::1]:80", loopback_only)

@@ -50,7 +50,7 @@ from prefkit.data.readers import read_records
 from prefkit.data.tokenize import ChatEncoder
 from prefkit.errors import PrefkitError
 from prefkit.infer.decode import Decoder, Request
-from prefkit.infer.sampling import SamplingSettings
+from prefkit.infer.sampling import MAX_SEED, SamplingSettings
 from prefkit.infer.stop import stop_condition
 from prefkit.model.inference import LoadedModel
 
@@ -259,6 +259,10 @@ def generate_file(
     _refuse(source, problems, skip_bad)
     if not usable:
         raise GenerateError(f"{source}: no usable prompts")
+    if settings.seed is not None and settings.seed + len(usable) - 1 > MAX_SEED:
+        # prompt i samples with seed + i: every one must fit, checked before any is generated
+        last = len(usable) - 1
+        raise GenerateError(f"--seed {settings.seed}: prompts' seeds run to seed + {last}, over {MAX_SEED}")
 
     header = {
         "version": FORMAT_VERSION,
@@ -268,6 +272,8 @@ def generate_file(
         "template": encoder.chat_template,
         "settings": asdict(settings),
         "batch_size": batch_size,  # the groups, so each prompt's neighbours: replies depend on them
+        "dtype": str(loaded.dtype).removeprefix("torch."),  # the last bits of every logit depend on both
+        "device": loaded.device.type,
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     with _writing(part, output):

@@ -100,7 +100,8 @@ class ChatSession:
             self.decoder.step()  # frees the sequence's cache row
             raise
         finally:
-            self.history += [Message("user", user_text), Message("assistant", seq.text)]
+            if seq.finish_reason != "error":  # a reply that failed is no turn to continue from
+                self.history += [Message("user", user_text), Message("assistant", seq.text)]
         if seq.finish_reason == "error":
             raise PrefkitError(f"the reply could not be generated: {seq.error}")
         return seq.text, dropped

@@ -148,7 +148,7 @@ def _row_token(logits: torch.Tensor, seq: DecodingSequence) -> int:
         logits = TopPLogitsWarper(settings.top_p)(None, logits)
     probs = torch.softmax(logits, dim=-1)
     # multinomial would raise on these -- and a raise here used to fail the whole batch.
-    if not bool(torch.isfinite(probs).all()) or not float(probs.sum()) > 0:
+    if not float(probs.sum()) > 0:  # NaN anywhere makes the sum NaN; softmax never gives inf
         raise _Unsampleable("the sampling probabilities are not finite")
     return int(torch.multinomial(probs, 1, generator=seq.generator))
 
@@ -158,8 +158,9 @@ def next_tokens(logits: torch.Tensor, seqs: Sequence[DecodingSequence]) -> list[
     :class:`RowFailure` for a row whose token cannot be chosen (non-finite logits or probabilities),
     so that only its own sequence ends."""
     logits = logits.float()
-    greedy = logits.argmax(dim=-1).tolist()
-    nan_rows = torch.isnan(logits).any(dim=-1).tolist()
+    # One pass gives both: a row's max is NaN exactly when the row holds a NaN (max propagates it).
+    peaks, indices = logits.max(dim=-1)
+    greedy, nan_rows = indices.tolist(), torch.isnan(peaks).tolist()
     out: list[int | RowFailure] = []
     for i, seq in enumerate(seqs):
         if _plain_greedy(seq):

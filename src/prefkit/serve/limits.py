@@ -81,7 +81,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _lone_surrogate(data: Any) -> str | None:
-    """The dotted path (``messages.0.content``) of the first string in ``data`` -- value or key -- that
+    """The dotted path (``messages.0.content``) of a string in ``data`` -- value or key -- that
     holds a lone surrogate, else None. A loop, not recursion: the body may be nested deeply."""
     stack: list[tuple[str, Any]] = [("", data)]
     while stack:

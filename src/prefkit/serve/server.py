@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import sys
@@ -18,18 +17,9 @@ from prefkit.serve.app import create_app
 from prefkit.serve.limits import GuardedH11Protocol, ServeLimits, model_len
 from prefkit.serve.scheduler import Scheduler
 from prefkit.serve.state import ServerState, served_models
-from prefkit.web.guard import host_allow_list
+from prefkit.web.guard import host_allow_list, is_loopback_name
 
 logger = logging.getLogger(__name__)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def build_state(
@@ -68,8 +58,8 @@ def announce_exposure(host: str, api_key: str | None, allowed: frozenset[str] | 
     """Say at start-up who can use the server and what that gives them (``exposed``: what the routes
     do), and which browser-side protection is off."""
     if api_key is None:
-        who = "any program on this machine" if _is_loopback(host) else "anyone who can reach this port"
-        log = logger.info if _is_loopback(host) else logger.warning
+        who = "any program on this machine" if is_loopback_name(host) else "anyone who can reach this port"
+        log = logger.info if is_loopback_name(host) else logger.warning
         log(
             "no API key: %s can use this server (%s); set --api-key or $PREFKIT_API_KEY to require one",
             who,

@@ -45,7 +45,9 @@ def _split_host(value: str) -> tuple[str, str] | None:
     return name, port
 
 
-def _is_loopback_name(name: str) -> bool:
+def is_loopback_name(name: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ``::1``; in brackets or not, any case)."""
+    name = name.strip().strip("[]").lower()
     if name == "localhost":
         return True
     try:
@@ -67,16 +69,17 @@ def host_allow_list(bind: str, names: Iterable[str] = ()) -> frozenset[str] | No
                 "without a port or scheme (example: --allowed-host models.example.com)"
             )
         listed.add(split[0])
-    if listed or _is_loopback_name(bind.strip("[]").lower()):
+    if listed or is_loopback_name(bind.strip("[]").lower()):
         return frozenset(listed)
     return None
 
 
 def host_allowed(header: str | None, allowed: frozenset[str] | None) -> bool:
-    if allowed is None:
+    # No Host header at all (HTTP/1.0 probes, simple clients) is no browser: browsers always send one.
+    if allowed is None or header is None:
         return True
     split = _split_host(header or "")
-    return split is not None and (_is_loopback_name(split[0]) or split[0] in allowed)
+    return split is not None and (is_loopback_name(split[0]) or split[0] in allowed)
 
 
 def _is_json(content_type: str | None) -> bool:
