@@ -483,7 +483,8 @@ def test_a_host_that_is_not_loopback_is_refused_on_every_route(server):
     completion = json.dumps({"model": BASE, "prompt": "x", "max_tokens": 2}).encode()
     routes = [("/health", b""), ("/v1/models", b""), ("/v1/chat/completions", chat)]
     routes += [("/v1/completions", completion), ("/nothing", b"")]
-    for host in ("attacker.example", "attacker.example:8000", "127.0.0.1.attacker.example", "localhost.", ""):
+    hostile = ("attacker.example", "attacker.example:8000", "127.0.0.1.attacker.example", "localhost.evil.")
+    for host in (*hostile, ""):
         for path, body in routes:
             status, answer = _send(server, path, body, {**auth, "Host": host})
             assert status == 421, (host, path, status)
@@ -491,6 +492,7 @@ def test_a_host_that_is_not_loopback_is_refused_on_every_route(server):
     for host in (
         "localhost",
         f"localhost:{server.port}",
+        "localhost.",  # localhost's fully qualified name: only a page on this machine has it
         f"127.0.0.1:{server.port}",
         "[::1]",
         f"[::1]:{server.port}",
@@ -533,3 +535,16 @@ def test_a_request_without_a_host_header_is_no_browser_and_is_answered():
     assert not host_allowed("", loopback_only)
     assert not host_allowed("attacker.example", loopback_only)
     assert host_allowed("LOCALHOST:8000", loopback_only) and host_allowed("[::1]:80", loopback_only)
+
+
+def test_allowed_host_names_match_with_or_without_the_trailing_dot_and_wildcards_are_refused():
+    from prefkit.web.guard import host_allow_list, host_allowed
+
+    listed = host_allow_list("127.0.0.1", ["models.example.com."])
+    assert host_allowed("models.example.com", listed) and host_allowed("Models.Example.com.:8000", listed)
+    assert host_allowed("localhost.:8000", listed)  # localhost's fully qualified name
+    assert not host_allowed("evil.example", listed) and not host_allowed("models.example.com.evil", listed)
+    from prefkit.errors import PrefkitError
+
+    with pytest.raises(PrefkitError, match="wildcard"):
+        host_allow_list("127.0.0.1", ["*.example.com"])

@@ -29,7 +29,8 @@ _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 def _split_host(value: str) -> tuple[str, str] | None:
     """(name, port) of a Host header value (``name``, ``name:port``, ``[v6]:port`` or a bare IPv6
-    address), the name lower-cased and without brackets; None when it is not of that shape."""
+    address), the name lower-cased, without brackets and without the trailing dot of a fully qualified
+    name (``models.example.com.`` is ``models.example.com``); None when it is not of that shape."""
     value = value.strip().lower()
     if value.startswith("["):
         name, bracket, port = value[1:].partition("]")
@@ -40,6 +41,7 @@ def _split_host(value: str) -> tuple[str, str] | None:
         name, port = value, ""
     else:
         name, _, port = value.partition(":")
+    name = name.removesuffix(".")
     if not name or (port and not (port.isascii() and port.isdigit())):
         return None
     return name, port
@@ -63,10 +65,10 @@ def host_allow_list(bind: str, names: Iterable[str] = ()) -> frozenset[str] | No
     listed = set()
     for given in names:
         split = _split_host(given)
-        if split is None or split[1] or "/" in given or any(c.isspace() for c in given):
+        if split is None or split[1] or "/" in given or "*" in given or any(c.isspace() for c in given):
             raise PrefkitError(
                 f"--allowed-host {given!r}: give a host name or address as clients write it in URLs, "
-                "without a port or scheme (example: --allowed-host models.example.com)"
+                "without a port, scheme or wildcard (example: --allowed-host models.example.com)"
             )
         listed.add(split[0])
     if listed or is_loopback_name(bind.strip("[]").lower()):
