@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from prefkit.cli import app
 from prefkit.data.examples import Message
-from prefkit.infer.batch import PART_SUFFIX, GenerateError, check_files, generate_file, read_prompts
+from prefkit.infer.batch import PART_SUFFIX, GenerateError, check_files, generate_file
+from prefkit.infer.prompts import read_prompts
 from prefkit.infer.sampling import SamplingSettings
 from prefkit.model.inference import load_for_inference
 

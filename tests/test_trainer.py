@@ -9,7 +9,8 @@ from toydata import toy_pairs
 
 from prefkit.config import load_config
 from prefkit.errors import PrefkitError
-from prefkit.train.recipe import train, training_arguments
+from prefkit.train.recipe import train
+from prefkit.train.settings import training_arguments
 
 
 def config(tmp_path, model, *overrides: str):

@@ -1,13 +1,6 @@
 """`prefkit generate`: replies to a file of prompts, batched, resumable, written atomically.
 
-Input: one record per line (JSONL; also JSON, CSV, Parquet through the data readers), each one of
-
-* ``{"prompt": "text"}`` or ``{"prompt": [messages]}``, optionally with ``"system"``;
-* ``{"messages": [...]}`` -- trailing assistant turns (a reference reply) are left out of the prompt;
-* any preference or SFT record prefkit trains on (prompt/chosen/rejected, ShareGPT, alpaca): its
-  prompt is used.
-
-A record's ``id``, when it has one, is copied to its result.
+Input: a file of prompts (:mod:`prefkit.infer.prompts`).
 
 Batching: prompts are decoded in fixed groups of ``batch_size`` by input position (prompts 0..7, then
 8..15, ...), a group admitted together and run to its end before the next one starts. A row's logits
@@ -35,7 +28,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -43,13 +36,11 @@ from typing import Any
 import jinja2
 from filelock import FileLock, Timeout
 
-from prefkit.data.examples import ExampleError, Location, Message, PreferenceExample, Problem, SFTExample
-from prefkit.data.formats import FormatError, detect_format
-from prefkit.data.formats.fields import check_prompt, optional_system, read_messages, type_name, with_system
-from prefkit.data.readers import read_records
+from prefkit.data.examples import Problem
 from prefkit.data.tokenize import ChatEncoder
 from prefkit.errors import PrefkitError
 from prefkit.infer.decode import Decoder, Request
+from prefkit.infer.prompts import PromptItem, read_prompts
 from prefkit.infer.sampling import MAX_SEED, SamplingSettings
 from prefkit.infer.stop import stop_condition
 from prefkit.model.inference import LoadedModel
@@ -62,77 +53,6 @@ FORMAT_VERSION = 2  # 2: results are written and resumed a whole group at a time
 
 class GenerateError(PrefkitError):
     """The input, the output or a leftover ``.part`` file cannot be used as asked."""
-
-
-@dataclass(frozen=True)
-class PromptItem:
-    location: Location
-    messages: list[Message]
-    record_id: Any = None
-
-    @property
-    def key(self) -> str:
-        return f"line {self.location.line}" if self.location.line is not None else f"row {self.location.row}"
-
-    def place(self) -> dict[str, int]:
-        return (
-            {"line": self.location.line}
-            if self.location.line is not None
-            else {"row": self.location.row or 0}
-        )
-
-
-def _prompt_of(record: Mapping[str, Any], location: Location) -> list[Message]:
-    if "prompt" in record and "chosen" not in record and "rejected" not in record:
-        value = record["prompt"]
-        if not isinstance(value, str | list):
-            raise ExampleError(
-                f"prompt: expected text or a list of messages, got {type_name(value)}", "wrong_type"
-            )
-        messages = [Message("user", value)] if isinstance(value, str) else read_messages(value, "prompt")
-        messages = with_system(messages, optional_system(record))
-    elif "messages" in record:
-        messages = read_messages(record["messages"], "messages")
-        while messages and messages[-1].role == "assistant":
-            messages.pop()  # a reference reply, not part of the prompt
-        messages = with_system(messages, optional_system(record))
-    else:
-        try:
-            fmt = detect_format([record])
-        except FormatError:
-            keys = ", ".join(map(str, record)) or "none"
-            raise ExampleError(
-                f"no prompt found: expected 'prompt' (text or messages), 'messages', or a preference/SFT "
-                f"record; the record has keys {keys}",
-                "missing_key",
-            ) from None
-        example = fmt.parse(record, location)
-        if isinstance(example, PreferenceExample):
-            messages = list(example.prompt)
-        else:
-            assert isinstance(example, SFTExample)
-            messages = list(example.messages)
-            while messages and messages[-1].role == "assistant":
-                messages.pop()
-    check_prompt(messages, "prompt")
-    return messages
-
-
-def read_prompts(path: str | os.PathLike[str]) -> tuple[list[PromptItem], list[Problem]]:
-    """Every usable prompt of ``path`` and a problem (``file:line: what``) for each record that is not."""
-    raw = read_records(path)
-    items: list[PromptItem] = []
-    problems = list(raw.problems)
-    for location, record in raw.records:
-        if not isinstance(record, dict):
-            problems.append(Problem(location, "expected a JSON object with a prompt", kind="not_object"))
-            continue
-        try:
-            items.append(PromptItem(location, _prompt_of(record, location), record.get("id")))
-        except (ExampleError, FormatError) as err:
-            problems.append(Problem(location, str(err), kind=getattr(err, "kind", "invalid")))
-    problems.sort(key=lambda p: (p.location.line or 0, p.location.row or 0))
-    return items, problems
 
 
 def _refuse(source: Path, problems: list[Problem], skip_bad: bool) -> None:
@@ -280,12 +200,7 @@ def generate_file(
         done = _read_part(part, header) if part.exists() else {}
         if not part.exists() or part.stat().st_size == 0:
             part.write_text(json.dumps({"prefkit_generate": header}) + "\n", encoding="utf-8")
-        indexed = list(enumerate(usable))
-        groups = [indexed[start : start + batch_size] for start in range(0, len(indexed), batch_size)]
-        todo = [group for group in groups if not all(item.key in done for _, item in group)]
-        for group in todo:  # a group partly in the .part (a torn write) is redone whole, same neighbours
-            for _, item in group:
-                done.pop(item.key, None)
+        todo = _groups_to_do(usable, batch_size, done)
         redo = sum(len(group) for group in todo)
         if on_start is not None:
             on_start(len(usable), len(usable) - redo)
@@ -294,15 +209,9 @@ def generate_file(
         tokens = 0
         with part.open("a", encoding="utf-8") as out:
             for group in todo:
-                requests = []
-                for i, item in group:
-                    # prompt i samples with seed + i, whether or not this run is a resumed one
-                    seeded = (
-                        replace(settings, seed=settings.seed + i) if settings.seed is not None else settings
-                    )
-                    requests.append(
-                        Request(prompt_ids[item.key], seeded, stop, adapter=adapter, max_length=limit)
-                    )
+                # prompt i samples with seed + i, whether or not this run is a resumed one
+                seeded = [(prompt_ids[item.key], _seeded(settings, i)) for i, item in group]
+                requests = [Request(ids, s, stop, adapter=adapter, max_length=limit) for ids, s in seeded]
                 results = _decode_group(decoder, [item for _, item in group], requests)
                 for (_, item), result in zip(group, results, strict=True):
                     done[item.key] = result
@@ -316,6 +225,24 @@ def generate_file(
         _write_output(output, [done[item.key] for item in usable])
         part.unlink()
     return GenerateResult(output, len(usable), redo, len(usable) - redo, problems if skip_bad else [], tokens)
+
+
+def _groups_to_do(
+    usable: list[PromptItem], batch_size: int, done: dict[str, dict[str, Any]]
+) -> list[list[tuple[int, PromptItem]]]:
+    """The groups of ``batch_size`` prompts, by position, that are not all in ``done``. A group partly
+    there (a torn write) is redone whole, with the same neighbours: its results are taken out of ``done``."""
+    indexed = list(enumerate(usable))
+    groups = [indexed[start : start + batch_size] for start in range(0, len(indexed), batch_size)]
+    todo = [group for group in groups if not all(item.key in done for _, item in group)]
+    for group in todo:
+        for _, item in group:
+            done.pop(item.key, None)
+    return todo
+
+
+def _seeded(settings: SamplingSettings, index: int) -> SamplingSettings:
+    return replace(settings, seed=settings.seed + index) if settings.seed is not None else settings
 
 
 def _encode_prompts(

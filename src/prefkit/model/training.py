@@ -133,7 +133,7 @@ class TrainingModel:
 
 
 def _checkpointing(config: Config) -> bool:
-    # Under the name TrainingArguments is given it (prefkit.train.recipe.training_arguments), so both agree.
+    # Under the name TrainingArguments is given it (prefkit.train.settings.training_arguments), so both agree.
     return bool(current_argument_names(config.training_arguments).get("activation_checkpointing"))
 
 
