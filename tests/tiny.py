@@ -15,7 +15,13 @@ ids and chat template as its ``tokenizer_config.json`` / ``generation_config.jso
 * ``gemma`` (gemma-2-2b-jpn-it, a Gemma 2): the tokenizer adds ``<bos>`` and the template renders it
   too; no system role (the template raises); the reply ends with ``<end_of_turn>``, which is not the
   tokenizer's EOS; logit soft-capping and sliding-window attention.
+* ``gemma3`` (gemma-3-270m and the Gemma 3 instruct models, text only): Gemma 3's own template, which
+  folds a system message into the first user turn; ``<end_of_turn>`` closes a reply; sliding-window
+  layers interleaved with global ones, no logit soft-capping, tied embeddings.
 * ``llama``: the Llama of :func:`build_tiny_model`.
+
+``hidden_size`` sets the width (32 by default; bitsandbytes' 4-bit CPU kernel needs input widths that are
+multiples of 64, so the QLoRA tests build 64-wide models).
 """
 
 from __future__ import annotations
@@ -49,6 +55,26 @@ GEMMA_TEMPLATE = (
     "{% else %}{% set role = message['role'] %}{% endif %}"
     "{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\\n'}}{% endif %}"
+)
+
+# Gemma 3 instruction-tuned models' tokenizer_config.json chat_template (text parts; gemma-3-1b-it's).
+GEMMA3_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{%- endif -%}"
+    "{%- if (message['role'] == 'assistant') -%}{%- set role = 'model' -%}"
+    "{%- else -%}{%- set role = message['role'] -%}{%- endif -%}"
+    "{{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else '') }}"
+    "{{ message['content'] | trim }}"
+    "{{ '<end_of_turn>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}"
 )
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -144,10 +170,11 @@ FAMILIES: dict[str, Family] = {
     "gpt2": Family("gpt2", "chatml", "<|im_end|>", "c_attn"),  # DialoGPT has no template: a named one
     "qwen2": Family("qwen2", None, "<|im_end|>", "q_proj"),
     "gemma": Family("gemma", None, "<end_of_turn>", "q_proj"),
+    "gemma3": Family("gemma3", None, "<end_of_turn>", "q_proj"),
 }
 
 
-def _gpt2(seed: int) -> tuple[Any, Any]:
+def _gpt2(hidden_size: int) -> tuple[Any, Any]:
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
     tokenizer = PreTrainedTokenizerFast(
@@ -160,7 +187,7 @@ def _gpt2(seed: int) -> tuple[Any, Any]:
     config = GPT2Config(
         vocab_size=len(tokenizer),
         n_positions=512,
-        n_embd=32,
+        n_embd=hidden_size,
         n_layer=2,
         n_head=4,
         bos_token_id=eos,
@@ -169,7 +196,7 @@ def _gpt2(seed: int) -> tuple[Any, Any]:
     return tokenizer, GPT2LMHeadModel(config)
 
 
-def _qwen2(seed: int) -> tuple[Any, Any]:
+def _qwen2(hidden_size: int) -> tuple[Any, Any]:
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
     tokenizer = PreTrainedTokenizerFast(
@@ -181,8 +208,8 @@ def _qwen2(seed: int) -> tuple[Any, Any]:
     )
     config = Qwen2Config(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -198,7 +225,7 @@ def _qwen2(seed: int) -> tuple[Any, Any]:
     return tokenizer, model
 
 
-def _gemma(seed: int) -> tuple[Any, Any]:
+def _gemma(hidden_size: int) -> tuple[Any, Any]:
     from transformers import Gemma2Config, Gemma2ForCausalLM, PreTrainedTokenizerFast
 
     specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]  # ids 0..5
@@ -213,12 +240,12 @@ def _gemma(seed: int) -> tuple[Any, Any]:
     )
     config = Gemma2Config(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        head_dim=8,
+        head_dim=hidden_size // 4,
         max_position_embeddings=512,
         sliding_window=64,
         pad_token_id=tokenizer.pad_token_id,
@@ -235,14 +262,53 @@ def _gemma(seed: int) -> tuple[Any, Any]:
     return tokenizer, model
 
 
-def build_family(name: str, path: Path, *, seed: int = 0) -> Path:
+def _gemma3(hidden_size: int) -> tuple[Any, Any]:
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]  # ids 0..5
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=_train_bpe(specials, bos="<bos>"),
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        additional_special_tokens=["<start_of_turn>", "<end_of_turn>"],
+        chat_template=GEMMA3_TEMPLATE,
+    )
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=hidden_size // 4,
+        max_position_embeddings=512,
+        sliding_window=16,
+        layer_types=["sliding_attention", "full_attention"],
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    model = Gemma3ForCausalLM(config)
+    # gemma-3-*-it generation_config.json: stop at <eos> or <end_of_turn>.
+    model.generation_config.eos_token_id = [
+        tokenizer.eos_token_id,
+        tokenizer.convert_tokens_to_ids("<end_of_turn>"),
+    ]
+    return tokenizer, model
+
+
+def build_family(name: str, path: Path, *, seed: int = 0, hidden_size: int = 32) -> Path:
     """Write a random tiny model of family ``name`` (see FAMILIES) and its tokenizer to ``path``."""
     import torch
 
     if name == "llama":
-        return build_tiny_model(path, seed=seed)
+        return build_tiny_model(path, seed=seed, hidden_size=hidden_size)
     torch.manual_seed(seed)
-    tokenizer, model = {"gpt2": _gpt2, "qwen2": _qwen2, "gemma": _gemma}[name](seed)
+    builders = {"gpt2": _gpt2, "qwen2": _qwen2, "gemma": _gemma, "gemma3": _gemma3}
+    tokenizer, model = builders[name](hidden_size)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
