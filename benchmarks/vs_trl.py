@@ -2,7 +2,8 @@
 
     python benchmarks/vs_trl.py [--model smollm2-135m-instruct] [--data builtin:tutor_train]
                                 [--methods sigmoid,simpo,orpo] [--steps 12] [--warmup 2]
-                                [--batch 4] [--grad-acc 1] [--cutoff 160] [--precision bf16|fp32]
+                                [--batch 4] [--grad-acc 1] [--cutoff 160] [--length TOKENS]
+                                [--template NAME] [--precision bf16|fp32]
                                 [--prefkit-set KEY=VALUE ...] [--prefkit-without SPEEDUP ...]
 
 Both sides train the same model with LoRA on every linear layer (rank 8, alpha 16, no dropout), on the
@@ -18,6 +19,15 @@ imply (LoRA: policy forward + input gradients about 4N, a reference forward 2N m
 prompt + rejected of every pair trained on (what a padded batch holds). Where prefkit computes fewer
 (a shared prompt computed once), ``computed_tokens_per_second`` says so and the ceiling fraction uses it.
 
+``--length N`` races on pairs N tokens long rather than the bundled pairs' ~100: each pair's question is
+lengthened with text from the other pairs put before it, to just under N tokens of prompt + longer reply in
+the model's chat template, and ``--cutoff`` becomes N, so neither side truncates (their truncation rules
+differ) and both train the same sequences -- e.g. ``--length 1024`` for the race on a GPU.
+
+``--template NAME`` renders the pairs with prefkit's named chat template on both sides (prefkit's
+``template:``; TRL's tokenizer given the same Jinja text), for a model whose tokenizer has none, such as the
+pretrained gemma3-270m (``--template gemma``).
+
 ``--prefkit-set`` overrides prefkit's config (``batch_layout=padded``: TRL's layout); ``--prefkit-without``
 turns one of prefkit's speed-ups off (``fused_output_layer``, ``lean_lora``, ``lean_attention``) to see
 what it contributes.
@@ -29,6 +39,7 @@ quiet machine.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import itertools
 import json
@@ -187,6 +198,83 @@ def _conversational(data: str) -> list[dict[str, Any]]:
     return rows
 
 
+# Tokens left free under --length: the two sides tokenise a conversation a little differently (prefkit cuts it
+# at the reply, TRL renders it whole), and a pair either side had to truncate would not be the same work.
+LENGTH_MARGIN = 8
+
+
+def lengthened_pairs(
+    data: str, tokenizer: Any, length: int, limit: int | None = None, template: str | None = None
+) -> list[dict[str, Any]]:
+    """The first ``limit`` (default: all) pairs of ``data`` as prompt-chat records whose prompt + longer
+    reply is at most ``length`` - LENGTH_MARGIN tokens in the chat template, and as close to it as a cut of
+    the context allows: text from the pairs (every question and chosen reply, repeated as needed) is put
+    before each pair's last user turn as context, cut to the longest prefix that fits (a binary search on
+    its characters, each length measured with prefkit's own encoder). A pair already too long without
+    context is left out. ``template``: a named template, as ``template:`` takes it (None: the tokenizer's)."""
+    from prefkit.data.examples import Message
+    from prefkit.data.formats import parse_file
+    from prefkit.data.tokenize import ChatEncoder
+
+    examples = parse_file(data, stage="dpo").examples
+    encoder = ChatEncoder(tokenizer, template, cutoff_len=10**9)  # measure the whole pair, never truncate it
+    budget = length - LENGTH_MARGIN
+    filler = " ".join(f"{e.prompt[-1].content} {e.chosen}" for e in examples)
+    while len(tokenizer(filler, add_special_tokens=False)["input_ids"]) < length:
+        filler = f"{filler} {filler}"
+
+    def with_context(example: Any, chars: int) -> Any:
+        *before, last = example.prompt
+        question = Message(last.role, f"{filler[:chars]}\n\n{last.content}" if chars else last.content)
+        return dataclasses.replace(example, prompt=(*before, question))
+
+    def tokens(example: Any) -> int:
+        encoded = encoder.encode_pair(example)
+        return encoded.full_prompt_len + max(encoded.full_chosen_len, encoded.full_rejected_len)
+
+    rows: list[dict[str, Any]] = []
+    for example in examples:
+        if limit is not None and len(rows) == limit:
+            break
+        if tokens(example) > budget:
+            continue
+        # Invariant: with `fits` characters of context the pair fits; with `too_long` it does not (or there
+        # are not that many).
+        fits, too_long = 0, len(filler) + 1
+        while too_long - fits > 1:
+            middle = (fits + too_long) // 2
+            if tokens(with_context(example, middle)) <= budget:
+                fits = middle
+            else:
+                too_long = middle
+        long = with_context(example, fits)
+        rows.append(
+            {
+                "prompt": [m.to_dict() for m in long.prompt],
+                "chosen": long.chosen,
+                "rejected": long.rejected,
+            }
+        )
+    if not rows:
+        raise SystemExit(f"--length {length}: every pair of {data} is longer than that on its own")
+    return rows
+
+
+def write_lengthened_pairs(args: argparse.Namespace, folder: Path) -> Path:
+    """``args.data`` lengthened to ``args.length`` tokens (lengthened_pairs), written as JSONL in ``folder``:
+    as many pairs as the race trains on (each ~16 encodings to fit: 0.08 s a pair on a 2-core CPU)."""
+    from prefkit.env import cache_dir
+    from prefkit.model.loader import load_tokenizer
+    from prefkit.model.sources import resolve_first
+
+    tokenizer = load_tokenizer(resolve_first(args.model, cache_dir()))
+    pairs = args.steps * args.batch * args.grad_acc
+    rows = lengthened_pairs(args.data, tokenizer, args.length, limit=pairs, template=args.template)
+    path = folder / f"pairs-{args.length}.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
 def run_prefkit(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str, Any]:
     import prefkit.train.recipe as train_module
     from prefkit.config import load_config
@@ -219,6 +307,7 @@ def run_prefkit(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str
         [
             f"model_name_or_path={model_dir}",
             f"train_file={args.data}",
+            *([f"template={args.template}"] if args.template else []),
             f"output_dir={out}",
             "stage=dpo",
             f"pref_loss={args.method}",
@@ -301,6 +390,10 @@ def run_trl(args: argparse.Namespace, model_dir: str, out: Path) -> dict[str, An
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if args.template:
+        from prefkit.data.templates import resolve_template
+
+        tokenizer.chat_template = resolve_template(args.template)  # what prefkit's side renders with
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     lora = LoraConfig(
@@ -419,6 +512,21 @@ def race_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--grad-acc", type=int, default=1)
     parser.add_argument("--cutoff", type=int, default=160)
+    parser.add_argument(
+        "--length",
+        type=int,
+        default=None,
+        metavar="TOKENS",
+        help="Race on the pairs lengthened to just under TOKENS tokens each (context put before each "
+        "question); sets --cutoff to TOKENS. Default: the pairs as they are.",
+    )
+    parser.add_argument(
+        "--template",
+        default=None,
+        metavar="NAME",
+        help="A named chat template (chatml, gemma, ...) for both sides, for a model whose tokenizer has "
+        "none. Default: the tokenizer's own.",
+    )
     parser.add_argument("--lora-rank", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--seed", type=int, default=42)
@@ -449,6 +557,8 @@ def race_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
     if args.precision is None:
         args.precision = "bf16" if torch.cuda.is_available() or cpu_bf16_fast() else "fp32"
+    if args.length is not None:
+        args.cutoff = args.length  # the pairs are built to fit it: nothing is truncated on either side
     return args
 
 
@@ -468,6 +578,10 @@ def main() -> int:
     ceiling = matmul_ceiling(device)
     n = parameters(args.model)
     runs = []
+    # --length: the pairs both sides train on, for this race (removed after it, or at exit if a side fails).
+    lengthened = tempfile.TemporaryDirectory()
+    if args.length is not None:
+        passed += ["--data", str(write_lengthened_pairs(args, Path(lengthened.name)))]
     for method in args.methods.split(","):
         ours = run_side("prefkit", method, passed)
         theirs = run_side("trl", method, passed)
@@ -489,6 +603,7 @@ def main() -> int:
             }
         )
         print(json.dumps(runs[-1]), flush=True)
+    lengthened.cleanup()
     report = {
         "ceiling_gflops": ceiling,
         "parameters": n,

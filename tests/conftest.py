@@ -10,6 +10,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny import build_tiny_adapter, build_tiny_model, build_tokenizer
 
+NO_CUDA = "needs a CUDA GPU (torch.cuda.is_available() is false); on one: python benchmarks/gpu_check.py"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The `gpu` marker alone makes a test skip, with the reason, where there is no CUDA."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        for item in gpu:
+            item.add_marker(pytest.mark.skip(reason=NO_CUDA))
+
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
