@@ -61,7 +61,6 @@ def on_this_machine(cfg, model: Path, output_dir: Path) -> list[str]:
         "logging_steps=1",
         "plot_loss=false",
         "fp16=false",  # CUDA only
-        "quantization_bit=null",  # bitsandbytes needs CUDA
         f"bf16={str(cfg.bf16 and bf16_supported()).lower()}",
     ]
     if cfg.eval_strategy == "steps":

@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from test_train import config
 
 from prefkit.train.recipe import train
@@ -95,11 +94,22 @@ def test_no_chat_template_and_no_template_is_refused_before_loading(tmp_path, ti
     preflight(config(tmp_path, model, "template=chatml"), str(model), needs_reference=False)  # named: fine
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_quantization_on_cpu_is_refused_before_loading(tmp_path, tiny_model_dir):
-    model = weightless(tmp_path, tiny_model_dir)
-    with pytest.raises(PreflightError, match=r"command line: quantization_bit: 4 .* needs a CUDA GPU"):
-        train(config(tmp_path, model, "quantization_bit=4"))
+def test_a_quantisation_this_machine_cannot_run_is_refused_before_loading(tmp_path, tiny_model_dir):
+    """Pre-flight quantises one small layer as the run would; where bitsandbytes fails (here: it is made
+    unimportable), the run stops with the key's origin before any weights are read."""
+    import sys
+
+    model = weightless(tmp_path, tiny_model_dir)  # no weights: loading it would fail differently
+    saved = sys.modules.get("bitsandbytes")
+    sys.modules["bitsandbytes"] = None  # type: ignore[assignment]
+    try:
+        with pytest.raises(PreflightError, match=r"command line: quantization_bit: 4 needs bitsandbytes"):
+            train(config(tmp_path, model, "quantization_bit=4"))
+    finally:
+        if saved is None:
+            del sys.modules["bitsandbytes"]
+        else:
+            sys.modules["bitsandbytes"] = saved
 
 
 def test_an_unwritable_output_folder_is_refused_before_loading(tmp_path, tiny_model_dir):

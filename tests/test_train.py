@@ -284,15 +284,6 @@ def test_evaluation_and_best_model(tmp_path, tiny_model_dir):
     assert Path(state["best_model_checkpoint"]).parent == result.output_dir  # not the staging folder
 
 
-def test_quantization_on_cpu_is_a_clear_error(tmp_path, tiny_model_dir):
-    from prefkit.errors import PrefkitError
-
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
-    with pytest.raises(PrefkitError, match="needs a CUDA GPU"):
-        train(config(tmp_path, tiny_model_dir, "quantization_bit=4"))
-
-
 @pytest.mark.slow
 def test_a_run_that_fails_its_checks_leaves_the_previous_run_intact(tmp_path, tiny_model_dir):
     from prefkit.data.sources import DataError

@@ -18,7 +18,7 @@ from prefkit.cli.common import (
     setup_logging,
 )
 from prefkit.cli.data import data_app
-from prefkit.cli.options import GuardLimits
+from prefkit.cli.options import GuardLimits, Template
 from prefkit.cli.serve import serve_app
 from prefkit.cli.sweep import sweep_app
 from prefkit.cli.use import use_app
@@ -199,6 +199,7 @@ def evaluate(
         str, typer.Option(help="auto (the run's precision, else the machine's), bf16, fp16 or fp32.")
     ] = "auto",
     guard_limit: GuardLimits = None,
+    template: Template = None,
     force: Annotated[bool, typer.Option(help="Replace an earlier evaluation in --output-dir.")] = False,
 ) -> None:
     """Evaluate a model (+ adapter), or given replies, on held-out pairs: preference metrics, scored
@@ -228,6 +229,7 @@ def evaluate(
         dtype=dtype,
         guard_limits=parse_guard_limits(guard_limit or []),
         batch_size=batch_size,
+        template=template,
         force=force,
     )
     _print_evaluation(result.report)

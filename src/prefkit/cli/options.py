@@ -12,8 +12,8 @@ Model = Annotated[
     str,
     typer.Option(
         "--model",
-        help="Base model: a builtin alias (smollm2-135m-instruct), a folder, a .gguf file or a hub id; "
-        "comma-separated candidates are tried in order.",
+        help="Base model: a builtin alias (smollm2-135m-instruct, gemma3-270m), a folder, a .gguf file or "
+        "a hub id; comma-separated candidates are tried in order.",
     ),
 ]
 Template = Annotated[

@@ -84,8 +84,19 @@ class MethodKeys(BaseModel):
     )
     quantization_bit: Literal[4, 8] | None = Field(
         default=None,
-        description="Load the frozen base model quantised to 4 or 8 bits with bitsandbytes (QLoRA). Needs "
-        "`finetuning_type: lora`. Defaults to `None` (no quantisation). LLaMA-Factory key.",
+        description="Load the frozen base model quantised to 4 or 8 bits with bitsandbytes (QLoRA), on a "
+        "CUDA GPU or the CPU (`pip install 'prefkit[qlora]'`). Needs `finetuning_type: lora`. Defaults to "
+        "`None` (no quantisation). LLaMA-Factory key.",
+    )
+    quantization_type: Literal["nf4", "fp4"] = Field(
+        default="nf4",
+        description="The 4-bit data type: `nf4` (NormalFloat, the QLoRA paper's, for normally distributed "
+        "weights) or `fp4`. Only with `quantization_bit: 4`. Defaults to `nf4`. LLaMA-Factory key.",
+    )
+    double_quantization: bool = Field(
+        default=True,
+        description="Quantise the 4-bit blocks' scales too (about 0.4 bits per weight saved). Only with "
+        "`quantization_bit: 4`. Defaults to `true`. LLaMA-Factory key.",
     )
 
 

@@ -44,8 +44,6 @@ IGNORED_KEYS: dict[str, str] = {
     "enable_liger_kernel": "prefkit does not use Liger kernels; it runs the model's own modules",
     "flash_attn": "prefkit leaves the attention implementation to transformers' default (sdpa)",
     "quantization_method": "prefkit quantises with bitsandbytes; quantization_bit (4 or 8) selects it",
-    "quantization_type": "prefkit's 4-bit quantisation is bitsandbytes NF4",
-    "double_quantization": "prefkit's 4-bit quantisation always uses bitsandbytes double quantisation",
     "overwrite_cache": "prefkit does not cache tokenised data between runs",
     "preprocessing_num_workers": "tokenisation runs in-process",
     "save_safetensors": "prefkit always saves safetensors",

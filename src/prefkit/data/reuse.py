@@ -39,6 +39,8 @@ NOT_DATA_KEYS = frozenset(
         "lora_dropout",
         "lora_target",
         "quantization_bit",
+        "quantization_type",
+        "double_quantization",
         "batch_layout",
         "pack_length",
         "pref_loss",

@@ -347,7 +347,7 @@ def _measured_with(evaluation: Evaluation, subject: Subject | None) -> dict[str,
         "rewards": _rewards_json(evaluation.rewards),
         "cutoff_len": evaluation.encoder.cutoff_len if evaluation.encoder else None,
         "dtype": dtype_name(loaded.dtype) if loaded else None,
-        "quantization_bit": subject.quantization_bit if subject else None,
+        "quantization": subject.quantization.describe() if subject and subject.quantization else None,
     }
 
 

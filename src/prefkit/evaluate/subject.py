@@ -32,6 +32,7 @@ from prefkit.errors import PrefkitError
 from prefkit.model.adapters import AdapterSpec
 from prefkit.model.inference import LoadedModel, load_for_inference
 from prefkit.model.loader import BASE_MODEL, adapter_active, run_dtype
+from prefkit.model.quantization import Quantization
 from prefkit.model.training import REFERENCE_ADAPTER
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class Subject:
     start_adapter: str | None  # the starting point as an adapter of ``model`` (BASE_MODEL: every one off)
     start_model: LoadedModel | None  # a full fine-tuning run's starting model
     started_from: str | None  # what the starting point is, for the report
-    quantization_bit: int | None  # what the base was loaded with
+    quantization: Quantization | None  # what the base was loaded with, as the run trained it
 
     @property
     def has_start(self) -> bool:
@@ -121,20 +122,6 @@ def starting_adapter(adapter: Path, run: dict[str, Any], needed: bool) -> Path |
     return GONE
 
 
-def quantization_for(run: dict[str, Any]) -> int | None:
-    """The run's ``quantization_bit`` where it can be loaded so: bitsandbytes needs a CUDA GPU, so on a
-    CPU the base is loaded unquantised (the figures then differ a little from the 4-bit base's)."""
-    bits = run.get("quantization_bit")
-    if bits and not torch.cuda.is_available():
-        logger.warning(
-            "the run trained on a %s-bit base (QLoRA); without a CUDA GPU it is evaluated on the base "
-            "unquantised, so its figures differ a little from the quantised model's",
-            bits,
-        )
-        return None
-    return bits
-
-
 def load_subject(
     model: str,
     adapter: str | None,
@@ -150,7 +137,7 @@ def load_subject(
     chosen_dtype: str | torch.dtype = (
         run_dtype(run.get("bf16"), run.get("fp16")) if dtype == "auto" and run else dtype
     )
-    bits = quantization_for(run)
+    quantization = Quantization.of(run)
     options = {
         "template": template,
         "dtype": chosen_dtype,
@@ -158,19 +145,19 @@ def load_subject(
     }
     if adapter is None:
         full_run = run.get("finetuning_type") == "full" and run.get("model_name_or_path")
-        loaded = load_for_inference(model, [], quantization_bit=bits, **options)
+        loaded = load_for_inference(model, [], quantization=quantization, **options)
         start_model = None
         if full_run and needs_start:
             start_model = load_for_inference(run["model_name_or_path"], [], **options)
         started = str(run["model_name_or_path"]) if full_run else None
-        return Subject(loaded, None, None, start_model, started, bits)
+        return Subject(loaded, None, None, start_model, started, quantization)
     start = starting_adapter(Path(adapter), run, needs_start)
     if start is GONE:
         loaded = load_for_inference(
-            model, [AdapterSpec(TRAINED, Path(adapter))], quantization_bit=bits, **options
+            model, [AdapterSpec(TRAINED, Path(adapter))], quantization=quantization, **options
         )
-        return Subject(loaded, TRAINED, None, None, None, bits)
+        return Subject(loaded, TRAINED, None, None, None, quantization)
     adapters = [AdapterSpec(TRAINED, Path(adapter))] + ([AdapterSpec(START, start)] if start else [])
-    loaded = load_for_inference(model, adapters, quantization_bit=bits, **options)
+    loaded = load_for_inference(model, adapters, quantization=quantization, **options)
     started = str(start) if start else "the base model, adapter switched off"
-    return Subject(loaded, TRAINED, START if start else BASE_MODEL, None, started, bits)
+    return Subject(loaded, TRAINED, START if start else BASE_MODEL, None, started, quantization)

@@ -40,9 +40,16 @@ from prefkit.data.tokenize import ChatEncoder
 from prefkit.env import cache_dir
 from prefkit.errors import PrefkitError
 from prefkit.infer.stop import StopCondition, stop_condition
-from prefkit.model.adapters import AdapterSpec, attach_adapters, read_adapter_config, trained_template
+from prefkit.model.adapters import (
+    AdapterSpec,
+    attach_adapters,
+    read_adapter_config,
+    trained_quantization,
+    trained_template,
+)
 from prefkit.model.inference import shared_template
 from prefkit.model.loader import DTYPES, ModelLoadError, first_line, load_causal_lm, load_tokenizer
+from prefkit.model.quantization import Quantization, dequantize
 from prefkit.model.sources import resolve_first
 
 logger = logging.getLogger(__name__)
@@ -194,6 +201,18 @@ def merge_adapters(
     return model.merge_and_unload(adapter_names=[COMBINED])
 
 
+def _base_quantization(adapters: Sequence[AdapterSpec]) -> Quantization | None:
+    """The quantisation the adapters' runs trained on (QLoRA), which the base is merged in; adapters
+    trained on differently quantised bases cannot share one merged base."""
+    found = {a.name: trained_quantization(a.path) for a in adapters}
+    if len(set(found.values())) > 1:
+        listed = ", ".join(f"{n}: {q.describe() if q else 'unquantised'}" for n, q in found.items())
+        raise PrefkitError(
+            f"the adapters were trained on differently quantised bases ({listed}): export them separately"
+        )
+    return next(iter(found.values()), None)
+
+
 def export_model(
     model: str | Sequence[str],
     adapters: Sequence[AdapterSpec],
@@ -231,9 +250,16 @@ def export_model(
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"could not load a model from '{model_path}': {first_line(err)}") from err
     target_dtype = _export_dtype(dtype, saved)
+    quantization = _base_quantization(adapters)
     base = load_causal_lm(
-        model_path, dtype=torch.float32, device=torch.device("cpu"), trust_remote_code=trust_remote_code
+        model_path,
+        dtype=torch.float32,
+        device=torch.device("cpu"),
+        quantization=quantization,
+        trust_remote_code=trust_remote_code,
     )
+    if quantization is not None:
+        base = dequantize(base)
     merged = merge_adapters(attach_adapters(base, adapters), adapters, chosen_weights, combination)
     merged.to(target_dtype)
 
@@ -247,6 +273,9 @@ def export_model(
         ],
         "combination": combination if len(adapters) > 1 or chosen_weights != [1.0] else None,
         "dtype": str(target_dtype).removeprefix("torch."),
+        "base_weights": f"{quantization.describe()}, de-quantised: the weights the adapter trained against"
+        if quantization
+        else "as saved",
         "stop_token_ids": list(stop.ids),
         "stop_strings": list(stop.strings),
     }

@@ -14,6 +14,7 @@ from typing import Any
 
 from prefkit.errors import PrefkitError
 from prefkit.model.loader import BASE_MODEL, first_line, peft_wrapping
+from prefkit.model.quantization import Quantization
 
 _ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -70,14 +71,25 @@ def read_adapter_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def trained_template(path: Path) -> str | None:
-    """The named chat template an adapter was trained with (its run's ``training_config.json``), if any."""
+def _trained_config(path: Path) -> dict[str, Any]:
+    """The settings of the run that trained the adapter in ``path`` (its ``training_config.json``), or {}."""
     try:
         record = json.loads((path / "training_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
-    template = (record.get("config") or {}).get("template")
+        return {}
+    config = record.get("config") if isinstance(record, dict) else None
+    return config if isinstance(config, dict) else {}
+
+
+def trained_template(path: Path) -> str | None:
+    """The named chat template an adapter was trained with, if any."""
+    template = _trained_config(path).get("template")
     return template if isinstance(template, str) and template else None
+
+
+def trained_quantization(path: Path) -> Quantization | None:
+    """How the base an adapter was trained on was quantised (QLoRA), or None."""
+    return Quantization.of(_trained_config(path))
 
 
 def attach_adapters(base: Any, adapters: Sequence[AdapterSpec], *, trainable: bool = False) -> Any:

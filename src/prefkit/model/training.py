@@ -33,6 +33,7 @@ from prefkit.model.loader import (
     run_dtype,
 )
 from prefkit.model.lora_fast import use_lean_lora_forward
+from prefkit.model.quantization import Quantization
 from prefkit.model.sources import source_model_id
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def load_base_model(name_or_path: str, config: Config) -> Any:
     return load_causal_lm(
         name_or_path,
         dtype=torch.float32 if config.finetuning_type == "full" else dtype,
-        quantization_bit=config.quantization_bit,
+        quantization=Quantization.of(config),
         compute_dtype=dtype,
         trust_remote_code=config.trust_remote_code,
         for_training=True,

@@ -4,10 +4,12 @@ A reference-anchored loss (sigmoid, hinge, ipo, kto_pair) needs the reference mo
 of each pair's chosen and rejected reply. They depend only on the reference weights, the pair's token
 ids and the precision they were computed in -- not on the step, the batch or the run -- so prefkit
 stores them in an SQLite file under ``<cache>/reference/``, one file per reference identity (a digest
-of the weight files, the adapter the reference may carry, the compute dtype), one row per pair (a digest
-of its token ids). Later epochs, resumed runs, sweeps and reruns on the same model and data read them
-instead of running the reference forward again. With full fine-tuning a warm cache means no frozen copy
-of the model is loaded at all.
+of the weight files, config and remote-code files -- for a hub id, those of the revision it resolved to
+in the local hub cache --, the adapter the reference may carry, the compute dtype and the quantisation),
+one row per pair (a digest of its token ids). The parts of the identity are stored inside the file too
+(table ``identity``), so a cache file says what it holds. Later epochs, resumed runs, sweeps and reruns
+on the same model and data read them instead of running the reference forward again. With full
+fine-tuning a warm cache means no frozen copy of the model is loaded at all.
 
 SQLite gives atomic writes (a killed run never leaves a half-written row) and safe concurrent writers
 (the processes of a distributed run).
@@ -33,7 +35,8 @@ logger = logging.getLogger(__name__)
 # Bump when the way log-probs are computed changes, so old caches are not read.
 FORMAT = 1
 PAIR_KEYS = "pair_keys"  # the batch key carrying each pair's digest, in row order
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+# Weights, and remote code (trust_remote_code runs the folder's .py files: they can change the outputs).
+_DIGESTED_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".py")
 
 
 def pair_key(feature: dict[str, Any]) -> str:
@@ -55,11 +58,26 @@ def _file_digest(path: Path, index: dict[str, Any]) -> str:
     return index[entry]
 
 
+def hub_snapshot(hub_id: str) -> Path | None:
+    """The local hub cache's folder for the revision ``hub_id`` resolves to now (its name is the commit
+    hash), or None where the hub cache does not hold it."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(hub_id, "config.json")
+    return Path(found).parent if isinstance(found, str) else None
+
+
 def folder_digest(folder: str | os.PathLike[str], cache: Path) -> str:
-    """A digest of a model or adapter folder's weight files and config, or of a hub id as given."""
+    """A digest of a model or adapter folder's weight, config and remote-code files; for a hub id, of the
+    snapshot folder of the revision it resolves to (named by its commit), else of the id as given."""
     path = Path(folder)
     if not path.is_dir():
-        return f"hub:{folder}"
+        snapshot = hub_snapshot(str(folder))
+        if snapshot is None:
+            return f"hub:{folder}"
+        return f"hub:{folder}@{snapshot.name}:{folder_digest(snapshot, cache)}"
     index_path = cache / "reference" / "file-digests.json"
     try:
         index = json.loads(index_path.read_text()) if index_path.is_file() else {}
@@ -68,7 +86,7 @@ def folder_digest(folder: str | os.PathLike[str], cache: Path) -> str:
     files = sorted(
         p
         for p in path.iterdir()
-        if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.name.endswith("config.json"))
+        if p.is_file() and (p.suffix in _DIGESTED_SUFFIXES or p.name.endswith("config.json"))
     )
     combined = hashlib.sha256()
     for p in files:
@@ -80,16 +98,22 @@ def folder_digest(folder: str | os.PathLike[str], cache: Path) -> str:
     return combined.hexdigest()
 
 
-def reference_identity(model_path: str, adapter: str | None, dtype: torch.dtype, cache: Path) -> str:
+def reference_identity(
+    model_path: str,
+    adapter: str | None,
+    dtype: torch.dtype,
+    cache: Path,
+    quantization: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """What the reference's log-probs depend on: its weights (base, and the adapter it starts from, if
-    any), the dtype they are computed in, and this module's format."""
-    parts = {
+    any), the dtype they are computed in, the base's quantisation, and this module's format."""
+    return {
         "format": FORMAT,
         "model": folder_digest(model_path, cache),
         "adapter": folder_digest(adapter, cache) if adapter else None,
         "dtype": str(dtype),
+        "quantization": quantization,
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
 class ReferenceCache:
@@ -113,12 +137,25 @@ class ReferenceCache:
             "CREATE TABLE IF NOT EXISTS logps "
             "(key TEXT PRIMARY KEY, chosen REAL NOT NULL, rejected REAL NOT NULL)"
         )
+        self._db.execute("CREATE TABLE IF NOT EXISTS identity (part TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self.hits = 0
         self.misses = 0
 
     @classmethod
-    def open(cls, cache: Path, identity: str) -> ReferenceCache:
-        return cls(cache / "reference" / f"{identity}.sqlite")
+    def open(cls, cache: Path, identity: dict[str, Any]) -> ReferenceCache:
+        """The cache file of ``identity`` (see :func:`reference_identity`), which it records inside."""
+        name = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+        opened = cls(cache / "reference" / f"{name}.sqlite")
+        opened._db.executemany(
+            "INSERT OR IGNORE INTO identity (part, value) VALUES (?, ?)",
+            [(part, json.dumps(value)) for part, value in sorted(identity.items())],
+        )
+        return opened
+
+    def identity(self) -> dict[str, Any]:
+        """The identity parts this file was opened for."""
+        rows = self._db.execute("SELECT part, value FROM identity").fetchall()
+        return {part: json.loads(value) for part, value in rows}
 
     def get(self, keys: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The (chosen, rejected) sums of every key, in order, as float64 -- or None if any is missing."""
@@ -172,20 +209,35 @@ def fill(
     autocast: Callable[[], AbstractContextManager[Any]],
     rank: int = 0,
     world_size: int = 1,
+    barrier: Callable[[], Any] | None = None,
 ) -> int:
-    """Compute and store the reference log-probs of every pair in ``features`` not yet cached (this
-    process's share of them: every ``world_size``-th, from ``rank``). Returns how many it computed."""
+    """Compute and store the reference log-probs of every pair in ``features`` not yet cached: this
+    process's share of them, every ``world_size``-th from ``rank``. Returns how many it computed.
+
+    Every process must split the same list of missing pairs, so with several processes they read the
+    cache between two ``barrier`` calls (a process that had already stored its share would otherwise
+    leave the others a shorter list, and pairs nobody computes). Each process then runs the same number
+    of batches of the same size -- a shorter share is padded with a repeat of its last pair -- because
+    a sharded model's forward (FSDP, ZeRO-3) is a collective every process must join."""
     from prefkit.model.logps import sequence_logps
 
     keys = [pair_key(f) for f in features]
+    if barrier is not None:
+        barrier()
     present = cache.lookup(keys)
-    missing = [f for f, k in zip(features, keys, strict=True) if k not in present][rank::world_size]
+    if barrier is not None:
+        barrier()
+    missing = [f for f, k in zip(features, keys, strict=True) if k not in present]
+    share = missing[rank::world_size]
+    longest = -(-len(missing) // world_size)  # the first process's share
+    if len(share) < longest:  # then some pair is missing: a repeat of it costs a forward, nothing more
+        share = share + [(share or missing)[-1]] * (longest - len(share))
     device = next(reference.parameters()).device
-    for start in range(0, len(missing), batch_size):
-        chunk = missing[start : start + batch_size]
+    for start in range(0, len(share), batch_size):
+        chunk = share[start : start + batch_size]
         batch = collator(chunk)
         inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         with autocast():  # a fresh context each batch: accelerate's is a one-shot generator
             sums, _, _ = sequence_logps(reference, inputs)
         cache.put([pair_key(f) for f in chunk], sums[: len(chunk)], sums[len(chunk) :])
-    return len(missing)
+    return len(missing[rank::world_size])

@@ -4,11 +4,13 @@ resolved setting grouped like the seed notebook's export, with a line of history
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import TYPE_CHECKING, Any
 
 import prefkit
 from prefkit.errors import PrefkitError
+from prefkit.model.quantization import Quantization
 from prefkit.model.training import trainable_parameters
 from prefkit.train.run.folder import RunFolder, write_json_atomic
 from prefkit.train.run.resume import TRAINING_CONFIG
@@ -64,8 +66,10 @@ def training_arguments(config: Config) -> TrainingArguments:
         "seed": config.seed,
         "remove_unused_columns": False,  # our features are not the model's forward arguments
         "use_cpu": not torch.cuda.is_available(),
-        # TrainingArguments fields the user set by name win
-        **current_argument_names(config.training_arguments),
+        # TrainingArguments fields the user set by name win. A copy: TrainingArguments rewrites a dict
+        # `fsdp_config` in place (`fsdp_` prefixes dropped, defaults added), which would record the config
+        # changed and refuse to resume the run for it.
+        **copy.deepcopy(current_argument_names(config.training_arguments)),
     }
     try:
         return PrefTrainingArguments(**kwargs)
@@ -89,6 +93,7 @@ def training_config_record(
     """Every resolved setting, grouped like the seed notebook's export (model, LoRA, quantization,
     trainer)."""
     peft_config = getattr(loaded.model, "peft_config", {}).get("default")
+    quantization = Quantization.of(config)
     trainable, total = trainable_parameters(loaded.model)
     return _json_safe(
         {
@@ -99,9 +104,7 @@ def training_config_record(
             "pref_loss": config.pref_loss if config.stage == "dpo" else None,
             "config": config.resolved(),
             "lora_config": peft_config.to_dict() if peft_config is not None else None,
-            "quantization": {"bits": config.quantization_bit, "method": "bitsandbytes"}
-            if config.quantization_bit
-            else None,
+            "quantization": {**quantization.identity(), "method": "bitsandbytes"} if quantization else None,
             "parameters": {"trainable": trainable, "total": total},
             "data": {
                 "train_examples": len(prepared.train),
