@@ -92,7 +92,8 @@ def test_example_checks_its_data_and_trains(path, family_models, tmp_path, monke
     assert report.ok, [str(p) for p in report.errors[:5]]
 
     if cfg.training_arguments.get("deepspeed") or cfg.training_arguments.get("fsdp"):
-        pytest.skip("DeepSpeed and FSDP runs need CUDA GPUs; the config and its JSON are checked above")
+        # tests/test_fsdp.py and tests/test_deepspeed.py run them, with several processes.
+        pytest.skip("DeepSpeed and FSDP need several processes; the config and its JSON are checked above")
     overrides = on_this_machine(cfg, model, tmp_path / "run")
     if cfg.adapter_name_or_path:  # stage 2: train stage 1's example first, and continue its adapter
         first = load_example(ROOT / "examples" / "sft.yaml")

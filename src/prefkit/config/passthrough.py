@@ -27,6 +27,12 @@ DEPRECATED_ALIASES = {
 }
 
 
+# Hints that say less than the field takes. `fsdp` is typed `str | None` only so that a bare `--fsdp`
+# parses on the command line (its field's `const` is True); transformers 5.2x asks for `fsdp: true` and
+# warns that the strings ("full_shard auto_wrap") are deprecated.
+_WIDER_HINTS: dict[str, Any] = {"fsdp": bool | str | None}
+
+
 @functools.cache
 def _training_argument_hints() -> dict[str, Any]:
     from transformers import TrainingArguments  # lazy: pulls in torch
@@ -34,7 +40,7 @@ def _training_argument_hints() -> dict[str, Any]:
     fields = dataclasses.fields(TrainingArguments)
     init_fields = {f.name for f in fields if f.init and not f.name.startswith("_")}
     hints = typing.get_type_hints(TrainingArguments)
-    return {name: hints[name] for name in init_fields if name in hints}
+    return {name: _WIDER_HINTS.get(name, hints[name]) for name in init_fields if name in hints}
 
 
 def training_argument_names() -> frozenset[str]:

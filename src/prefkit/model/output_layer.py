@@ -129,6 +129,20 @@ FUSED_MODEL_TYPES = frozenset(
 )
 
 
+def _fsdp_managed(model: Any) -> bool:
+    """Whether FSDP shards ``model`` (FSDP2 turns the module itself into an ``FSDPModule``; FSDP1 wraps it).
+    Between forwards its output weight may be whole -- FSDP2 keeps a unit's weights gathered after a
+    forward where it reshards only after the backward (accelerate's unit of the final norm and head; the
+    root unit) -- but FSDP reduces and reshards a weight's gradient from hooks around the model's own
+    forward: used outside it, a trained head's gradient would miss that reduction."""
+    if not torch.distributed.is_available():  # a torch built without it has no FSDP either
+        return False
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+
+    wrapped = getattr(model, "_orig_mod", model)  # torch_compile
+    return isinstance(wrapped, FSDPModule | FullyShardedDataParallel)
+
+
 def plain_output_layer(model: Any) -> torch.nn.Linear | None:
     """The model's output layer where it is a plain bias-free linear map whose whole weight is at hand;
     None where it is anything else (a LoRA- or quantisation-wrapped layer, a weight sharded by FSDP or
@@ -136,6 +150,8 @@ def plain_output_layer(model: Any) -> torch.nn.Linear | None:
     to use it plainly (:data:`FUSED_MODEL_TYPES`): those take the logits path."""
     inner = getattr(model, "module", model)  # DDP
     if getattr(getattr(inner, "config", None), "model_type", None) not in FUSED_MODEL_TYPES:
+        return None
+    if _fsdp_managed(model):
         return None
     get = getattr(inner, "get_output_embeddings", None)
     head = get() if get is not None else None

@@ -34,6 +34,7 @@ from prefkit.env import cache_dir
 from prefkit.errors import PrefkitError, TrainingInterrupted
 from prefkit.model.attention import attention_takes_mask
 from prefkit.model.loader import run_dtype
+from prefkit.model.quantization import Quantization
 from prefkit.model.sources import resolve_first
 from prefkit.model.training import load_base_model, load_for_training, trainable_parameters
 from prefkit.train.distributed import is_first_process, mislaunch_warning
@@ -53,6 +54,7 @@ from prefkit.train.run.resume import check_resume, training_complete
 from prefkit.train.run.signals import GracefulStop
 from prefkit.train.run.start import StartPlan, check_not_overlapping, plan_start, training_into
 from prefkit.train.settings import record_config, training_arguments, training_config_record
+from prefkit.train.sharding import loading_whole, prepare_sharding
 
 if TYPE_CHECKING:
     from accelerate import PartialState
@@ -88,10 +90,15 @@ def model_path(config: Config) -> str:
 
 def open_reference_cache(config: Config, model: str) -> ReferenceCache:
     """The reference cache for this run's reference: the model, the adapter training starts from (the
-    reference with LoRA on an adapter), and the precision."""
+    reference with LoRA on an adapter), the precision and the quantisation."""
     cache = cache_dir(config.cache_dir)
+    quantization = Quantization.of(config)
     identity = reference_identity(
-        model, config.adapter_name_or_path, run_dtype(config.bf16, config.fp16), cache
+        model,
+        config.adapter_name_or_path,
+        run_dtype(config.bf16, config.fp16),
+        cache,
+        quantization.identity() if quantization else None,
     )
     return ReferenceCache.open(cache, identity)
 
@@ -155,8 +162,9 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
             else None,
             generation_eval=ready.generation_eval,
         )
+        prepare_sharding(trainer)  # FSDP turned on for CPU processes (else DDP); its reference made safe
         if cached_full or (trainer.reference_cache is not None and config.precompute_ref_log_probs):
-            trainer.precompute_reference(lambda: load_base_model(model, config).eval().requires_grad_(False))
+            trainer.precompute_reference(lambda: _load_reference_copy(model, config))
         trainer.run_folder = folder
         if folder is not None:
             record = training_config_record(config, model, ready.args, loaded, ready.data)
@@ -207,8 +215,16 @@ def _load(config: Config, output_dir: Path) -> tuple[str, TrainingModel, bool, b
     # Full fine-tuning with the reference cache loads no frozen copy for the whole run: the cache is filled
     # first (with a copy loaded only if pairs are missing) and training reads it.
     cached_full = needs_reference and config.reference_cache and config.finetuning_type == "full"
-    loaded = load_for_training(config, model, needs_reference and not cached_full)
+    with loading_whole():  # the same model whatever an earlier DeepSpeed run in this process left set
+        loaded = load_for_training(config, model, needs_reference and not cached_full)
     return model, loaded, needs_reference, cached_full
+
+
+def _load_reference_copy(model: str, config: Config) -> Any:
+    """The frozen copy that fills the reference cache before training (full fine-tuning): whole, as the
+    cache is filled by each process on its own share of the pairs, outside DeepSpeed."""
+    with loading_whole():
+        return load_base_model(model, config).eval().requires_grad_(False)
 
 
 @dataclass

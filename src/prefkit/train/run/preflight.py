@@ -10,7 +10,8 @@ end, a 7B model on a 16 GiB laptop -- costs the hour. Each check here reads only
 * the model fits in the device's memory (estimated from ``config.json``, no weights read);
 * 4/8-bit quantisation has a CUDA GPU;
 * there is a chat template (the tokenizer's, or ``template:``);
-* ``lora_rank`` is not larger than the model's hidden size.
+* ``lora_rank`` is not larger than the model's hidden size;
+* ``fsdp`` has several processes to shard over, saves whole state dicts and, on CPU processes, is FSDP2.
 
 The estimates are deliberately rough (activations are left out); they refuse only what cannot work.
 """
@@ -217,14 +218,22 @@ def check_checkpoint_disk(config: Config, size: ModelSize) -> None:
 
 
 def check_quantization(config: Config) -> None:
+    """Quantise one small layer the way the run will, on the device it will train on: a machine where
+    bitsandbytes is missing or cannot run gets one line here, before the model is loaded."""
     import torch
 
-    if config.quantization_bit is not None and not torch.cuda.is_available():
-        raise PreflightError(
-            f"{_origin(config, 'quantization_bit')}: quantization_bit: {config.quantization_bit} (QLoRA) "
-            "needs a CUDA GPU: bitsandbytes quantises on the GPU. On this machine, remove quantization_bit "
-            "to train the LoRA in full precision."
-        )
+    from prefkit.model.loader import run_dtype
+    from prefkit.model.quantization import Quantization, QuantizationError, check_runs
+
+    quantization = Quantization.of(config)
+    if quantization is None:
+        return
+    on_gpu = torch.cuda.is_available() and not config.training_arguments.get("use_cpu")
+    device = torch.device("cuda") if on_gpu else torch.device("cpu")
+    try:
+        check_runs(quantization, device, run_dtype(config.bf16, config.fp16))
+    except QuantizationError as err:
+        raise PreflightError(f"{_origin(config, 'quantization_bit')}: {err}") from err
 
 
 def has_chat_template(model_dir: Path) -> bool:
@@ -259,9 +268,24 @@ def check_lora_rank(config: Config, size: ModelSize, model: str) -> None:
         )
 
 
+def check_fsdp(config: Config) -> None:
+    """`fsdp` with one process, a `state_dict_type` that saves no final model, FSDP1 on CPU processes:
+    refused here, not by a traceback from inside the Trainer once the model is loaded (or trained)."""
+    import torch
+
+    from prefkit.train.distributed import world_size
+    from prefkit.train.sharding import fsdp_problem
+
+    on_gpu = torch.cuda.is_available() and not config.training_arguments.get("use_cpu")
+    if (problem := fsdp_problem(config, world_size(), on_gpu)) is not None:
+        key, sentence = problem
+        raise PreflightError(f"{_origin(config, key)}: {sentence}")
+
+
 def preflight(config: Config, model: str, needs_reference: bool) -> None:
     """Every check that the resolved ``model`` (a local folder or a hub id) allows, before loading it."""
     check_writable(Path(config.output_dir))
+    check_fsdp(config)
     check_quantization(config)
     model_dir = Path(model)
     check_template(config, model_dir)
