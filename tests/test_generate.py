@@ -253,6 +253,8 @@ def _architectures(vocab: int) -> dict:
     from transformers import (
         Gemma2Config,
         Gemma2ForCausalLM,
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
         GPT2Config,
         GPT2LMHeadModel,
         MistralConfig,
@@ -282,6 +284,15 @@ def _architectures(vocab: int) -> dict:
         "gemma2, hybrid sliding": lambda: Gemma2ForCausalLM(
             Gemma2Config(**small, **heads, head_dim=8, sliding_window=8)
         ),
+        "gemma3, hybrid sliding": lambda: Gemma3ForCausalLM(
+            Gemma3TextConfig(
+                **small,
+                **heads,
+                head_dim=8,
+                sliding_window=8,
+                layer_types=["sliding_attention", "full_attention"],
+            )
+        ),
     }
 
 
@@ -304,6 +315,35 @@ def test_other_architectures_match_generate(name, encoder):
         decoder.step()
     for seq, ids in zip(seqs, prompt_ids, strict=True):
         assert seq.generated == _hf_greedy(model, ids, stop, 12)
+
+
+@pytest.mark.parametrize("name", list(_architectures(1)))
+def test_rows_that_finish_early_leave_the_others_exact(name, encoder):
+    """Prompts of different lengths whose replies end at different steps: each row that finishes is
+    dropped from the batch (and padding columns no row needs any more with it) while the others go on
+    -- on sliding-window caches too, whose layers keep their own count of the tokens they hold."""
+    torch.manual_seed(0)
+    model = _architectures(len(encoder.tokenizer))[name]().eval()
+    model.generation_config.eos_token_id = None
+    stop = StopCondition((), ())
+    prompt_ids = [encoder.prompt_ids([Message("user", p)]) for p in PROMPTS[:4]]
+    assert len({len(ids) for ids in prompt_ids}) > 1
+    # The longest prompt ends first: the padding columns the others kept for it go then.
+    longest_first = sorted(range(4), key=lambda i: -len(prompt_ids[i]))
+    lengths = [0] * 4
+    for rank, i in enumerate(longest_first):
+        lengths[i] = 3 + 3 * rank
+    decoder = Decoder(model, encoder.tokenizer, max_batch=4)
+    seqs = [
+        decoder.sequence(Request(ids, SamplingSettings(max_new_tokens=n), stop))
+        for ids, n in zip(prompt_ids, lengths, strict=True)
+    ]
+    for seq in seqs:
+        decoder.add(seq)
+    while decoder.has_work:
+        decoder.step()
+    for seq, ids, n in zip(seqs, prompt_ids, lengths, strict=True):
+        assert seq.generated == _hf_greedy(model, ids, stop, n)
 
 
 def test_the_cache_goes_by_the_name_the_model_takes(model, encoder):

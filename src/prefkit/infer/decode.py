@@ -257,7 +257,9 @@ class Decoder:
         self._cache.batch_select_indices(torch.tensor(keep, device=self.device))
         self._mask = self._mask[keep]
         first = int(self._mask.any(dim=0).int().argmax())  # leading columns that are padding everywhere
-        if first > 0:
+        # Only plain layers lose those columns: a sliding-window layer keeps its own count of the tokens it
+        # has seen, which the next step's attention mask is sized from (a trimmed one no longer matches).
+        if first > 0 and self.can_join:
             for layer in self._cache.layers:
                 layer.keys = layer.keys[..., first:, :]
                 layer.values = layer.values[..., first:, :]
