@@ -108,6 +108,9 @@ def test_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir, loss, fin
             str(driver),
             str(out),
             *overrides(tiny_model_dir, data, out, batch=2, loss=loss, finetuning=finetuning),
+            # A cold reference cache: with full fine-tuning both processes fill it before training, each
+            # its share (a process that had stored its share once left the other too few pairs).
+            f"cache_dir={tmp_path / 'cache'}",
         ],
         tmp_path,
     )

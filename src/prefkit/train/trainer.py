@@ -5,7 +5,8 @@ One forward pass over ``[chosen; rejected]`` gives the policy's per-sequence log
 reference's come from the same model with the adapter off (or a frozen copy) under ``no_grad``; the
 loss is whatever :data:`prefkit.train.losses.LOSSES` says. Metrics are gathered across processes every step
 and averaged over the logging window, under TRL's names. A step whose loss or gradient is not finite is
-skipped and named (see :mod:`prefkit.train.nonfinite`).
+skipped and named (see :mod:`prefkit.train.nonfinite`). SFT's loss is the Trainer's own cross-entropy,
+computed without the full logits tensor (:mod:`prefkit.train.sft`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from prefkit.train.losses import LOSSES, LossOutput, LossParams, PolicyLogps
 from prefkit.train.nonfinite import NonFiniteGuard, NonFiniteWeightsError, nonfinite_parameters
 from prefkit.train.refcache import PAIR_KEYS, ReferenceCache, fill, pair_key
 from prefkit.train.run.checkpoints import AtomicCheckpoints
+from prefkit.train.sft import chunked_sft_applies, trainer_sft_loss
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +176,12 @@ class PrefTrainer(AtomicCheckpoints, Trainer):
             tokens = self.accelerator.gather_for_metrics(num_tokens.reshape(1))
             self._tokens_since_log += int(tokens.sum().item())
         if self.stage == "sft":
-            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            # The output layer at labelled positions only, never the full (rows, length, vocabulary)
+            # logits: the same loss as the Trainer's model(labels=...) (prefkit.train.sft).
+            if chunked_sft_applies(self, inputs, return_outputs):
+                result = trainer_sft_loss(self, model, inputs, num_items_in_batch)
+            else:
+                result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             if mode == "train":
                 self.nonfinite.observe(result[0] if return_outputs else result, example_ids)
             return result
@@ -213,7 +220,13 @@ class PrefTrainer(AtomicCheckpoints, Trainer):
         datasets = [d for d in (self.train_dataset, self.eval_dataset) if d is not None]
         features = [f for d in datasets for f in d]
         keys = [pair_key(f) for f in features]
-        if len(cache.lookup(keys)) == len(set(keys)):
+        complete = len(cache.lookup(keys)) == len(set(keys))
+        if self.accelerator.num_processes > 1:
+            # Decided together: a process that returned here while another went on to fill would leave
+            # that one waiting at fill's barriers (and a sharded forward) for ever.
+            flag = torch.tensor([0 if complete else 1], device=self.args.device)
+            complete = int(self.accelerator.reduce(flag, reduction="sum").item()) == 0
+        if complete:
             logger.info("reference log-probs of all %d pairs are cached (%s)", len(set(keys)), cache.path)
             return
         copy = load_copy() if load_copy is not None and not self.loaded.has_reference else None
@@ -230,6 +243,7 @@ class PrefTrainer(AtomicCheckpoints, Trainer):
                 autocast=self.accelerator.autocast,
                 rank=self.accelerator.process_index,
                 world_size=self.accelerator.num_processes,
+                barrier=self.accelerator.wait_for_everyone if self.accelerator.num_processes > 1 else None,
             )
         self.accelerator.wait_for_everyone()
         logger.info(
@@ -295,11 +309,24 @@ class PrefTrainer(AtomicCheckpoints, Trainer):
     ) -> Any:
         inputs = {k: v for k, v in inputs.items() if k not in (EXAMPLE_IDS, NUM_TOKENS)}
         if self.stage == "sft":
-            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+            if not prediction_loss_only or not chunked_sft_applies(self, inputs, False):
+                # The caller wants logits too (compute_metrics): the model's own forward gives them.
+                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+            return self._sft_eval_loss(model, inputs)
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad():
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
+
+    def _sft_eval_loss(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, None, None]:
+        """Trainer.prediction_step's loss, through the chunked path: the Trainer counts the batch's
+        labelled tokens as it does for training (across processes, under average_tokens_across_devices)
+        and compute_loss divides by that count."""
+        inputs = self._prepare_inputs(inputs)
+        num_items_in_batch = self._get_num_items_in_batch([inputs], self.args.device)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+        return loss.detach().mean(), None, None
 
     # -- logging --------------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
