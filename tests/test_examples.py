@@ -30,6 +30,7 @@ FAMILY_OF = {
     "microsoft/DialoGPT-small": "gpt2",
     "SakanaAI/TinySwallow-1.5B-Instruct": "qwen2",
     "Qwen/Qwen2.5-1.5B-Instruct": "qwen2",
+    "gemma3-270m": "gemma3",
 }
 
 
@@ -96,9 +97,9 @@ def test_example_checks_its_data_and_trains(path, family_models, tmp_path, monke
         pytest.skip("DeepSpeed and FSDP need several processes; the config and its JSON are checked above")
     overrides = on_this_machine(cfg, model, tmp_path / "run")
     if cfg.adapter_name_or_path:  # stage 2: train stage 1's example first, and continue its adapter
-        first = load_example(ROOT / "examples" / "sft.yaml")
-        assert cfg.adapter_name_or_path == first.output_dir
-        train(load_config(ROOT / "examples" / "sft.yaml", on_this_machine(first, model, tmp_path / "sft")))
+        [stage_1] = [p for p in EXAMPLES if load_example(p).output_dir == cfg.adapter_name_or_path]
+        first = load_example(stage_1)
+        train(load_config(stage_1, on_this_machine(first, model, tmp_path / "sft")))
         overrides.append(f"adapter_name_or_path={tmp_path / 'sft'}")
     result = train(load_config(path, overrides))
 

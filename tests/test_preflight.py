@@ -103,7 +103,10 @@ def test_a_quantisation_this_machine_cannot_run_is_refused_before_loading(tmp_pa
     saved = sys.modules.get("bitsandbytes")
     sys.modules["bitsandbytes"] = None  # type: ignore[assignment]
     try:
-        with pytest.raises(PreflightError, match=r"command line: quantization_bit: 4 needs bitsandbytes"):
+        with pytest.raises(
+            PreflightError,
+            match=r"command line: a base quantised to 4 bits \(quantization_bit: 4\) needs bitsandbytes",
+        ):
             train(config(tmp_path, model, "quantization_bit=4"))
     finally:
         if saved is None:

@@ -403,6 +403,11 @@ def test_hostile_sampling_settings_are_refused_or_made_safe_and_never_touch_othe
     }
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         stream = pool.submit(_stream_text, server, good)
+        # The stream admitted before the other two arrive: three waiting at once would fill the queue
+        # (--max-queue 2) on a machine slow enough that the scheduler has not taken the first yet.
+        deadline = time.monotonic() + 60
+        while not stream.done() and _health(server)["running"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
         plain = pool.submit(_raw, server, "POST", "/v1/chat/completions", good)
         tiny_temperature = pool.submit(
             _raw, server, "POST", "/v1/chat/completions", {**good, "temperature": 1e-40}

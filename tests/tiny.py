@@ -284,7 +284,7 @@ def _gemma3(hidden_size: int) -> tuple[Any, Any]:
         num_key_value_heads=1,
         head_dim=hidden_size // 4,
         max_position_embeddings=512,
-        sliding_window=16,
+        sliding_window=64,  # as the Gemma 2 model's: longer than the tests' rows (packing needs that)
         layer_types=["sliding_attention", "full_attention"],
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,

@@ -188,14 +188,6 @@ class Config(TrainingKeys, LossKeys, DataKeys, MethodKeys, ModelKeys):
                     "(a quantised model cannot be fully fine-tuned)",
                 )
             )
-        for key in ("quantization_type", "double_quantization"):
-            if key in self.model_fields_set and self.quantization_bit != 4:
-                problems.append(
-                    (
-                        (key, "quantization_bit"),
-                        f"{key} applies to 4-bit quantisation; set quantization_bit: 4 or remove {key}",
-                    )
-                )
         warmup_steps = self.training_arguments.get("warmup_steps")
         if self.warmup_ratio and warmup_steps:
             problems.append(

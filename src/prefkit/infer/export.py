@@ -44,6 +44,7 @@ from prefkit.model.adapters import (
     AdapterSpec,
     attach_adapters,
     read_adapter_config,
+    trained_dtype,
     trained_quantization,
     trained_template,
 )
@@ -251,15 +252,23 @@ def export_model(
         raise ModelLoadError(f"could not load a model from '{model_path}': {first_line(err)}") from err
     target_dtype = _export_dtype(dtype, saved)
     quantization = _base_quantization(adapters)
-    base = load_causal_lm(
-        model_path,
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-        quantization=quantization,
-        trust_remote_code=trust_remote_code,
-    )
-    if quantization is not None:
-        base = dequantize(base)
+    if quantization is None:
+        base = load_causal_lm(
+            model_path, dtype=torch.float32, device=torch.device("cpu"), trust_remote_code=trust_remote_code
+        )
+    else:
+        # Quantised from the precision the run loaded the base in (the 4-bit codes depend on it), then
+        # de-quantised: the weights the adapter trained against.
+        trained = trained_dtype(adapters[0].path)
+        base = load_causal_lm(
+            model_path,
+            dtype=trained,
+            device=torch.device("cpu"),
+            quantization=quantization,
+            compute_dtype=trained,
+            trust_remote_code=trust_remote_code,
+        )
+        base = dequantize(base).float()
     merged = merge_adapters(attach_adapters(base, adapters), adapters, chosen_weights, combination)
     merged.to(target_dtype)
 

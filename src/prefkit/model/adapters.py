@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from prefkit.errors import PrefkitError
-from prefkit.model.loader import BASE_MODEL, first_line, peft_wrapping
+from prefkit.model.loader import BASE_MODEL, first_line, peft_wrapping, run_dtype
 from prefkit.model.quantization import Quantization
 
 _ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -73,8 +75,11 @@ def read_adapter_config(path: Path) -> dict[str, Any]:
 
 def _trained_config(path: Path) -> dict[str, Any]:
     """The settings of the run that trained the adapter in ``path`` (its ``training_config.json``), or {}."""
+    found = path / "training_config.json"
+    if not found.is_file() and re.fullmatch(r"checkpoint-\d+", path.name):
+        found = path.parent / "training_config.json"  # a checkpoint's run folder holds its settings
     try:
-        record = json.loads((path / "training_config.json").read_text(encoding="utf-8"))
+        record = json.loads(found.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     config = record.get("config") if isinstance(record, dict) else None
@@ -90,6 +95,12 @@ def trained_template(path: Path) -> str | None:
 def trained_quantization(path: Path) -> Quantization | None:
     """How the base an adapter was trained on was quantised (QLoRA), or None."""
     return Quantization.of(_trained_config(path))
+
+
+def trained_dtype(path: Path) -> torch.dtype:
+    """The precision the run that trained the adapter in ``path`` computed in (bf16, fp16, else fp32)."""
+    config = _trained_config(path)
+    return run_dtype(config.get("bf16"), config.get("fp16"))
 
 
 def attach_adapters(base: Any, adapters: Sequence[AdapterSpec], *, trainable: bool = False) -> Any:

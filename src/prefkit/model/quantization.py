@@ -57,16 +57,20 @@ class Quantization:
             return {"bits": 8}
         return {"bits": 4, "type": self.kind, "double": self.double}
 
+    @staticmethod
+    def compute_dtype(run_dtype: torch.dtype, device: torch.device) -> torch.dtype:
+        """What 4-bit layers compute in: the run's precision, but float16 for float32 on a GPU, as
+        bitsandbytes' fast kernels expect (on the CPU float32 stays float32)."""
+        return torch.float16 if device.type == "cuda" and run_dtype == torch.float32 else run_dtype
+
     def bnb_config(self, compute_dtype: torch.dtype, device: torch.device) -> Any:
-        """transformers' BitsAndBytesConfig. 4-bit layers compute in ``compute_dtype``; on a GPU float32 is
-        computed in float16 as bitsandbytes' fast kernels expect, on the CPU it stays float32."""
+        """transformers' BitsAndBytesConfig for a run computing in ``compute_dtype`` on ``device``."""
         from transformers import BitsAndBytesConfig
 
         _import_bitsandbytes(self.bits)
         if self.bits == 8:
             return BitsAndBytesConfig(load_in_8bit=True)
-        if device.type == "cuda" and compute_dtype == torch.float32:
-            compute_dtype = torch.float16
+        compute_dtype = self.compute_dtype(compute_dtype, device)
         return BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type=self.kind,
@@ -76,17 +80,22 @@ class Quantization:
 
 
 def _import_bitsandbytes(bits: int) -> Any:
-    # LLM.int8 logs "inputs will be cast ... to float16" on every forward of every 8-bit layer.
-    logging.getLogger("bitsandbytes.autograd._functions").addFilter(
-        lambda record: "inputs will be cast" not in record.getMessage()
-    )
     try:
         import bitsandbytes
     except ImportError as err:
         raise QuantizationError(
-            f"quantization_bit: {bits} needs bitsandbytes, which is not installed: {EXTRA}"
+            f"a base quantised to {bits} bits (quantization_bit: {bits}) needs bitsandbytes, which is not "
+            f"installed: {EXTRA}"
         ) from err
     return bitsandbytes
+
+
+def _not_int8_cast_notice(record: logging.LogRecord) -> bool:
+    return "inputs will be cast" not in record.getMessage()
+
+
+# LLM.int8 logs "inputs will be cast ... to float16" on every forward of every 8-bit layer.
+logging.getLogger("bitsandbytes.autograd._functions").addFilter(_not_int8_cast_notice)
 
 
 def check_runs(quantization: Quantization, device: torch.device, compute_dtype: torch.dtype) -> None:

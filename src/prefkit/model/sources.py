@@ -77,25 +77,32 @@ def _builtin_gguf(alias: str, cache: Path) -> Path:
     paths = [_package_file(alias, package, filename) for package, filename in builtin.parts]
     if len(paths) == 1 and builtin.sha256 is None:
         return paths[0]
+    from filelock import FileLock
+
     target = cache / "models" / f"{alias}.gguf"
-    if target.is_file():
-        return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    digest = hashlib.sha256()
-    with tmp.open("wb") as out:
-        for path in paths:
-            with path.open("rb") as part:
-                for block in iter(lambda part=part: part.read(1 << 22), b""):
-                    digest.update(block)
-                    out.write(block)
-    if builtin.sha256 is not None and digest.hexdigest() != builtin.sha256:
-        tmp.unlink()
-        raise ModelLoadError(
-            f"model '{alias}': its parts joined have sha256 {digest.hexdigest()}, not the published "
-            f"{builtin.sha256}: reinstall them ({builtin.pip_command()} --force-reinstall)"
-        )
-    os.replace(tmp, target)
+    # One process joins (the processes of a first multi-process launch would each write 250 MB); what a
+    # killed join left is removed under the same lock, when nobody can be writing it.
+    with FileLock(str(target) + ".lock"):
+        if target.is_file():
+            return target
+        for left in target.parent.glob(f"{target.name}.tmp-*"):
+            left.unlink(missing_ok=True)
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+        digest = hashlib.sha256()
+        with tmp.open("wb") as out:
+            for path in paths:
+                with path.open("rb") as part:
+                    for block in iter(lambda part=part: part.read(1 << 22), b""):
+                        digest.update(block)
+                        out.write(block)
+        if builtin.sha256 is not None and digest.hexdigest() != builtin.sha256:
+            tmp.unlink()
+            raise ModelLoadError(
+                f"model '{alias}': its parts joined have sha256 {digest.hexdigest()}, not the published "
+                f"{builtin.sha256}: reinstall them ({builtin.pip_command()} --force-reinstall)"
+            )
+        os.replace(tmp, target)
     return target
 
 

@@ -50,9 +50,12 @@ def load_base_model(name_or_path: str, config: Config) -> Any:
     weights stay float32 for full fine-tuning with mixed precision; LoRA bases live in the compute dtype
     (the adapter itself is kept float32 by peft), which halves memory and time in bf16."""
     dtype = run_dtype(config.bf16, config.fp16)
+    # bitsandbytes places a quantised model itself, on the GPU when there is one: not with use_cpu.
+    device = torch.device("cpu") if config.training_arguments.get("use_cpu") else None
     return load_causal_lm(
         name_or_path,
         dtype=torch.float32 if config.finetuning_type == "full" else dtype,
+        device=device,
         quantization=Quantization.of(config),
         compute_dtype=dtype,
         trust_remote_code=config.trust_remote_code,

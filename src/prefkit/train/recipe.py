@@ -28,6 +28,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from prefkit.data.collate import SFTCollator, preference_collator
 from prefkit.data.load import prepare_data
 from prefkit.env import cache_dir
@@ -93,13 +95,13 @@ def open_reference_cache(config: Config, model: str) -> ReferenceCache:
     reference with LoRA on an adapter), the precision and the quantisation."""
     cache = cache_dir(config.cache_dir)
     quantization = Quantization.of(config)
-    identity = reference_identity(
-        model,
-        config.adapter_name_or_path,
-        run_dtype(config.bf16, config.fp16),
-        cache,
-        quantization.identity() if quantization else None,
-    )
+    dtype = run_dtype(config.bf16, config.fp16)
+    quantized = None
+    if quantization is not None:
+        on_gpu = torch.cuda.is_available() and not config.training_arguments.get("use_cpu")
+        compute = Quantization.compute_dtype(dtype, torch.device("cuda" if on_gpu else "cpu"))
+        quantized = {**quantization.identity(), "compute_dtype": str(compute)}
+    identity = reference_identity(model, config.adapter_name_or_path, dtype, cache, quantized)
     return ReferenceCache.open(cache, identity)
 
 

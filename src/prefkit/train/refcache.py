@@ -35,8 +35,19 @@ logger = logging.getLogger(__name__)
 # Bump when the way log-probs are computed changes, so old caches are not read.
 FORMAT = 1
 PAIR_KEYS = "pair_keys"  # the batch key carrying each pair's digest, in row order
-# Weights, and remote code (trust_remote_code runs the folder's .py files: they can change the outputs).
-_DIGESTED_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".py")
+# What the outputs depend on: weights, configs, and remote code (trust_remote_code runs the folder's .py
+# files). Not a checkpoint's optimizer, scheduler or RNG state, nor the tokenizer files (the token ids are
+# in each pair's key).
+_DIGESTED_SUFFIXES = (".safetensors", ".gguf", ".py")
+_DIGESTED_NAMES = ("config.json", "adapter_config.json")
+_WEIGHT_BINS = ("pytorch_model", "adapter_model", "model")
+
+
+def _digested(path: Path) -> bool:
+    name = path.name
+    if path.suffix == ".bin":
+        return name.startswith(_WEIGHT_BINS)
+    return path.suffix in _DIGESTED_SUFFIXES or name in _DIGESTED_NAMES
 
 
 def pair_key(feature: dict[str, Any]) -> str:
@@ -83,11 +94,7 @@ def folder_digest(folder: str | os.PathLike[str], cache: Path) -> str:
         index = json.loads(index_path.read_text()) if index_path.is_file() else {}
     except (OSError, ValueError):
         index = {}
-    files = sorted(
-        p
-        for p in path.iterdir()
-        if p.is_file() and (p.suffix in _DIGESTED_SUFFIXES or p.name.endswith("config.json"))
-    )
+    files = sorted(p for p in path.iterdir() if p.is_file() and _digested(p))
     combined = hashlib.sha256()
     for p in files:
         combined.update(f"{p.name}:{_file_digest(p, index)}\n".encode())
@@ -215,10 +222,8 @@ def fill(
     process's share of them, every ``world_size``-th from ``rank``. Returns how many it computed.
 
     Every process must split the same list of missing pairs, so with several processes they read the
-    cache between two ``barrier`` calls (a process that had already stored its share would otherwise
-    leave the others a shorter list, and pairs nobody computes). Each process then runs the same number
-    of batches of the same size -- a shorter share is padded with a repeat of its last pair -- because
-    a sharded model's forward (FSDP, ZeRO-3) is a collective every process must join."""
+    cache between two ``barrier`` calls: a process that had already stored its share would otherwise
+    leave the others a shorter list, and pairs nobody computes."""
     from prefkit.model.logps import sequence_logps
 
     keys = [pair_key(f) for f in features]
@@ -227,11 +232,7 @@ def fill(
     present = cache.lookup(keys)
     if barrier is not None:
         barrier()
-    missing = [f for f, k in zip(features, keys, strict=True) if k not in present]
-    share = missing[rank::world_size]
-    longest = -(-len(missing) // world_size)  # the first process's share
-    if len(share) < longest:  # then some pair is missing: a repeat of it costs a forward, nothing more
-        share = share + [(share or missing)[-1]] * (longest - len(share))
+    share = [f for f, k in zip(features, keys, strict=True) if k not in present][rank::world_size]
     device = next(reference.parameters()).device
     for start in range(0, len(share), batch_size):
         chunk = share[start : start + batch_size]
@@ -240,4 +241,4 @@ def fill(
         with autocast():  # a fresh context each batch: accelerate's is a one-shot generator
             sums, _, _ = sequence_logps(reference, inputs)
         cache.put([pair_key(f) for f in chunk], sums[: len(chunk)], sums[len(chunk) :])
-    return len(missing[rank::world_size])
+    return len(share)

@@ -226,6 +226,10 @@ def check_quantization(config: Config) -> None:
     from prefkit.model.quantization import Quantization, QuantizationError, check_runs
 
     quantization = Quantization.of(config)
+    for key in ("quantization_type", "double_quantization"):
+        if key in config.model_fields_set and (quantization is None or quantization.bits != 4):
+            # A LLaMA-Factory config may carry them unused: said, not refused.
+            logger.warning("%s: %s applies to 4-bit quantisation only; ignored", _origin(config, key), key)
     if quantization is None:
         return
     on_gpu = torch.cuda.is_available() and not config.training_arguments.get("use_cpu")
