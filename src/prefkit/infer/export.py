@@ -214,6 +214,32 @@ def _base_quantization(adapters: Sequence[AdapterSpec]) -> Quantization | None:
     return next(iter(found.values()), None)
 
 
+def _float32_base(
+    model_path: str,
+    adapters: Sequence[AdapterSpec],
+    quantization: Quantization | None,
+    trust_remote_code: bool,
+) -> Any:
+    """The base to merge into, in float32 on the CPU: as saved, or for QLoRA adapters quantised from the
+    precision their run loaded it in (the 4-bit codes depend on it) and de-quantised -- the weights the
+    adapters trained against."""
+    cpu = torch.device("cpu")
+    if quantization is None:
+        return load_causal_lm(
+            model_path, dtype=torch.float32, device=cpu, trust_remote_code=trust_remote_code
+        )
+    trained = trained_dtype(adapters[0].path)
+    base = load_causal_lm(
+        model_path,
+        dtype=trained,
+        device=cpu,
+        quantization=quantization,
+        compute_dtype=trained,
+        trust_remote_code=trust_remote_code,
+    )
+    return dequantize(base).float()
+
+
 def export_model(
     model: str | Sequence[str],
     adapters: Sequence[AdapterSpec],
@@ -252,23 +278,7 @@ def export_model(
         raise ModelLoadError(f"could not load a model from '{model_path}': {first_line(err)}") from err
     target_dtype = _export_dtype(dtype, saved)
     quantization = _base_quantization(adapters)
-    if quantization is None:
-        base = load_causal_lm(
-            model_path, dtype=torch.float32, device=torch.device("cpu"), trust_remote_code=trust_remote_code
-        )
-    else:
-        # Quantised from the precision the run loaded the base in (the 4-bit codes depend on it), then
-        # de-quantised: the weights the adapter trained against.
-        trained = trained_dtype(adapters[0].path)
-        base = load_causal_lm(
-            model_path,
-            dtype=trained,
-            device=torch.device("cpu"),
-            quantization=quantization,
-            compute_dtype=trained,
-            trust_remote_code=trust_remote_code,
-        )
-        base = dequantize(base).float()
+    base = _float32_base(model_path, adapters, quantization, trust_remote_code)
     merged = merge_adapters(attach_adapters(base, adapters), adapters, chosen_weights, combination)
     merged.to(target_dtype)
 
