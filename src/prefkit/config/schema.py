@@ -15,9 +15,10 @@ from pydantic import (
     model_validator,
 )
 
-from prefkit.config.fields import DataKeys, LossKeys, MethodKeys, ModelKeys, TrainingKeys
+from prefkit.config.fields import DataKeys, LossKeys, MethodKeys, ModelKeys
 from prefkit.config.keys import EXPECTED, KNOWN_SCHEDULERS, RESERVED_KEYS
 from prefkit.config.passthrough import training_argument_names, validate_training_argument
+from prefkit.config.schedule_fields import TrainingKeys
 from prefkit.config.words import one_of
 
 
