@@ -152,9 +152,8 @@ def dequantize(model: Any) -> Any:
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, plain)
     # The model is no longer quantised: saved, it must not claim to be.
-    for attribute in ("quantization_config",):
-        if hasattr(model.config, attribute):
-            delattr(model.config, attribute)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     for flag in ("is_quantized", "is_loaded_in_4bit", "is_loaded_in_8bit"):
         if hasattr(model, flag):
             setattr(model, flag, False)

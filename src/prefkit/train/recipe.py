@@ -38,7 +38,7 @@ from prefkit.model.attention import attention_takes_mask
 from prefkit.model.loader import run_dtype
 from prefkit.model.quantization import Quantization
 from prefkit.model.sources import resolve_first
-from prefkit.model.training import load_base_model, load_for_training, trainable_parameters
+from prefkit.model.training import load_base_model, load_for_training, trainable_parameters, trains_on_gpu
 from prefkit.train.distributed import is_first_process, mislaunch_warning
 from prefkit.train.generation_eval import GenerationEval, generation_eval_for
 from prefkit.train.losses import LOSSES, LossParams
@@ -98,8 +98,7 @@ def open_reference_cache(config: Config, model: str) -> ReferenceCache:
     dtype = run_dtype(config.bf16, config.fp16)
     quantized = None
     if quantization is not None:
-        on_gpu = torch.cuda.is_available() and not config.training_arguments.get("use_cpu")
-        compute = Quantization.compute_dtype(dtype, torch.device("cuda" if on_gpu else "cpu"))
+        compute = Quantization.compute_dtype(dtype, torch.device("cuda" if trains_on_gpu(config) else "cpu"))
         quantized = {**quantization.identity(), "compute_dtype": str(compute)}
     identity = reference_identity(model, config.adapter_name_or_path, dtype, cache, quantized)
     return ReferenceCache.open(cache, identity)

@@ -224,6 +224,7 @@ def check_quantization(config: Config) -> None:
 
     from prefkit.model.loader import run_dtype
     from prefkit.model.quantization import Quantization, QuantizationError, check_runs
+    from prefkit.model.training import trains_on_gpu
 
     quantization = Quantization.of(config)
     for key in ("quantization_type", "double_quantization"):
@@ -232,8 +233,7 @@ def check_quantization(config: Config) -> None:
             logger.warning("%s: %s applies to 4-bit quantisation only; ignored", _origin(config, key), key)
     if quantization is None:
         return
-    on_gpu = torch.cuda.is_available() and not config.training_arguments.get("use_cpu")
-    device = torch.device("cuda") if on_gpu else torch.device("cpu")
+    device = torch.device("cuda") if trains_on_gpu(config) else torch.device("cpu")
     try:
         check_runs(quantization, device, run_dtype(config.bf16, config.fp16))
     except QuantizationError as err:
@@ -275,13 +275,11 @@ def check_lora_rank(config: Config, size: ModelSize, model: str) -> None:
 def check_fsdp(config: Config) -> None:
     """`fsdp` with one process, a `state_dict_type` that saves no final model, FSDP1 on CPU processes:
     refused here, not by a traceback from inside the Trainer once the model is loaded (or trained)."""
-    import torch
-
+    from prefkit.model.training import trains_on_gpu
     from prefkit.train.distributed import world_size
     from prefkit.train.sharding import fsdp_problem
 
-    on_gpu = torch.cuda.is_available() and not config.training_arguments.get("use_cpu")
-    if (problem := fsdp_problem(config, world_size(), on_gpu)) is not None:
+    if (problem := fsdp_problem(config, world_size(), trains_on_gpu(config))) is not None:
         key, sentence = problem
         raise PreflightError(f"{_origin(config, key)}: {sentence}")
 
