@@ -79,33 +79,26 @@ def quantised_layers(model) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("family", list(FAMILIES))
 @pytest.mark.parametrize("method", [*sorted(LOSSES), "sft"])
-def test_every_method_trains_on_a_4bit_base(tmp_path, wide, method):
+def test_every_method_trains_on_a_4bit_base_of_every_family(tmp_path, wide, family, method):
     stage = sft(tmp_path) if method == "sft" else dpo(tmp_path, method)
-    result = train(qlora(tmp_path, wide["llama"], "llama", *stage, "max_steps=2"))
+    result = train(qlora(tmp_path, wide[family], family, *stage, "max_steps=2"))
     assert_trains(result, method)
     record = json.loads((result.output_dir / "training_config.json").read_text())
     assert record["quantization"] == {"bits": 4, "type": "nf4", "double": True, "method": "bitsandbytes"}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "llama"])
-@pytest.mark.parametrize("method", ["sigmoid", "sft"])
-def test_every_family_trains_on_a_4bit_base(tmp_path, wide, family, method):
-    stage = sft(tmp_path) if method == "sft" else dpo(tmp_path, method)
-    result = train(qlora(tmp_path, wide[family], family, *stage, "max_steps=2"))
-    assert_trains(result, method)
-
-
-@pytest.mark.slow
+@pytest.mark.parametrize("family", list(FAMILIES))
 @pytest.mark.parametrize(
     ("kind", "double", "bits"), [("nf4", False, 4), ("fp4", True, 4), ("fp4", False, 4), ("nf4", True, 8)]
 )
-def test_each_quantisation_trains(tmp_path, wide, kind, double, bits):
+def test_each_quantisation_trains_on_every_family(tmp_path, wide, family, kind, double, bits):
     options = [f"quantization_bit={bits}"]
     if bits == 4:
         options += [f"quantization_type={kind}", f"double_quantization={str(double).lower()}"]
-    result = train(qlora(tmp_path, wide["llama"], "llama", *dpo(tmp_path), "max_steps=2", *options))
+    result = train(qlora(tmp_path, wide[family], family, *dpo(tmp_path), "max_steps=2", *options))
     assert_trains(result, "sigmoid", exact_start=bits == 4)
     record = json.loads((result.output_dir / "training_config.json").read_text())["quantization"]
     assert record["bits"] == bits and (bits == 8 or (record["type"], record["double"]) == (kind, double))

@@ -126,8 +126,17 @@ def test_identity_follows_the_weights_and_the_precision(tmp_path, tiny_model_dir
     data[-1] ^= 1  # one bit of one weight
     weights.write_bytes(bytes(data))
     os.utime(weights, ns=(1, 1))
-    assert reference_identity(str(copy), None, torch.float32, cache) != first
+    changed = reference_identity(str(copy), None, torch.float32, cache)
+    assert changed != first
     assert folder_digest("some/hub-id", cache) == "hub:some/hub-id"
+    # Remote code changes the outputs; a checkpoint's optimizer state and the tokenizer's files do not.
+    (copy / "optimizer.pt").write_bytes(b"state")
+    (copy / "tokenizer_config.json").write_text('{"chat_template": "edited"}')
+    assert reference_identity(str(copy), None, torch.float32, cache) == changed
+    (copy / "modeling_custom.py").write_text("# remote code\n")
+    assert reference_identity(str(copy), None, torch.float32, cache) != changed
+    quantised = reference_identity(str(copy), None, torch.float32, cache, {"bits": 4, "type": "nf4"})
+    assert quantised != reference_identity(str(copy), None, torch.float32, cache)
 
 
 def test_non_finite_values_are_never_cached(tmp_path):
