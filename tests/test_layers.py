@@ -23,6 +23,7 @@ LAYERS = (
     "evaluate",
     "quickstart",
     "sweep",
+    "arena",
     "web",
     "ui",
     "serve",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
+from prefkit.cli.arena import arena_app
 from prefkit.cli.common import (
     Options,
     console,
@@ -39,6 +40,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(use_app)  # chat, generate, export
 app.add_typer(serve_app)  # serve, ui
 app.add_typer(sweep_app)  # sweep
+app.add_typer(arena_app, name="arena")  # arena stats, arena export
 
 
 @app.callback()

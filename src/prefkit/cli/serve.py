@@ -24,6 +24,13 @@ from prefkit.cli.options import (
 
 serve_app = typer.Typer()
 
+Prompts = Annotated[
+    Path | None,
+    typer.Option(
+        help='Prompts the page\'s blind arena draws from (JSONL of {"prompt": ...}, or a preference/SFT '
+        "data file: its prompts); votes go to RUNS/arena/votes.jsonl. See docs/human-eval.md.",
+    ),
+]
 AllowedHost = Annotated[
     list[str] | None,
     typer.Option(
@@ -74,6 +81,7 @@ def serve(
         Path | None,
         typer.Option(help="The folder whose prefkit runs the page shows (implies --ui; default: here)."),
     ] = None,
+    prompts: Prompts = None,
 ) -> None:
     """An OpenAI-compatible HTTP server for the model and its adapters (/v1/chat/completions, ...)."""
     from prefkit.cli.common import setup_logging
@@ -107,6 +115,7 @@ def serve(
         threads=threads,
         log_level=log_level,
         ui_runs=runs if runs is not None else (Path(".") if ui else None),
+        arena_prompts=prompts,
         allowed_hosts=allowed_host or (),
     )
 
@@ -136,6 +145,7 @@ def ui(
     device: Device = "auto",
     threads: Threads = None,
     log_level: LogLevel = "info",
+    prompts: Prompts = None,
 ) -> None:
     """The web page for a folder of runs: status, live curves, configs, evaluations, overlays; with
     --model, a chat with the model and its adapters (prefkit serve --ui with fewer options)."""
@@ -157,5 +167,6 @@ def ui(
         api_key=api_key or None,  # --api-key reads $PREFKIT_API_KEY itself
         allowed_hosts=allowed_host or (),
         log_level=log_level,
+        prompts=prompts,
         **(options if model is not None else {}),
     )

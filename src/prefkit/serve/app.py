@@ -25,7 +25,7 @@ from prefkit.errors import PrefkitError
 from prefkit.infer.stop import StopCondition, stop_condition
 from prefkit.serve.jobs import Job
 from prefkit.serve.limits import read_json
-from prefkit.serve.schemas import ChatCompletionRequest, CompletionRequest
+from prefkit.serve.schemas import ChatCompletionRequest, CompletionRequest, Strict
 from prefkit.serve.state import ServedModel, ServerState
 from prefkit.web.auth import check_api_key
 from prefkit.web.errors import APIError, bad_request, error_body
@@ -41,7 +41,8 @@ _UNION_TAG = re.compile(
 )
 
 
-def _parse(model: type[ChatCompletionRequest] | type[CompletionRequest], data: dict[str, Any]) -> Any:
+def parse_body(model: type[Strict], data: dict[str, Any]) -> Any:
+    """``data`` as ``model``, or a 400 naming the first parameter that is wrong or missing."""
     try:
         parsed = model.model_validate(data)
     except ValidationError as err:
@@ -56,7 +57,7 @@ def _parse(model: type[ChatCompletionRequest] | type[CompletionRequest], data: d
     return parsed
 
 
-class _Checks:
+class Checks:
     """The request checks that need the server's state."""
 
     def __init__(self, state: ServerState) -> None:
@@ -182,11 +183,11 @@ def _add_status_routes(app: FastAPI, state: ServerState) -> None:
 
 
 def _add_completion_routes(app: FastAPI, state: ServerState) -> None:
-    check = _Checks(state)
+    check = Checks(state)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Any:
-        body = _parse(ChatCompletionRequest, await read_json(request, state.limits))
+        body = parse_body(ChatCompletionRequest, await read_json(request, state.limits))
         served = check.model(body.model)
         check.max_tokens(body.requested_max_tokens())
         ids = await run_in_threadpool(check.chat_prompt, body, served)
@@ -198,7 +199,7 @@ def _add_completion_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
-        body = _parse(CompletionRequest, await read_json(request, state.limits))
+        body = parse_body(CompletionRequest, await read_json(request, state.limits))
         served = check.model(body.model)
         check.max_tokens(body.requested_max_tokens())
         prompts = body.prompts()

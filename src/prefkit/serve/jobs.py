@@ -128,7 +128,7 @@ class Job:
 
     async def _whole(self, request: Request) -> Any:
         generation = asyncio.create_task(self._drain())
-        watcher = asyncio.create_task(_until_disconnected(request))
+        watcher = asyncio.create_task(until_disconnected(request))
         try:
             done, _ = await asyncio.wait({generation, watcher}, return_when=asyncio.FIRST_COMPLETED)
             if generation not in done:  # the client went away first
@@ -158,6 +158,6 @@ class Job:
             self.cancel()  # the client disconnected (Starlette cancelled this generator), or it failed
 
 
-async def _until_disconnected(request: Request) -> None:
+async def until_disconnected(request: Request) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass

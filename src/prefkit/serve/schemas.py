@@ -22,16 +22,20 @@ MAX_STOP = 4  # stop sequences per request, as OpenAI allows
 MAX_STOP_CHARS = 200
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
+    def unsupported(self) -> tuple[str, str] | None:
+        """(parameter, why) for a feature the request asks for that prefkit does not implement."""
+        return None
 
-class TextPart(_Strict):
+
+class TextPart(Strict):
     type: Literal["text"]
     text: str
 
 
-class ChatMessage(_Strict):
+class ChatMessage(Strict):
     # OpenAI's newer "developer" role is its name for the system message.
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart]
@@ -43,11 +47,11 @@ class ChatMessage(_Strict):
         return "".join(part.text for part in self.content)
 
 
-class StreamOptions(_Strict):
+class StreamOptions(Strict):
     include_usage: bool = False
 
 
-class _Sampling(_Strict):
+class _Sampling(Strict):
     """Parameters shared by chat and completions."""
 
     model: str = Field(min_length=1)
@@ -134,3 +138,22 @@ class CompletionRequest(_Sampling):
         if self.best_of not in (None, 1):
             return "best_of", "only best_of=1 is supported"
         return super().unsupported()
+
+
+class ArenaBattleRequest(Strict):
+    """``POST /ui/api/arena/battles``: a prompt for two unnamed models, and the sampling both use."""
+
+    prompt: str | list[ChatMessage]
+    prompt_index: int | None = Field(default=None, ge=0)  # drawn from --prompts (GET .../prompt's index)
+    max_tokens: int | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = Field(default=None, ge=MIN_SEED, le=MAX_SEED)
+    stream: bool = False
+
+
+class ArenaVoteRequest(Strict):
+    """``POST /ui/api/arena/battles/{id}/vote``."""
+
+    winner: Literal["a", "b", "tie", "both_bad"]
+    voter: str | None = Field(default=None, max_length=100)

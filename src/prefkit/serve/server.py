@@ -9,11 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from prefkit.arena.prompts import load_prompts
+from prefkit.arena.votes import VOTES_FILE
 from prefkit.errors import PrefkitError
 from prefkit.infer.decode import Decoder
 from prefkit.model.adapters import AdapterSpec
 from prefkit.model.inference import load_for_inference
 from prefkit.serve.app import create_app
+from prefkit.serve.arena import Arena, mount_arena
 from prefkit.serve.limits import GuardedH11Protocol, ServeLimits, model_len
 from prefkit.serve.scheduler import Scheduler
 from prefkit.serve.state import ServerState, served_models
@@ -131,21 +134,29 @@ def serve(
     threads: int | None = None,
     log_level: str = "info",
     ui_runs: str | Path | None = None,
+    arena_prompts: str | Path | None = None,
     allowed_hosts: Sequence[str] = (),
 ) -> None:
     """Serve until interrupted (Ctrl-C or SIGTERM stop it cleanly). ``ui_runs``: also serve the web page
     at ``/`` (runs under that folder, and a chat with the served models; see prefkit.ui).
     ``allowed_hosts``: the host names (as in clients' URLs) the server answers to besides ``localhost``
     and loopback addresses; any other ``Host`` gets 421 (see :mod:`prefkit.web.guard`). Bound to a
-    non-loopback address with none listed, any host is answered (and the start-up log says so)."""
+    non-loopback address with none listed, any host is answered (and the start-up log says so).
+    ``arena_prompts``: a file the page's blind arena draws prompts from (see prefkit.serve.arena); the
+    arena's votes go to ``ui_runs``/arena/votes.jsonl."""
     allowed = host_allow_list(host, allowed_hosts)  # checked before the model loads, which takes minutes
     runs = None
+    if arena_prompts is not None and ui_runs is None:
+        raise PrefkitError("--prompts is for the page's arena: add --ui (and --runs DIR, where votes go)")
     if ui_runs is not None:
         from prefkit.ui import RunsDir
 
         runs = RunsDir.open(ui_runs)
+    prompts = load_prompts(arena_prompts) if arena_prompts is not None else []
     exposed = "/v1 generates with the model" + (
-        f", /ui/api reads the runs under {runs.root}" if runs is not None else ""
+        f", /ui/api reads the runs under {runs.root} and the arena adds votes to {runs.root / VOTES_FILE}"
+        if runs is not None
+        else ""
     )
     announce_exposure(host, api_key, allowed, exposed)
     state = build_state(
@@ -165,6 +176,7 @@ def serve(
             from prefkit.ui import mount_ui
 
             mount_ui(app, runs, api_key=api_key, chat=True)
+            mount_arena(app, Arena.open(runs.root / VOTES_FILE, prompts, state), api_key=api_key)
         names = ", ".join(f"'{m}'" for m in state.models)
         logger.info(
             "serving %s (max_model_len %d, max_batch %d, max_queue %d, max_tokens %d)%s",

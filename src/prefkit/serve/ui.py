@@ -10,6 +10,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from prefkit.arena.votes import VOTES_FILE
+from prefkit.errors import PrefkitError
+from prefkit.serve.arena import Arena, mount_arena
 from prefkit.serve.limits import ServeLimits
 from prefkit.serve.server import announce_exposure, run_app, serve
 from prefkit.ui.routes import mount_ui
@@ -18,8 +21,9 @@ from prefkit.web.guard import BrowserGuard, host_allow_list
 
 
 def runs_app(runs: RunsDir, api_key: str | None, *, allowed: frozenset[str] | None = frozenset()) -> FastAPI:
-    """The page and its runs API, with no model behind it (the page's chat says so); the Host must be a
-    loopback name or one of ``allowed`` (None: any), as on ``prefkit serve``."""
+    """The page and its runs API, with no model behind it (the page's chat says so; its arena shows the
+    standings of the votes already cast); the Host must be a loopback name or one of ``allowed`` (None:
+    any), as on ``prefkit serve``."""
     app = FastAPI(title="prefkit ui", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BrowserGuard, allowed=allowed)
 
@@ -28,6 +32,7 @@ def runs_app(runs: RunsDir, api_key: str | None, *, allowed: frozenset[str] | No
         return {"status": "ok"}
 
     mount_ui(app, runs, api_key=api_key, chat=False)
+    mount_arena(app, Arena.open(runs.root / VOTES_FILE, [], None), api_key=api_key)
     return app
 
 
@@ -41,6 +46,7 @@ def serve_ui(
     api_key: str | None = None,
     allowed_hosts: Sequence[str] = (),
     log_level: str = "info",
+    prompts: str | Path | None = None,
     **model_options: Any,
 ) -> None:
     """Serve the page for ``runs_dir`` until interrupted. With ``model`` (and ``adapters``) this is
@@ -56,9 +62,14 @@ def serve_ui(
             allowed_hosts=allowed_hosts,
             log_level=log_level,
             ui_runs=runs_dir,
+            arena_prompts=prompts,
             **model_options,
         )
         return
+    if prompts is not None:
+        raise PrefkitError(
+            "--prompts is for the arena, which needs models to answer: add --model (and --adapter)"
+        )
     allowed = host_allow_list(host, allowed_hosts)
     runs = RunsDir.open(runs_dir)
     announce_exposure(host, api_key, allowed, f"/ui/api reads the runs under {runs.root}")

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from prefkit.evaluate.compare import Run, differing_settings
 from prefkit.ui.metrics import BadCursor, read_since
 from prefkit.ui.runs import METRICS, RunsDir
-from prefkit.web.auth import check_api_key
+from prefkit.web.auth import require_api_key
 from prefkit.web.errors import APIError
 
 CSP = (
@@ -63,12 +63,8 @@ def ui_router(runs: RunsDir, *, api_key: str | None, chat: bool) -> APIRouter:
     """The page and its static files, and its API under ``/ui/api`` (behind the API key where one is
     set): the runs, their metrics, configs and evaluations, and the comparison of runs."""
 
-    def authorised(request: Request) -> None:
-        if api_key is not None:
-            check_api_key(request.headers.get("authorization"), api_key)
-
     router = _page_router(_static_files())
-    api = APIRouter(prefix="/ui/api", dependencies=[Depends(authorised)])
+    api = APIRouter(prefix="/ui/api", dependencies=[Depends(require_api_key(api_key))])
     _add_run_routes(api, runs, chat)
     _add_eval_routes(api, runs)
     router.include_router(api)

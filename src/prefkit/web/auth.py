@@ -6,6 +6,9 @@ for load balancers and container health checks."""
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
+
+from fastapi import Request
 
 from prefkit.web.errors import APIError
 
@@ -23,3 +26,13 @@ def check_api_key(header: str | None, key: str) -> None:
             else "You didn't provide an API key: send it as 'Authorization: Bearer KEY'."
         )
         raise APIError(401, message, code="invalid_api_key")
+
+
+def require_api_key(key: str | None) -> Callable[[Request], None]:
+    """A FastAPI dependency that checks the request's key (nothing to check without one)."""
+
+    def authorised(request: Request) -> None:
+        if key is not None:
+            check_api_key(request.headers.get("authorization"), key)
+
+    return authorised

@@ -1,6 +1,7 @@
-// The page: tabs (Runs, Chat, Side by side), the address bar's #hash as the route, and the API key.
+// The page: tabs (Runs, Chat, Side by side, Arena), the address bar's #hash as the route, and the API key.
 
 import { AuthError, apiKey, forgetApiKey, getJSON, setApiKey } from "./api.js";
+import { arenaView } from "./arena.js";
 import { chatView } from "./chat.js";
 import { append, clear, h } from "./dom.js";
 import { compareView, evalView, runView, runsList } from "./runs.js";
@@ -9,6 +10,7 @@ const views = {
   runs: document.getElementById("view-runs"),
   chat: document.getElementById("view-chat"),
   side: document.getElementById("view-side"),
+  arena: document.getElementById("view-arena"),
 };
 const keyForm = document.getElementById("key-form");
 const keyInput = document.getElementById("key-input");
@@ -19,6 +21,7 @@ let info = null; // /ui/api/info, once the key (if any) is accepted
 let models = null; // /v1/models
 let stopRunsView = () => {};
 const chatBuilt = new Set();
+let arenaBuilt = null; // the arena's build, once started: a second hashchange must not build it twice
 
 function askForKey(message) {
   stopRunsView();
@@ -71,6 +74,14 @@ async function route() {
     else if (tab === "compare" && arg) stopRunsView = compareView(views.runs, arg.split(",").map(decodeURIComponent), { onError });
     else if (tab === "eval" && id) stopRunsView = evalView(views.runs, id, { onError });
     else stopRunsView = runsList(views.runs, { onError });
+    return;
+  }
+  if (active === "arena") {
+    if (arenaBuilt) return; // a battle stays while you look at other tabs
+    arenaBuilt = arenaView(views.arena, { onError }).catch((err) => {
+      arenaBuilt = null; // try again on the next visit (after the key is given, say)
+      onError(err);
+    });
     return;
   }
   if (chatBuilt.has(active)) return; // a conversation stays while you look at other tabs

@@ -1,0 +1,28 @@
+"""The prompts a server's arena draws from (``--prompts FILE``): any file ``prefkit generate`` reads --
+``{"prompt": ...}`` or ``{"messages": [...]}`` lines, or a preference or SFT data file, whose prompts
+are used (a held-out split is the usual choice)."""
+
+from __future__ import annotations
+
+import os
+
+from prefkit.data.examples import Message
+from prefkit.errors import BadDataError
+from prefkit.infer.prompts import read_prompts
+
+SHOWN = 20  # problems listed in the error
+
+
+def load_prompts(path: str | os.PathLike[str]) -> list[tuple[Message, ...]]:
+    """Every prompt of ``path``; a BadDataError listing the records that have none (the server starts
+    with all of them or not at all: a prompt silently missing would bias what people vote on)."""
+    items, problems = read_prompts(path)
+    if problems:
+        shown = "\n".join(f"  {p}" for p in problems[:SHOWN])
+        more = f"\n  ... and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
+        raise BadDataError(
+            f"--prompts {path}: {len(problems)} record(s) hold no usable prompt:\n{shown}{more}"
+        )
+    if not items:
+        raise BadDataError(f"--prompts {path}: the file holds no prompts")
+    return [tuple(item.messages) for item in items]

@@ -1,0 +1,324 @@
+"""The arena's HTTP side, under ``/ui/api/arena`` (the page's Arena tab uses it; so can a script):
+
+- ``GET /ui/api/arena``: whether battles can be opened here, the models, the prompts file, the votes;
+- ``GET /ui/api/arena/prompt``: a prompt drawn at random from ``--prompts``;
+- ``POST /ui/api/arena/battles`` ``{"prompt": text | messages, "max_tokens", "temperature", "top_p",
+  "seed", "stream"}``: two served models answer the prompt, unnamed, as ``a`` and ``b``: one JSON answer
+  ``{"id", "prompt", "a": {"reply", "finish_reason"}, "b": {...}}``, or with ``stream`` server-sent
+  events ``{"id", "prompt"}``, then ``{"side", "text"}`` pieces and ``{"side", "finish_reason"}``, then
+  ``[DONE]``;
+- ``POST /ui/api/arena/battles/{id}/vote`` ``{"winner": "a" | "b" | "tie" | "both_bad", "voter"}``: the
+  vote is written to ``RUNS_DIR/arena/votes.jsonl`` and synced to disk, then the names are told;
+- ``GET /ui/api/arena/stats``: :func:`prefkit.arena.stats.arena_stats` of the votes file.
+
+The same API key and limits as the rest of the page. Both sides are generated with the same sampling
+settings and the same seed (drawn per battle when none is given, and recorded), through the same
+scheduler as ``/v1``: a battle's two replies are decoded in one batch with whatever else is running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from prefkit.arena.battles import SIDES, Battle, BattleBook, BattleError
+from prefkit.arena.stats import arena_stats
+from prefkit.arena.votes import append_vote, read_votes
+from prefkit.data.examples import Message
+from prefkit.infer.stop import StopCondition, stop_condition
+from prefkit.serve.app import Checks, parse_body
+from prefkit.serve.jobs import Job, until_disconnected
+from prefkit.serve.limits import read_json
+from prefkit.serve.responses import SSE_DONE, sse
+from prefkit.serve.schemas import ArenaBattleRequest, ArenaVoteRequest, ChatCompletionRequest, ChatMessage
+from prefkit.serve.state import ServerState
+from prefkit.web.auth import require_api_key
+from prefkit.web.errors import APIError, bad_request
+
+DEFAULT_MAX_TOKENS = 256  # a reply a person reads whole; the server's --max-tokens caps it
+STATS_BOOTSTRAP = 200  # resamples for the page's intervals (`prefkit arena stats` takes more)
+SEED_BITS = 63
+
+
+@dataclasses.dataclass
+class Arena:
+    """What the arena routes work from: the votes file, the prompts to draw from, and -- when two or more
+    models are served -- the server and its open battles."""
+
+    votes_path: Path
+    prompts: list[tuple[Message, ...]]
+    state: ServerState | None = None
+    book: BattleBook | None = None
+
+    @classmethod
+    def open(cls, votes_path: Path, prompts: list[tuple[Message, ...]], state: ServerState | None) -> Arena:
+        book = None
+        if state is not None and len(state.models) >= 2:
+            book = BattleBook(list(state.models), read_votes(votes_path).votes)
+        return cls(votes_path, prompts, state, book)
+
+    def disabled_reason(self) -> str | None:
+        if self.state is None:
+            return "no model is served: start the page with --model M --adapter NAME=RUN (two models or more)"
+        if self.book is None:
+            return "the arena needs two models or more: serve an adapter too (--adapter NAME=RUN)"
+        return None
+
+
+def mount_arena(app: FastAPI, arena: Arena, *, api_key: str | None) -> None:
+    router = APIRouter(prefix="/ui/api/arena", dependencies=[Depends(require_api_key(api_key))])
+    _add_read_routes(router, arena)
+    _add_battle_routes(router, arena)
+    app.include_router(router)
+
+
+def _json(body: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def _add_read_routes(router: APIRouter, arena: Arena) -> None:
+    @router.get("")
+    async def info() -> JSONResponse:
+        state = arena.state
+        votes = arena.book.total_votes if arena.book else len((await _votes(arena)).votes)
+        return _json(
+            {
+                "enabled": arena.book is not None,
+                "reason": arena.disabled_reason(),
+                "models": list(state.models) if state else [],
+                "prompts": len(arena.prompts),
+                "votes": votes,
+                "max_tokens": state.limits.max_tokens if state else None,
+            }
+        )
+
+    @router.get("/prompt")
+    async def prompt() -> JSONResponse:
+        if not arena.prompts:
+            raise APIError(404, "This server has no prompts file (--prompts FILE).", code="no_prompts")
+        index = secrets.randbelow(len(arena.prompts))
+        return _json({"index": index, "prompt": [m.to_dict() for m in arena.prompts[index]]})
+
+    @router.get("/stats")
+    async def stats() -> JSONResponse:
+        read = await _votes(arena)
+        figures = await run_in_threadpool(arena_stats, read.votes, bootstrap=STATS_BOOTSTRAP)
+        return _json({**figures.to_json(), "skipped_lines": read.warnings()})
+
+
+async def _votes(arena: Arena) -> Any:
+    try:
+        return await run_in_threadpool(read_votes, arena.votes_path)
+    except ValueError as err:  # a line that is not a vote: the file needs a person's look
+        raise APIError(500, str(err), code="votes_unreadable") from None
+
+
+def _add_battle_routes(router: APIRouter, arena: Arena) -> None:
+    @router.post("/battles")
+    async def battle(request: Request) -> Any:
+        book, state = _enabled(arena)
+        body: ArenaBattleRequest = parse_body(ArenaBattleRequest, await read_json(request, state.limits))
+        messages = _messages(body)
+        opened = _open(arena, book, tuple(_as_chat(messages)), body.prompt_index)
+        try:
+            jobs = await _start(state, opened, messages, body)
+        except BaseException:
+            book.discard(opened.id)
+            raise
+        if body.stream:
+            return StreamingResponse(
+                _stream(book, opened, jobs),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        return await _whole(request, book, opened, jobs)
+
+    @router.post("/battles/{battle_id}/vote")
+    async def vote(battle_id: str, request: Request) -> JSONResponse:
+        book, state = _enabled(arena)
+        body: ArenaVoteRequest = parse_body(ArenaVoteRequest, await read_json(request, state.limits))
+        try:
+            chosen = book.start_vote(battle_id, body.winner, body.voter)
+        except BattleError as err:
+            raise APIError(err.status, str(err), code=err.code) from None
+        try:
+            await run_in_threadpool(append_vote, arena.votes_path, chosen)
+        except OSError as err:
+            book.not_recorded(chosen)
+            raise APIError(
+                500,
+                f"The vote could not be written to {arena.votes_path} ({err}); it was not counted.",
+                code="vote_not_written",
+            ) from None
+        book.recorded(chosen)
+        return _json(
+            {
+                "id": chosen.id,
+                "winner": chosen.winner,
+                "a": {"model": chosen.a.model},
+                "b": {"model": chosen.b.model},
+                "votes": book.total_votes,
+            }
+        )
+
+
+def _enabled(arena: Arena) -> tuple[BattleBook, ServerState]:
+    if arena.book is None or arena.state is None:
+        raise APIError(
+            409, f"The arena is off on this server: {arena.disabled_reason()}.", code="arena_disabled"
+        )
+    return arena.book, arena.state
+
+
+def _open(arena: Arena, book: BattleBook, prompt: tuple[Message, ...], index: int | None) -> Battle:
+    """A new battle; a prompt drawn from the prompts file keeps its place there, unless it was edited."""
+    if index is not None and index >= len(arena.prompts):
+        raise bad_request(
+            f"The prompts file has {len(arena.prompts)} prompts; no. {index} is not one.", "prompt_index"
+        )
+    battle = book.open(prompt)
+    if index is not None and arena.prompts[index] == prompt:
+        battle.prompt_index = index
+    return battle
+
+
+def _messages(body: ArenaBattleRequest) -> list[ChatMessage]:
+    if isinstance(body.prompt, str):
+        if not body.prompt.strip():
+            raise bad_request("The prompt is empty.", "prompt")
+        return [ChatMessage(role="user", content=body.prompt)]
+    if not body.prompt:
+        raise bad_request("The prompt has no messages.", "prompt")
+    return body.prompt
+
+
+def _as_chat(messages: list[ChatMessage]) -> list[Message]:
+    return [Message("system" if m.role == "developer" else m.role, m.text()) for m in messages]
+
+
+async def _start(
+    state: ServerState, battle: Battle, messages: list[ChatMessage], body: ArenaBattleRequest
+) -> dict[str, Job]:
+    """Both sides' jobs, checked (prompt, length, limits) and submitted: both or neither."""
+    check = Checks(state)
+    check.max_tokens(body.max_tokens)
+    seed = body.seed if body.seed is not None else secrets.randbits(SEED_BITS)
+    jobs: dict[str, Job] = {}
+    for side in SIDES:
+        served = check.model(battle.models[side])
+        request = ChatCompletionRequest(
+            model=served.name,
+            messages=messages,
+            max_tokens=body.max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            seed=seed,
+        )
+        ids = await run_in_threadpool(check.chat_prompt, request, served)
+        check.prompt_length(ids, "prompt")
+        default = min(DEFAULT_MAX_TOKENS, state.limits.max_tokens)
+        jobs[side] = Job(state, served, [ids], request, default_max_tokens=default)
+    for side, job in jobs.items():
+        model_stop = stop_condition(state.loaded.model, state.loaded.encoder(job.served.adapter))
+        try:
+            job.submit(StopCondition(model_stop.ids, model_stop.strings))
+        except APIError:
+            for other in jobs.values():
+                other.cancel()
+            raise
+        battle.settings[side] = dataclasses.asdict(job.tickets[0].seq.request.settings)
+    return jobs
+
+
+async def _pieces(jobs: dict[str, Job]) -> AsyncIterator[tuple[str, Any]]:
+    """Both sides' events as they come, each with its side; raises the first side's failure."""
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    async def pump(side: str, job: Job) -> None:
+        try:
+            async for event in job.events():
+                await queue.put((side, event))
+        except APIError as err:
+            await queue.put((side, err))
+
+    tasks = [asyncio.create_task(pump(side, job)) for side, job in jobs.items()]
+    try:
+        remaining = len(jobs)
+        while remaining:
+            side, item = await queue.get()
+            if isinstance(item, APIError):
+                raise item
+            if item.finished:
+                remaining -= 1
+            yield side, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        for job in jobs.values():
+            job.cancel()
+
+
+def _finish(battle: Battle, jobs: dict[str, Job], side: str) -> str | None:
+    battle.finish[side] = jobs[side].finish[0]
+    return battle.finish[side]
+
+
+async def _stream(book: BattleBook, battle: Battle, jobs: dict[str, Job]) -> AsyncIterator[bytes]:
+    done = False
+    try:
+        yield sse({"id": battle.id, "prompt": [m.to_dict() for m in battle.prompt]})
+        async for side, event in _pieces(jobs):
+            battle.replies[side] += event.text
+            if event.text:
+                yield sse({"side": side, "text": event.text})
+            if event.finished:
+                yield sse({"side": side, "finish_reason": _finish(battle, jobs, side)})
+        battle.state = "ready"
+        done = True
+        yield SSE_DONE
+    except APIError as err:  # headers are sent: the error goes in the stream
+        battle.state, battle.error = "failed", err.message
+        yield sse(err.body())
+    finally:
+        if not done:
+            book.discard(battle.id)  # the client left, or a side failed: no vote can come
+
+
+async def _whole(request: Request, book: BattleBook, battle: Battle, jobs: dict[str, Job]) -> Any:
+    async def generate() -> None:
+        async for side, event in _pieces(jobs):
+            battle.replies[side] += event.text
+            if event.finished:
+                _finish(battle, jobs, side)
+
+    generation = asyncio.create_task(generate())
+    watcher = asyncio.create_task(until_disconnected(request))
+    try:
+        finished, _ = await asyncio.wait({generation, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if generation not in finished:
+            generation.cancel()
+            book.discard(battle.id)
+            return _json({"error": {"message": "client disconnected"}}, 499)
+        try:
+            generation.result()
+        except APIError:
+            book.discard(battle.id)
+            raise
+    finally:
+        watcher.cancel()
+    battle.state = "ready"
+    return _json(
+        {
+            "id": battle.id,
+            "prompt": [m.to_dict() for m in battle.prompt],
+            **{s: {"reply": battle.replies[s], "finish_reason": battle.finish[s]} for s in SIDES},
+        }
+    )
