@@ -95,6 +95,27 @@ def chat(driver, view: str, prompt: str) -> None:
     )
 
 
+def arena(driver, out: Path) -> None:
+    """A blind battle on PROMPT, before the vote (names hidden) and after (names shown, standings open)."""
+    driver.execute_script("location.hash = '#arena'")
+    wait(driver, "return document.querySelector('#view-arena textarea')")
+    driver.execute_script(
+        "const v = document.getElementById('view-arena');"
+        "v.querySelector('[aria-label=\"temperature\"]').value = '0';"
+        "v.querySelector('[aria-label=\"max tokens\"]').value = '96';"
+        "v.querySelector('[aria-label=\"your name\"]').value = 'docs';"
+    )
+    driver.find_element("css selector", "#view-arena textarea").send_keys(PROMPT + "\n")
+    panes = "[...document.querySelectorAll('#view-arena .arena-pane')]"
+    wait(driver, f"return {panes}.every(p => p.dataset.state === 'done')"
+         " && !document.querySelector('#view-arena button.vote').disabled")  # fmt: skip
+    save(driver, out, "ui-arena")
+    driver.find_element("css selector", "#view-arena button.vote[data-winner='tie']").click()
+    wait(driver, "return document.querySelector('#view-arena .standings-table')")
+    driver.execute_script("document.querySelectorAll('#view-arena details').forEach(d => d.open = true)")
+    save(driver, out, "ui-arena-voted")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/prefkit-ui-shots"))
@@ -108,7 +129,8 @@ def main() -> None:
     train_runs(runs, args.steps)
     args.out.mkdir(parents=True, exist_ok=True)
     adapters = [a for name in RUNS for a in ("--adapter", f"{name}={runs / name}")]
-    server_args = ["--model", MODEL, *adapters, "--ui", "--runs", str(runs), "--log-level", "warning"]
+    server_args = ["--model", MODEL, *adapters, "--ui", "--runs", str(runs), "--log-level", "warning",
+                   "--prompts", "builtin:tutor_test"]  # fmt: skip
     with ServerProcess(server_args, env={"PREFKIT_API_KEY": KEY}) as server:
         driver = start_browser(*browser, width=1280, height=860)
         try:
@@ -136,6 +158,7 @@ def main() -> None:
             wait(driver, "return document.querySelectorAll('#view-side select.model').length === 2")
             chat(driver, "view-side", PROMPT)
             save(driver, args.out, "ui-side-by-side")
+            arena(driver, args.out)
         finally:
             driver.quit()
 

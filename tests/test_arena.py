@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from prefkit.arena.battles import BattleBook, BattleError
+from prefkit.arena.battles import GRACE, BattleBook, BattleError
 from prefkit.arena.export import export_pairs
 from prefkit.arena.prompts import load_prompts
 from prefkit.arena.votes import Side, Vote, VotesError, append_vote, read_votes
@@ -143,18 +143,42 @@ def test_a_battle_takes_one_vote_once_its_replies_are_done():
 
 def test_a_vote_not_written_can_be_cast_again_and_old_battles_are_forgotten():
     now = [0.0]
-    book = BattleBook(["base", "dpo"], rng=random.Random(2), ttl=60, max_open=3, clock=lambda: now[0])
+    book = BattleBook(["base", "dpo"], rng=random.Random(2), ttl=3600, clock=lambda: now[0])
     battle = book.open(PROMPT)
     battle.state = "ready"
     book.not_recorded(book.start_vote(battle.id, "a", None))  # the disk was full: nothing counted
     assert book.total_votes == 0 and battle.state == "ready"
-    now[0] = 61.0
+    now[0] = 3601.0
     book.open(PROMPT)
     with pytest.raises(BattleError):
         book.get(battle.id)  # waited past its ttl
-    for _ in range(5):
+
+
+def test_a_flood_of_battles_cannot_push_out_another_voters_recent_battle():
+    now = [0.0]
+    book = BattleBook(["base", "dpo"], rng=random.Random(3), max_open=3, clock=lambda: now[0])
+    mine = book.open(PROMPT)
+    flood = [book.open(PROMPT) for _ in range(2)]
+    with pytest.raises(BattleError) as err:  # full of battles younger than GRACE: refused, none forgotten
         book.open(PROMPT)
-    assert len(book.battles) == 3
+    assert err.value.status == 429 and book.get(mine.id) is mine
+    flood[0].state = "voted"
+    book.open(PROMPT)  # a voted battle makes room first
+    assert flood[0].id not in book.battles and book.get(mine.id) is mine
+    now[0] = GRACE + 1  # now the old unvoted ones may go, oldest first
+    book.open(PROMPT)
+    assert mine.id not in book.battles and flood[1].id in book.battles
+
+
+def test_abandoned_battles_stop_holding_their_pair_back():
+    now = [0.0]
+    book = BattleBook(["a", "b", "c"], rng=random.Random(4), clock=lambda: now[0])
+    first = book.open(PROMPT)  # never voted on
+    taken = tuple(sorted(first.models.values()))
+    assert all(tuple(sorted(book.open(PROMPT).models.values())) != taken for _ in range(2))
+    now[0] = GRACE + 1
+    pairs = Counter(tuple(sorted(book.open(PROMPT).models.values())) for _ in range(3))
+    assert pairs[taken] == 1  # after GRACE the abandoned battle no longer counts as load
 
 
 def test_one_model_is_no_arena():
@@ -251,3 +275,54 @@ def test_export_never_overwrites_by_surprise(tmp_path):
         export_pairs(votes, tmp_path / "x.jsonl", models=["base"])
     with pytest.raises(VotesError, match="no votes yet"):
         export_pairs(tmp_path / "none.jsonl", tmp_path / "y.jsonl")
+
+
+def test_a_vote_whose_sync_fails_is_cut_back_out_so_a_retry_counts_once(tmp_path, monkeypatch):
+    path = tmp_path / "votes.jsonl"
+    append_vote(path, first := vote())
+    before = path.read_bytes()
+
+    def full_disk(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:  # the one way to make a real fsync fail on demand
+        patched.setattr("os.fsync", full_disk)
+        with pytest.raises(OSError):
+            append_vote(path, second := vote(winner="b"))
+    assert path.read_bytes() == before  # not counted means not in the file
+    append_vote(path, second)  # the voter tries again
+    assert read_votes(path).votes == [first, second]
+
+
+def test_a_battle_twice_in_the_file_counts_once(tmp_path):
+    path = tmp_path / "votes.jsonl"
+    one = vote(id="same")
+    append_vote(path, one)
+    append_vote(path, vote(id="same", winner="b"))  # a copied line, or two files joined
+    read = read_votes(path)
+    assert read.votes == [one] and [s.line for s in read.skipped] == [2]
+    assert "voted on at line 1 already" in read.skipped[0].reason
+
+
+def test_a_lock_held_elsewhere_fails_the_vote_in_time_and_writes_nothing(tmp_path):
+    from filelock import FileLock
+
+    from prefkit.arena.votes import VotesLocked
+
+    path = tmp_path / "votes.jsonl"
+    with FileLock(str(path) + ".lock"), pytest.raises(VotesLocked, match="locked by another process"):
+        append_vote(path, vote(), lock_timeout=0.2)
+    assert read_votes(path).votes == []
+
+
+def test_export_of_no_decisive_vote_writes_nothing_and_says_why(tmp_path):
+    votes = tmp_path / "votes.jsonl"
+    append_vote(votes, vote(winner="tie"))
+    append_vote(votes, vote(winner="both_bad"))
+    out = tmp_path / "pairs.jsonl"
+    with pytest.raises(PrefkitError, match=r"no vote to export as a pair \(1 ties, 1 both bad"):
+        export_pairs(votes, out)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    with pytest.raises(PrefkitError, match="does not exist"):
+        export_pairs(votes, tmp_path / "no" / "pairs.jsonl")

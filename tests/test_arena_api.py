@@ -107,9 +107,11 @@ def test_a_scripted_study_gives_stats_and_pairs_that_train(server, runs_dir, tin
     assert info["enabled"] and info["models"] == ["tiny", "tutor"] and info["prompts"] == len(PROMPTS)
     votes_before = info["votes"]
     seen_sides = set()
+    drawn_order: list[int] = []
     for i in range(20):
         status, drawn = call(server, "GET", "/ui/api/arena/prompt")
-        assert status == 200 and drawn["prompt"][0]["content"] in PROMPTS
+        assert status == 200 and drawn["prompt"] == [{"role": "user", "content": PROMPTS[drawn["index"]]}]
+        drawn_order.append(drawn["index"])
         # the last battle sends an edited prompt: its place in the file is not recorded
         prompt = drawn["prompt"] if i < 19 else [{"role": "user", "content": "Explain step 99."}]
         body = {"prompt": prompt, "prompt_index": drawn["index"], "max_tokens": MAX_TOKENS}
@@ -131,6 +133,8 @@ def test_a_scripted_study_gives_stats_and_pairs_that_train(server, runs_dir, tin
         seen_sides.add(tutor_side)
         assert told["votes"] == votes_before + i + 1
     assert seen_sides == {"a", "b"}  # the order is drawn per battle (a fixed side would be 2**-19)
+    for start in range(0, 18, 6):  # every prompt once per round of draws, in a new order each round
+        assert sorted(drawn_order[start : start + 6]) == list(range(6))
 
     read = read_votes(runs_dir / "arena" / "votes.jsonl")
     assert len(read.votes) == votes_before + 20 and not read.skipped
@@ -234,7 +238,7 @@ def test_votes_from_several_people_at_once_are_all_kept(server, runs_dir):
         ({"prompt": "hi", "max_tokens": 65}, "max_tokens"),
         ({"prompt": "hi", "temperature": 3}, "temperature"),
         ({}, "prompt"),
-        ({"prompt": "hi", "prompt_index": len(PROMPTS)}, "prompt_index"),
+        ({"prompt": "hi", "prompt_index": len(PROMPTS)}, "prompt_index"),  # no such prompt
         ({"prompt": "hi", "prompt_index": -1}, "prompt_index"),
     ],
 )
@@ -254,10 +258,12 @@ def test_votes_are_one_per_finished_battle_and_need_the_key(server, runs_dir):
     vote = f"/ui/api/arena/battles/{battle['id']}/vote"
     status, answer = call(server, "POST", vote, {"winner": "c"})
     assert status == 400 and answer["error"]["param"] == "winner"
-    status, answer = call(server, "POST", vote, {"winner": "a", "voter": "x" * 101})
-    assert status == 400 and answer["error"]["param"] == "voter"
+    for voter in ("x" * 101, "a\nb", "\u202eevil"):  # too long; a newline; a right-to-left override
+        status, answer = call(server, "POST", vote, {"winner": "a", "voter": voter})
+        assert status == 400 and answer["error"]["param"] == "voter", voter
     before = len(read_votes(runs_dir / "arena" / "votes.jsonl").votes)
-    assert call(server, "POST", vote, {"winner": "a"})[0] == 200
+    assert call(server, "POST", vote, {"winner": "a", "voter": "   "})[0] == 200
+    assert read_votes(runs_dir / "arena" / "votes.jsonl").votes[-1].voter is None  # blank is no name
     status, answer = call(server, "POST", vote, {"winner": "b"})
     assert status == 409 and answer["error"]["code"] == "already_voted"
     assert len(read_votes(runs_dir / "arena" / "votes.jsonl").votes) == before + 1
@@ -273,3 +279,22 @@ def test_the_page_alone_shows_standings_but_opens_no_battle(runs_dir, server, tm
         assert status == 200 and {m["model"] for m in figures["models"]} == {"tiny", "tutor"}
         status, answer = call(page, "POST", "/ui/api/arena/battles", {"prompt": "hi"}, key=None)
         assert status == 409 and answer["error"]["code"] == "arena_disabled"
+
+
+def test_a_votes_file_that_cannot_be_read_turns_the_arena_off_not_the_server(
+    tiny_model_dir, tiny_adapters, tmp_path
+):
+    runs = tmp_path / "runs"
+    (runs / "arena").mkdir(parents=True)
+    (runs / "arena" / "votes.jsonl").write_text('{"id": "x", "winner": "a"}\n')  # whole JSON, not a vote
+    args = [
+        "--model", str(tiny_model_dir), "--dtype", "fp32", "--served-model-name", "tiny",
+        "--adapter", f"a={tiny_adapters['a']}", "--ui", "--runs", str(runs), "--log-level", "warning",
+    ]  # fmt: skip
+    with ServerProcess(args, env={"PREFKIT_API_KEY": KEY, "OMP_NUM_THREADS": "1"}) as other:
+        status, info = call(other, "GET", "/ui/api/arena")
+        assert status == 200 and info["enabled"] is False
+        assert "votes.jsonl:1: missing key 'prompt'" in info["reason"]
+        status, answer = call(other, "POST", "/ui/api/arena/battles", {"prompt": "hi"})
+        assert status == 409 and "cannot be read" in answer["error"]["message"]
+        assert call(other, "GET", "/v1/models")[0] == 200  # the rest of the server serves

@@ -427,7 +427,7 @@ def test_to_json_is_strict_json():
         text = json.dumps(stats.to_json(), allow_nan=False)
         assert json.loads(text) == stats.to_json()
     out = cases[0].to_json()
-    assert set(out) == {"totals", "models", "pairs", "design", "method"}
+    assert set(out) == {"totals", "models", "pairs", "design", "checks", "method"}
     assert out["models"][0]["model"] == "A"
     assert isinstance(out["models"][0]["rating_interval"], list)
     assert out["design"]["source"] == "votes"
@@ -454,3 +454,53 @@ def test_plot_stats_writes_a_png(tmp_path: Path):
     assert written.read_bytes()[:8] == png and written.stat().st_size > 1000
     empty = plot_stats(arena_stats([]), tmp_path / "none" / "arena.png")
     assert empty.read_bytes()[:8] == png
+
+
+# ---------------------------------------------------------------- checks on the voters
+
+
+def test_voter_checks_flag_a_side_habit_and_a_taste_for_length():
+    # 14 of 16 decisive votes for the left reply: Wilson 14/16 is (0.640, 0.965), which excludes 50%.
+    # The left reply is also the longer one in every vote ("reply of long" vs "reply of B"), so the
+    # longer reply won the same 14 of 16; the tie counts in neither.
+    left_habit = votes("long", "B", a=14, b=2, tie=1)
+    stats = arena_stats(left_habit, bootstrap=0)
+    left, longer = stats.checks
+    assert (left.name, left.votes, left.share) == ("left_reply", 16, 14 / 16)
+    assert left.interval == pytest.approx((0.640, 0.965), abs=1e-3) and left.flagged
+    assert (longer.name, longer.votes, longer.share, longer.flagged) == ("longer_reply", 16, 14 / 16, True)
+    assert stats.model("long").mean_reply_chars == len("reply of long")
+    report = format_stats(stats)
+    assert "the left reply (A) won 88%" in report and "reward length" in report
+    shorter = arena_stats(votes("long", "B", a=2, b=14), bootstrap=0)  # the shorter reply won 14 of 16
+    assert "reward brevity" in format_stats(shorter) and "write shorter" in format_stats(shorter)
+
+    # Sides balanced, replies of equal length: nothing to flag, and no votes to count for length.
+    fair = [*votes("A", "B", a=5, b=3), *votes("B", "A", a=3, b=5)]
+    left, longer = arena_stats(fair, bootstrap=0).checks
+    assert left.share == 0.5 and not left.flagged
+    assert (longer.votes, longer.share, longer.interval, longer.flagged) == (0, None, None, False)
+
+
+def test_no_vote_count_is_promised_from_a_handful_of_votes():
+    # One vote gives a rate of 100%, which would "need" 4 decisive votes: too few to go on.
+    design = arena_stats(votes("A", "B", a=1), bootstrap=0).design
+    assert (design.p, design.source, design.decisive_needed, design.further_votes) == (
+        1.0,
+        "votes",
+        None,
+        None,
+    )
+    assert "too few" in (design.reason or "")
+    report = format_stats(arena_stats(votes("A", "B", a=1), bootstrap=0))
+    assert "Top two, `A` and `B`: 1 decisive votes are too few" in report and "level" not in report
+
+
+def test_odd_model_names_are_shown_as_text_in_the_terminal_and_the_plot(tmp_path):
+    # "$...$" would be matplotlib mathtext (and "\bogus" a parse error); an escape would clear a terminal
+    odd = votes("run$\\bogus$", "x\x1b[2Jy\nz", a=3, b=1)
+    stats = arena_stats(odd, bootstrap=0)
+    report = format_stats(stats)
+    assert "\x1b" not in report and "x\\x1b[2Jy\\nz" in report
+    picture = plot_stats(stats, tmp_path / "odd.png")
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -7,10 +7,14 @@ model sits on one side more than chance puts it there. With three models or more
 every pair rather than the first one drawn.
 
 **Life of a battle.** ``generating`` while the replies are being written; ``ready`` once both are;
-``voted`` once its vote is on disk (one vote per battle; the names are told only then); ``failed`` if a
-reply could not be generated (it cannot be voted on). Battles live in memory: a battle nobody votes on
-is forgotten after ``ttl`` seconds, or when ``max_open`` are open (oldest first). Votes are what is kept
-(:mod:`prefkit.arena.votes`).
+``voting`` while its vote is being written; ``voted`` once the vote is on disk (one vote per battle; the
+names are told only then); ``failed`` if a reply could not be generated (it cannot be voted on). Battles
+live in memory: a battle nobody votes on is forgotten after ``ttl`` seconds. When ``max_open`` are open,
+room is made by forgetting voted battles, then unvoted ones older than ``GRACE`` (oldest first); a
+battle younger than that is never forgotten for room -- a client opening battles by the thousand gets
+429s, it cannot take other voters' battles away. An open battle counts as load on its pair for pairing
+only while younger than ``GRACE``, so abandoned battles do not hold their pair back for hours. Votes are
+what is kept (:mod:`prefkit.arena.votes`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ State = Literal["generating", "ready", "voting", "voted", "failed"]
 SIDES = ("a", "b")
 MAX_OPEN = 1000
 TTL = 6 * 3600.0  # seconds a battle waits for its vote
+GRACE = 15 * 60.0  # seconds a battle is safe from being forgotten to make room, and counts as load
 
 
 class BattleError(PrefkitError):
@@ -97,7 +102,12 @@ class BattleBook:
         """A new battle for ``prompt`` between the pair with the fewest votes, sides in random order."""
         self._forget_old()
         load = Counter(self.voted)
-        load.update(pair_key(*b.models.values()) for b in self.battles.values() if b.state != "voted")
+        recent = self.clock() - GRACE
+        load.update(
+            pair_key(*b.models.values())
+            for b in self.battles.values()
+            if b.state != "voted" and b.created >= recent
+        )
         fewest = min(load[p] for p in self.pairs)
         pair = list(self.rng.choice([p for p in self.pairs if load[p] == fewest]))
         self.rng.shuffle(pair)
@@ -108,10 +118,14 @@ class BattleBook:
 
     def get(self, battle_id: str) -> Battle:
         battle = self.battles.get(battle_id)
+        if battle is not None and battle.created < self.clock() - self.ttl and battle.state != "voting":
+            del self.battles[battle_id]  # past its time, though no new battle has swept it out yet
+            battle = None
         if battle is None:
             raise BattleError(
                 "No open battle has this id: it was never opened on this server, or it waited for a vote "
-                f"for longer than {self.ttl / 3600:g} hours, or the server restarted since.",
+                f"for longer than {self.ttl / 3600:g} hours (or over {GRACE / 60:g} minutes while "
+                f"{self.max_open} others were open), or the server restarted since.",
                 404,
                 "battle_not_found",
             )
@@ -153,13 +167,25 @@ class BattleBook:
         self.battles[vote.id].state = "ready"
 
     def _forget_old(self) -> None:
-        """Forget battles past ``ttl``, then (voted ones first, oldest first) down to ``max_open`` - 1. A
-        voted battle is kept until then so a second vote gets "already voted", not "no such battle"."""
-        cutoff = self.clock() - self.ttl
-        for battle_id in [i for i, b in self.battles.items() if b.created < cutoff and b.state != "voting"]:
+        """Forget battles past ``ttl``; then, for room under ``max_open``, voted ones and unvoted ones older
+        than ``GRACE``, oldest first. A voted battle is kept until then so that a second vote gets
+        "already voted", not "no such battle"."""
+        now = self.clock()
+        for battle_id in [
+            i for i, b in self.battles.items() if b.created < now - self.ttl and b.state != "voting"
+        ]:
             del self.battles[battle_id]
         while len(self.battles) >= self.max_open:
-            evictable = [b for b in self.battles.values() if b.state != "voting"]
+            evictable = [
+                b
+                for b in self.battles.values()
+                if b.state == "voted" or (b.state != "voting" and b.created < now - GRACE)
+            ]
             if not evictable:
-                raise BattleError("Too many battles are open; vote on some first.", 429, "too_many_battles")
+                raise BattleError(
+                    f"{len(self.battles)} battles are open, the most this server keeps: vote on yours, or "
+                    "try again in a few minutes.",
+                    429,
+                    "too_many_battles",
+                )
             del self.battles[min(evictable, key=lambda b: (b.state != "voted", b.created)).id]

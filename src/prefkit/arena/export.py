@@ -10,15 +10,19 @@ check`` and ``prefkit train`` read as they are::
 Nothing is dropped silently. Left out, and counted: ties and both-bad votes (no preference), votes
 between models not named in ``models``, and pairs the data checks would refuse (an empty reply, two
 identical replies, a prompt that starts with the assistant); each of those names its line in the votes
-file. Kept, and counted: pairs whose chosen reply was cut off at ``max_tokens`` (DPO would learn to stop
-mid-sentence if there are many: the count says so), and votes that contradict another vote on the same
-prompt and replies (people disagree; both stay, as two votes).
+file. These checks read text, not tokens: a pair whose replies differ only past ``cutoff_len`` is
+found by ``prefkit data check FILE --model M --cutoff-len N``, which the docs say to run. Kept, and
+counted: pairs whose chosen reply was cut off at ``max_tokens`` (DPO would learn to stop mid-sentence if
+there are many: the count says so), and votes that contradict another vote on the same prompt and
+replies (people disagree; both stay, as two votes). No pair at all is an error: an empty file would
+only fail later, at ``data check`` or ``train``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,6 +47,17 @@ class ExportResult:
     contradicting: int = 0  # written pairs whose prompt and replies another vote preferred the other way
     refused: list[str] = field(default_factory=list)  # "votes.jsonl:LINE: why", left out
     skipped_lines: list[str] = field(default_factory=list)  # torn lines of the votes file
+
+    def summary(self) -> str:
+        """What was left out, in words."""
+        parts = [
+            f"{self.ties} ties",
+            f"{self.both_bad} both bad",
+            f"{len(self.refused)} refused by the data checks",
+        ]
+        if self.other_models:
+            parts.append(f"{self.other_models} between other models")
+        return ", ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,21 +106,22 @@ def export_pairs(
         raise PrefkitError(f"--model {models[0]}: name two models or more (votes between them are exported)")
     if target.is_dir():
         raise PrefkitError(f"--output {target} is a folder; name the output file")
-    if target.exists() and (force is False or _same_file(source, target)):
-        raise PrefkitError(
-            f"--output {target}: that is the votes file itself; name another file"
-            if _same_file(source, target)
-            else f"--output {target} already exists; pass --force to replace it"
-        )
+    if not target.parent.is_dir():
+        raise PrefkitError(f"--output {target}: the folder {target.parent} does not exist")
+    if _same_file(source, target):
+        raise PrefkitError(f"--output {target}: that is the votes file itself; name another file")
+    if target.exists() and not force:
+        raise PrefkitError(f"--output {target} already exists; pass --force to replace it")
     if not source.exists():
         raise VotesError(f"{source}: no votes yet (the arena writes this file when the first vote is cast)")
     read = read_votes(source)
     result = ExportResult(target, skipped_lines=read.warnings())
     records = _records(read, models, result)
+    if not records:
+        # An empty file would pass here and fail at `data check` and `train` ("holds no records").
+        raise PrefkitError(f"{source}: no vote to export as a pair ({result.summary()}); nothing written")
     _contradictions(records, result)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    os.replace(tmp, target)
+    _write_whole(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     result.written = len(records)
     return result
 
@@ -146,6 +162,21 @@ def _contradictions(records: list[dict[str, Any]], result: ExportResult) -> None
 
     seen = Counter(key(r, False) for r in records)
     result.contradicting = sum(seen[key(r, True)] > 0 for r in records)
+
+
+def _write_whole(target: Path, text: str) -> None:
+    """``text`` to ``target`` through a temporary file in its folder, synced, then renamed over it: a
+    reader sees the old file or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -25,4 +25,13 @@ def load_prompts(path: str | os.PathLike[str]) -> list[tuple[Message, ...]]:
         )
     if not items:
         raise BadDataError(f"--prompts {path}: the file holds no prompts")
+    for item in items:
+        for message in item.messages:
+            try:
+                message.content.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate ("\\ud800" in JSON): no page could show it
+                raise BadDataError(
+                    f"--prompts {item.location}: a message holds a lone UTF-16 surrogate escape, which is "
+                    "not a character; fix the text"
+                ) from None
     return [tuple(item.messages) for item in items]

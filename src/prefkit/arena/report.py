@@ -6,10 +6,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from prefkit.arena.stats import ArenaStats, Design, Interval
+from prefkit.arena.stats import EVEN_REASON, ArenaStats, Design, Interval
 
 NO_VOTES = "no votes yet"
+
+
+def shown(name: str) -> str:
+    """A model name for the terminal: control characters (an escape that clears the screen, a newline
+    that forges a row) written as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
 
 
 def _percent(x: float | None) -> str:
@@ -65,7 +72,9 @@ def format_stats(stats: ArenaStats) -> str:
         return "\n".join([*lines, "", "no votes between two different models yet"]) + "\n"
 
     interval_note = (
-        f"95% intervals from {stats.bootstrap} bootstrap resamples" if stats.bootstrap else "no intervals"
+        f"95% intervals: the wider of {stats.bootstrap} bootstrap resamples and the fit's own"
+        if stats.bootstrap
+        else "95% intervals from the fit (Laplace)"
     )
     lines += ["", f"Ratings (Bradley–Terry, Elo scale, 1000 = average; {interval_note}):"]
     lines += _table(
@@ -73,7 +82,7 @@ def format_stats(stats: ArenaStats) -> str:
         [
             [
                 str(m.rank),
-                m.model,
+                shown(m.model),
                 _rating(m.rating, m.rating_interval),
                 str(m.wins),
                 str(m.losses),
@@ -91,7 +100,7 @@ def format_stats(stats: ArenaStats) -> str:
         ["first vs second", "n", "W/L/T/bad", "win rate [95%]", "separated"],
         [
             [
-                f"{p.first} vs {p.second}",
+                f"{shown(p.first)} vs {shown(p.second)}",
                 str(p.battles),
                 f"{p.first_wins}/{p.second_wins}/{p.ties}/{p.both_bad}",
                 _rate(p.first_win_rate, p.first_win_rate_interval),
@@ -102,13 +111,45 @@ def format_stats(stats: ArenaStats) -> str:
         [False, True, True, True, False],
     )
     lines += ["", _design_text(stats.design)]
+    lines += ["", *_checks_text(stats)]
     return "\n".join(lines) + "\n"
+
+
+CHECK_WORDS = {"left_reply": "the left reply (A)", "longer_reply": "the longer reply"}
+
+
+def _checks_text(stats: ArenaStats) -> list[str]:
+    """One line per check on the voters, and what a flagged one means."""
+    lines = ["Checks on the voters (50% when votes follow content alone):"]
+    for c in stats.checks:
+        if c.share is None or c.interval is None:
+            lines.append(f"  {CHECK_WORDS[c.name]} won: no decisive votes to count")
+            continue
+        flag = "  <- away from 50%" if c.flagged else ""
+        lines.append(
+            f"  {CHECK_WORDS[c.name]} won {_rate(c.share, c.interval)} of {c.votes} decisive votes{flag}"
+        )
+    longer = next(
+        (c for c in stats.checks if c.name == "longer_reply" and c.flagged and c.share is not None), None
+    )
+    if longer is not None:
+        lengths = ", ".join(f"{shown(m.model)} {m.mean_reply_chars:.0f}" for m in stats.models)
+        more, verb = ("length", "longer") if longer.share > 0.5 else ("brevity", "shorter")
+        lines.append(
+            f"  The votes reward {more}; mean reply characters: {lengths}. A model trained on these votes "
+            f"can learn to write {verb} rather than better."
+        )
+    if any(c.flagged and c.name == "left_reply" for c in stats.checks):
+        lines.append("  The voters favour one side; sides are random per battle, so the ratings stay fair.")
+    return lines
 
 
 def _design_text(d: Design) -> str:
     if d.leader is None or d.runner_up is None or d.p is None:
         return f"Top two: {d.reason}."
-    leader, runner_up = f"`{d.leader}`", f"`{d.runner_up}`"
+    leader, runner_up = f"`{shown(d.leader)}`", f"`{shown(d.runner_up)}`"
+    if d.decisive_needed is None and d.reason != EVEN_REASON:  # too few votes to take a rate from
+        return f"Top two, {leader} and {runner_up}: {d.reason}."
     if d.source == "votes":
         so_far = f"{_plural(d.decisive, 'decisive vote')} so far"
         if d.decisive_needed is None:
@@ -154,6 +195,12 @@ def plot_stats(stats: ArenaStats, path: Path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Model names are the user's text: "a$b$" must not become mathtext (or a parse error).
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _plot(stats, path, plt, np)
+
+
+def _plot(stats: ArenaStats, path: Path, plt: Any, np: Any) -> Path:
     models = stats.models
     if not models:
         fig, ax = plt.subplots(figsize=(5.5, 2.5))
@@ -176,7 +223,7 @@ def plot_stats(stats: ArenaStats, path: Path) -> Path:
     above = [max(0.0, m.rating_interval[1] - m.rating) if m.rating_interval else 0.0 for m in models]
     left.errorbar(ratings, ys, xerr=[below, above], fmt="o", capsize=4)
     left.axvline(1000, linestyle="--", color="grey", linewidth=1)
-    left.set_yticks(ys, [f"{m.rank}. {m.model}" for m in models])
+    left.set_yticks(ys, [f"{m.rank}. {shown(m.model)}" for m in models])
     left.set_xlabel("rating (Elo scale), 95% interval" if stats.bootstrap else "rating (Elo scale)")
     left.set_title("ratings")
     left.grid(alpha=0.3, axis="x")
@@ -203,10 +250,10 @@ def plot_stats(stats: ArenaStats, path: Path) -> Path:
                     fontsize=8,
                     color="white" if dark else "black",
                 )
-    right.set_xticks(range(n), names, rotation=45, ha="right")
-    right.set_yticks(range(n), names)
+    right.set_xticks(range(n), [shown(x) for x in names], rotation=45, ha="right")
+    right.set_yticks(range(n), [shown(x) for x in names])
     right.set_xlabel("against")
-    right.set_title("row's win rate against column (decisive votes)")
+    right.set_title("row's win rate against column\n(decisive votes)")
     fig.colorbar(image, ax=right, fraction=0.046, pad=0.04)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

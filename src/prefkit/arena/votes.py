@@ -17,14 +17,16 @@ and sent unchanged, else null (typed, or edited).
 **Nothing is lost.** A vote is written with one ``write`` of the whole line under a file lock (several
 servers may share a runs directory), then ``fsync``-ed before the voter is told it counted. A crash in
 the middle of a write can leave a torn last line; the next append first ends it with a newline, so the
-torn fragment stays a line of its own and the new vote is whole. Reading reports such a line
-(``file:line``) and skips it. A line that is whole JSON but not a vote (someone edited the file) is an
-error naming the line and the key, as every other file prefkit reads.
+torn fragment stays a line of its own and the new vote is whole; a write that fails is cut back out
+before the voter hears it was not counted. Reading reports a torn line (``file:line``) and skips it, and
+keeps only the first vote of a battle that appears twice. A line that is whole JSON but not a vote
+(someone edited the file) is an error naming the line and the key, as every other file prefkit reads.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -39,10 +41,15 @@ VOTES_FILE = Path("arena") / "votes.jsonl"
 Winner = Literal["a", "b", "tie", "both_bad"]
 WINNERS: tuple[Winner, ...] = get_args(Winner)
 MAX_VOTER = 100  # characters of a voter's name
+LOCK_TIMEOUT = 10.0  # seconds a vote waits for another writer
 
 
 class VotesError(PrefkitError):
     """A votes file that cannot be read, or a line in it that is not a vote."""
+
+
+class VotesLocked(OSError):
+    """Another process has held the votes file's lock for too long."""
 
 
 @dataclass(frozen=True)
@@ -116,27 +123,42 @@ def votes_path(runs_dir: str | os.PathLike[str]) -> Path:
     return Path(runs_dir) / VOTES_FILE
 
 
-def append_vote(path: Path, vote: Vote) -> None:
-    """Append ``vote`` as one line and ``fsync`` it; returns once the vote is on disk."""
-    from filelock import FileLock
+def append_vote(path: Path, vote: Vote, *, lock_timeout: float = LOCK_TIMEOUT) -> None:
+    """Append ``vote`` as one line and ``fsync`` it; returns once the vote is on disk. On any failure the
+    file is cut back to what it held, so a vote the caller reports as not counted is not in it (and a
+    retry does not count it twice). A lock held elsewhere for ``lock_timeout`` seconds: VotesLocked."""
+    from filelock import FileLock, Timeout
 
     line = json.dumps(vote.to_dict(), ensure_ascii=False, allow_nan=False).encode() + b"\n"
-    created = not path.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        with FileLock(str(path) + ".lock", timeout=lock_timeout):
+            _append(path, line)
+    except Timeout:
+        raise VotesLocked(
+            f"{path} is locked by another process ({path}.lock) for over {lock_timeout:g} s"
+        ) from None
+
+
+def _append(path: Path, line: bytes) -> None:
+    created = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if created:
+            _fsync_dir(path.parent)  # the new file's name is on disk before any vote is in it
+        size = os.fstat(fd).st_size
+        if size and _last_byte(path, size) != b"\n":
+            line = b"\n" + line  # end a torn line left by a crash, so this vote is a line of its own
         try:
-            size = os.fstat(fd).st_size
-            if size and _last_byte(path, size) != b"\n":
-                line = b"\n" + line  # end a torn line left by a crash, so this vote is a line of its own
             written = os.write(fd, line)
             if written != len(line):
-                raise OSError(f"wrote {written} of {len(line)} bytes of a vote to {path}")
+                raise OSError(f"wrote {written} of {len(line)} bytes")
             os.fsync(fd)
-        finally:
-            os.close(fd)
-    if created:
-        _fsync_dir(path.parent)  # the new file's name is on disk too
+        except BaseException:
+            os.ftruncate(fd, size)  # not counted means not in the file
+            raise
+    finally:
+        os.close(fd)
 
 
 def _last_byte(path: Path, size: int) -> bytes:
@@ -167,17 +189,32 @@ def read_votes(path: str | os.PathLike[str]) -> VotesRead:
     votes: list[Vote] = []
     lines: list[int] = []
     skipped: list[SkippedLine] = []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
+    seen: dict[str, int] = {}
+    lines_of = data.split(b"\n")
+    last = len(lines_of)
+    for number, raw in enumerate(lines_of, start=1):
         if not raw.strip():
             continue
         try:
             record = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            if number == last and not data.endswith(b"\n"):
+                skipped.append(
+                    SkippedLine(number, "the last line is incomplete (being written, or cut short)")
+                )
+                continue
             skipped.append(
                 SkippedLine(number, f"not a whole JSON line (a write cut short by a crash?): {err}")
             )
             continue
-        votes.append(parse_vote(record, f"{path}:{number}"))
+        vote = parse_vote(record, f"{path}:{number}")
+        if vote.id in seen:  # a copy of a line (an edit, two files joined): the first one counts
+            skipped.append(
+                SkippedLine(number, f"battle {vote.id} was voted on at line {seen[vote.id]} already")
+            )
+            continue
+        seen[vote.id] = number
+        votes.append(vote)
         lines.append(number)
     return VotesRead(path, votes, lines, skipped)
 
@@ -199,7 +236,7 @@ def parse_vote(record: Any, where: str) -> Vote:
     if not isinstance(record["id"], str):
         raise bad("id", "a string", record["id"])
     stamp = record.get("time", 0.0)
-    if not isinstance(stamp, int | float) or isinstance(stamp, bool):
+    if not isinstance(stamp, int | float) or isinstance(stamp, bool) or not math.isfinite(stamp):
         raise bad("time", "seconds since the epoch (a number)", stamp)
     winner = record["winner"]
     if winner not in WINNERS:

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from prefkit.cli.common import console, reported
+from prefkit.cli.common import console, fail, reported
 
 arena_app = typer.Typer(
     help="The web page's blind arena: win rates and ratings with intervals (stats), and the votes as "
@@ -29,7 +29,11 @@ Votes = Annotated[
 def _votes_file(path: Path) -> Path:
     from prefkit.arena.votes import votes_path
 
-    return path if path.is_file() else votes_path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise fail(f"{path}: no such folder (name the folder the page served with --runs, or a votes file)")
+    return votes_path(path)
 
 
 @arena_app.command()
@@ -40,11 +44,14 @@ def stats(
     plot: Annotated[
         Path | None, typer.Option(help="Where the picture goes (default: arena/stats.png beside the votes).")
     ] = None,
-    bootstrap: Annotated[int, typer.Option(help="Resamples of the votes for the ratings' intervals.")] = 1000,
+    no_plot: Annotated[bool, typer.Option("--no-plot", help="Draw no picture.")] = False,
+    bootstrap: Annotated[
+        int, typer.Option(min=0, help="Resamples of the votes for the ratings' intervals (0: Laplace only).")
+    ] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
 ) -> None:
     """Per model: wins, losses, ties, win rate and Bradley-Terry rating with 95% intervals; per pair: the
-    head-to-head rate; for the top two, how many more votes separate them."""
+    head-to-head rate; for the top two, how many more votes separate them; checks on the voters."""
     from prefkit.arena.report import format_stats, plot_stats
     from prefkit.arena.stats import arena_stats
     from prefkit.arena.votes import read_votes
@@ -54,14 +61,25 @@ def stats(
     for warning in read.warnings():
         print(warning, file=sys.stderr)
     figures = arena_stats(read.votes, bootstrap=bootstrap, seed=seed)
-    picture = plot_stats(figures, plot or source.with_name("stats.png")) if read.votes else None
+    picture = None
+    if read.votes and not no_plot:
+        target = plot or source.with_name("stats.png")
+        try:
+            picture = plot_stats(figures, target)
+        except OSError as err:  # the figures matter more than the picture: say so, and go on
+            print(f"no plot: cannot write {target}: {err.strerror or err}", file=sys.stderr)
     if as_json:
-        print(json.dumps({**figures.to_json(), "votes_file": str(source), "plot": picture and str(picture)}))
+        extra = {
+            "votes_file": str(source),
+            "plot": picture and str(picture),
+            "skipped_lines": read.warnings(),
+        }
+        print(json.dumps({**figures.to_json(), **extra}))
         return
-    console.print(f"{source}", highlight=False)
+    console.print(f"{source}", markup=False, highlight=False)
     console.print(format_stats(figures), highlight=False, markup=False)
     if picture is not None:
-        console.print(f"plot: {picture}", highlight=False)
+        console.print(f"plot: {picture}", markup=False, highlight=False)
 
 
 @arena_app.command()
@@ -88,25 +106,20 @@ def export(
         print(line, file=sys.stderr)
     for line in result.refused:
         print(f"left out: {line}", file=sys.stderr)
-    left = [
-        f"{result.ties} ties",
-        f"{result.both_bad} both bad",
-        f"{len(result.refused)} refused by the data checks",
-    ]
-    if model:
-        left.append(f"{result.other_models} between other models")
     console.print(
-        f"wrote {result.written} pairs to {result.output}; left out: {', '.join(left)}", highlight=False
+        f"wrote {result.written} pairs to {result.output}; left out: {result.summary()}", markup=False
     )
     if result.cut_off:
         console.print(
             f"{result.cut_off} chosen replies were cut off at max_tokens: training on many of them teaches "
             "the model to stop mid-sentence",
             highlight=False,
+            markup=False,
         )
     if result.contradicting:
         console.print(
             f"{result.contradicting} pairs contradict another vote on the same prompt and replies "
             "(both are kept)",
             highlight=False,
+            markup=False,
         )

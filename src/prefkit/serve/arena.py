@@ -1,7 +1,7 @@
 """The arena's HTTP side, under ``/ui/api/arena`` (the page's Arena tab uses it; so can a script):
 
 - ``GET /ui/api/arena``: whether battles can be opened here, the models, the prompts file, the votes;
-- ``GET /ui/api/arena/prompt``: a prompt drawn at random from ``--prompts``;
+- ``GET /ui/api/arena/prompt``: a prompt drawn from ``--prompts`` (each once, in random order, then again);
 - ``POST /ui/api/arena/battles`` ``{"prompt": text | messages, "max_tokens", "temperature", "top_p",
   "seed", "stream"}``: two served models answer the prompt, unnamed, as ``a`` and ``b``: one JSON answer
   ``{"id", "prompt", "a": {"reply", "finish_reason"}, "b": {...}}``, or with ``stream`` server-sent
@@ -13,14 +13,18 @@
 
 The same API key and limits as the rest of the page. Both sides are generated with the same sampling
 settings and the same seed (drawn per battle when none is given, and recorded), through the same
-scheduler as ``/v1``: a battle's two replies are decoded in one batch with whatever else is running.
+scheduler as ``/v1``: a battle's two replies join the running batch, together when two slots are free.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
+import logging
+import random
 import secrets
+import unicodedata
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 
 from prefkit.arena.battles import SIDES, Battle, BattleBook, BattleError
 from prefkit.arena.stats import arena_stats
-from prefkit.arena.votes import append_vote, read_votes
+from prefkit.arena.votes import Vote, VotesError, VotesLocked, append_vote, read_votes
 from prefkit.data.examples import Message
 from prefkit.infer.stop import StopCondition, stop_condition
 from prefkit.serve.app import Checks, parse_body
@@ -42,6 +46,8 @@ from prefkit.serve.schemas import ArenaBattleRequest, ArenaVoteRequest, ChatComp
 from prefkit.serve.state import ServerState
 from prefkit.web.auth import require_api_key
 from prefkit.web.errors import APIError, bad_request
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 256  # a reply a person reads whole; the server's --max-tokens caps it
 STATS_BOOTSTRAP = 200  # resamples for the page's intervals (`prefkit arena stats` takes more)
@@ -55,19 +61,48 @@ class Arena:
 
     votes_path: Path
     prompts: list[tuple[Message, ...]]
+    prior_votes: list[Vote] = dataclasses.field(default_factory=list)
+    unreadable: str | None = None  # why the votes file cannot be read (then no battles: see the reason)
+    deck: list[int] = dataclasses.field(default_factory=list)  # prompts not drawn yet this round
     state: ServerState | None = None
     book: BattleBook | None = None
+    # Votes are written one at a time, off the event loop, in their own thread: a slow disk or a lock
+    # held elsewhere holds up votes, never the shared thread pool that tokenises prompts.
+    writer: concurrent.futures.ThreadPoolExecutor = dataclasses.field(
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="prefkit-votes")
+    )
 
     @classmethod
-    def open(cls, votes_path: Path, prompts: list[tuple[Message, ...]], state: ServerState | None) -> Arena:
-        book = None
-        if state is not None and len(state.models) >= 2:
-            book = BattleBook(list(state.models), read_votes(votes_path).votes)
-        return cls(votes_path, prompts, state, book)
+    def prepare(cls, votes_path: Path, prompts: list[tuple[Message, ...]]) -> Arena:
+        """Read the votes so far (before a model loads: a bad file is found at once). A file that cannot
+        be read turns battles off with the reason, rather than the server: /v1 and chat still serve."""
+        try:
+            return cls(votes_path, prompts, read_votes(votes_path).votes)
+        except VotesError as err:
+            logger.warning("the arena is off: %s", err)
+            return cls(votes_path, prompts, unreadable=str(err))
+
+    def attach(self, state: ServerState) -> Arena:
+        """Open battles between ``state``'s models (two or more)."""
+        self.state = state
+        if self.unreadable is None and len(state.models) >= 2:
+            self.book = BattleBook(list(state.models), self.prior_votes)
+        return self
+
+    def draw(self) -> int:
+        """The next prompt's place in the file: every prompt once, in a random order, then again in a new
+        one -- a study covers the file evenly rather than drawing some prompts three times and others
+        never."""
+        if not self.deck:
+            self.deck = list(range(len(self.prompts)))
+            random.SystemRandom().shuffle(self.deck)
+        return self.deck.pop()
 
     def disabled_reason(self) -> str | None:
         if self.state is None:
             return "no model is served: start the page with --model M --adapter NAME=RUN (two models or more)"
+        if self.unreadable is not None:
+            return f"its votes file cannot be read, fix it and restart the server: {self.unreadable}"
         if self.book is None:
             return "the arena needs two models or more: serve an adapter too (--adapter NAME=RUN)"
         return None
@@ -88,7 +123,13 @@ def _add_read_routes(router: APIRouter, arena: Arena) -> None:
     @router.get("")
     async def info() -> JSONResponse:
         state = arena.state
-        votes = arena.book.total_votes if arena.book else len((await _votes(arena)).votes)
+        if arena.book is not None:
+            votes: int | None = arena.book.total_votes
+        else:  # no battles here: count what the file holds now (None if it cannot be read)
+            try:
+                votes = len((await _votes(arena)).votes)
+            except APIError:
+                votes = None
         return _json(
             {
                 "enabled": arena.book is not None,
@@ -104,7 +145,7 @@ def _add_read_routes(router: APIRouter, arena: Arena) -> None:
     async def prompt() -> JSONResponse:
         if not arena.prompts:
             raise APIError(404, "This server has no prompts file (--prompts FILE).", code="no_prompts")
-        index = secrets.randbelow(len(arena.prompts))
+        index = arena.draw()
         return _json({"index": index, "prompt": [m.to_dict() for m in arena.prompts[index]]})
 
     @router.get("/stats")
@@ -146,13 +187,24 @@ def _add_battle_routes(router: APIRouter, arena: Arena) -> None:
         book, state = _enabled(arena)
         body: ArenaVoteRequest = parse_body(ArenaVoteRequest, await read_json(request, state.limits))
         try:
-            chosen = book.start_vote(battle_id, body.winner, body.voter)
+            chosen = book.start_vote(battle_id, body.winner, _voter(body.voter))
         except BattleError as err:
             raise APIError(err.status, str(err), code=err.code) from None
+        written = asyncio.get_running_loop().run_in_executor(
+            arena.writer, append_vote, arena.votes_path, chosen
+        )
         try:
-            await run_in_threadpool(append_vote, arena.votes_path, chosen)
-        except OSError as err:
+            await asyncio.shield(written)
+        except asyncio.CancelledError:  # the voter left: the write goes on, and counts if it lands
+            written.add_done_callback(lambda done: _settle(book, chosen, done))
+            raise
+        except Exception as err:  # not on disk (append_vote cut it back out): the voter may vote again
             book.not_recorded(chosen)
+            if isinstance(err, VotesLocked):
+                raise APIError(
+                    503, f"The vote was not counted: {err}. Please vote again.", code="votes_locked"
+                ) from None
+            logger.exception("a vote could not be written to %s", arena.votes_path)
             raise APIError(
                 500,
                 f"The vote could not be written to {arena.votes_path} ({err}); it was not counted.",
@@ -168,6 +220,23 @@ def _add_battle_routes(router: APIRouter, arena: Arena) -> None:
                 "votes": book.total_votes,
             }
         )
+
+
+def _settle(book: BattleBook, vote: Vote, done: asyncio.Future[None]) -> None:
+    if not done.cancelled() and done.exception() is None:
+        book.recorded(vote)
+    else:
+        book.not_recorded(vote)
+
+
+def _voter(name: str | None) -> str | None:
+    """A voter's name as stored: trimmed, empty as none; control and format characters (a newline, an
+    escape, a right-to-left override) are refused, as the name is shown in terminals and pages."""
+    if name is None or not name.strip():
+        return None
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in name):
+        raise bad_request("voter: the name holds a control or format character.", "voter")
+    return name.strip()
 
 
 def _enabled(arena: Arena) -> tuple[BattleBook, ServerState]:

@@ -153,6 +153,7 @@ def serve(
 
         runs = RunsDir.open(ui_runs)
     prompts = load_prompts(arena_prompts) if arena_prompts is not None else []
+    arena = Arena.prepare(runs.root / VOTES_FILE, prompts) if runs is not None else None
     exposed = "/v1 generates with the model" + (
         f", /ui/api reads the runs under {runs.root} and the arena adds votes to {runs.root / VOTES_FILE}"
         if runs is not None
@@ -172,11 +173,11 @@ def serve(
     )
     try:
         app = create_app(state, allowed_hosts=allowed)
-        if runs is not None:
+        if runs is not None and arena is not None:
             from prefkit.ui import mount_ui
 
             mount_ui(app, runs, api_key=api_key, chat=True)
-            mount_arena(app, Arena.open(runs.root / VOTES_FILE, prompts, state), api_key=api_key)
+            mount_arena(app, arena.attach(state), api_key=api_key)
         names = ", ".join(f"'{m}'" for m in state.models)
         logger.info(
             "serving %s (max_model_len %d, max_batch %d, max_queue %d, max_tokens %d)%s",

@@ -32,7 +32,7 @@ def runs_app(runs: RunsDir, api_key: str | None, *, allowed: frozenset[str] | No
         return {"status": "ok"}
 
     mount_ui(app, runs, api_key=api_key, chat=False)
-    mount_arena(app, Arena.open(runs.root / VOTES_FILE, [], None), api_key=api_key)
+    mount_arena(app, Arena.prepare(runs.root / VOTES_FILE, []), api_key=api_key)
     return app
 
 

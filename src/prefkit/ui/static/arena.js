@@ -92,7 +92,7 @@ function withInterval(value, interval, percent) {
   return show(value) + range;
 }
 
-const nameOf = (m) => String(m.model ?? m.name ?? "?"); // the contract says "model"; prefkit.arena.stats says "name"
+const nameOf = (m) => String(m.model ?? "?");
 const present = (x) => x !== undefined && x !== null;
 
 // The standings from /ui/api/arena/stats. Every field is optional: a column shows when any row has it.
@@ -100,7 +100,7 @@ function standingsTable(stats) {
   const rows = Array.isArray(stats && stats.models) ? stats.models.filter((m) => m && typeof m === "object") : [];
   const columns = [
     { key: "rank", title: "#", cell: (m) => fmt(m.rank), num: true },
-    { key: "model", alt: "name", title: "Model", cell: nameOf },
+    { key: "model", title: "Model", cell: nameOf },
     { key: "rating", title: "Rating (95% interval)", cell: (m) => withInterval(m.rating, m.rating_interval, false), num: true },
     { key: "battles", title: "Votes", cell: (m) => fmt(m.battles), num: true },
     { key: "wins", title: "Wins", cell: (m) => fmt(m.wins), num: true },
@@ -108,7 +108,7 @@ function standingsTable(stats) {
     { key: "ties", title: "Ties", cell: (m) => fmt(m.ties), num: true },
     { key: "both_bad", title: "Both bad", cell: (m) => fmt(m.both_bad), num: true },
     { key: "win_rate", title: "Win rate (95% interval)", cell: (m) => withInterval(m.win_rate, m.win_rate_interval, true), num: true },
-  ].filter((c) => rows.some((m) => present(m[c.key]) || (c.alt && present(m[c.alt]))));
+  ].filter((c) => rows.some((m) => present(m[c.key])));
   const parts = [];
   const totals = stats && stats.totals && typeof stats.totals === "object" ? Object.entries(stats.totals) : [];
   if (totals.length) {
@@ -126,9 +126,18 @@ function standingsTable(stats) {
     const pair = `${design.leader} and ${design.runner_up}`;
     let line = null;
     if (design.separated) line = `The votes so far tell ${pair} apart.`;
-    else if (typeof design.further_votes === "number") line = `About ${fmt(design.further_votes)} more votes between ${pair} would tell them apart (80% of the time, if the current rate holds).`;
+    else if (design.further_votes > 0) line = `About ${fmt(design.further_votes)} more votes between ${pair} would tell them apart (80% of the time, if the current rate holds).`;
+    else if (design.further_votes === 0) line = `${pair} have had the votes a test needs and are not told apart: any difference is small.`;
     else if (design.reason) line = `${pair}: ${design.reason}.`;
     if (line) parts.push(h("p", { class: "muted design" }, line));
+  }
+  // Checks on the voters (prefkit.arena.stats.voter_checks): said only when one is away from 50%.
+  const checkWords = { left_reply: "the left reply (A)", longer_reply: "the longer reply" };
+  for (const check of Array.isArray(stats.checks) ? stats.checks : []) {
+    if (!check || !check.flagged || !(check.name in checkWords)) continue;
+    const share = withInterval(check.share, check.interval, true);
+    const what = check.name === "left_reply" ? "voters favour one side" : check.share > 0.5 ? "the votes reward length as well as content" : "the votes reward brevity as well as content";
+    parts.push(h("p", { class: "note check", "data-check": check.name }, `Check: ${checkWords[check.name]} won ${share} of ${fmt(check.votes)} decisive votes: ${what}.`));
   }
   return parts;
 }
@@ -228,7 +237,7 @@ export async function arenaView(root, { onError }) {
     const list = Array.isArray(messages) ? messages.filter((m) => m && typeof m.content === "string") : [];
     const last = list[list.length - 1];
     const endsWithUser = last && last.role === "user";
-    drawn = { context: endsWithUser ? list.slice(0, -1) : list, index };
+    drawn = { context: endsWithUser ? list.slice(0, -1) : list, index, messages: list, last: endsWithUser ? last.content : null };
     prompt.value = endsWithUser ? last.content : "";
     clear(drawnBox);
     if (drawn.context.length) {
@@ -261,8 +270,11 @@ export async function arenaView(root, { onError }) {
     if (controller || (!text && !(drawn && drawn.context.length))) return;
     // A typed prompt goes as text; a drawn one as its messages, so that a system message or earlier turns
     // in the prompts file reach the models as they are written there.
-    const body = { prompt: drawn ? [...drawn.context, ...(text ? [{ role: "user", content: text }] : [])] : text, stream: true };
-    // the server records the index only if the prompt is still the file's (not edited)
+    // A drawn prompt left as it was goes exactly as drawn (not trimmed), so the server can tell it is the
+    // file's and record its place (prompt_index); an edited one goes as edited, and is recorded as typed.
+    const untouched = drawn && (drawn.last === null ? prompt.value === "" : prompt.value === drawn.last);
+    const asDrawn = untouched ? drawn.messages : drawn ? [...drawn.context, ...(text ? [{ role: "user", content: text }] : [])] : null;
+    const body = { prompt: asDrawn || text, stream: true };
     if (drawn && Number.isInteger(drawn.index)) body.prompt_index = drawn.index;
     const limit = Math.min(cap, Math.max(1, Math.floor(Number(maxTokens.value)) || Math.min(256, cap)));
     maxTokens.value = limit;
