@@ -40,6 +40,7 @@ from prefkit.model.quantization import Quantization
 from prefkit.model.sources import resolve_first
 from prefkit.model.training import load_base_model, load_for_training, trainable_parameters, trains_on_gpu
 from prefkit.train.distributed import is_first_process, mislaunch_warning
+from prefkit.train.fusion import accumulation_fusion
 from prefkit.train.generation_eval import GenerationEval, generation_eval_for
 from prefkit.train.losses import LOSSES, LossParams
 from prefkit.train.refcache import ReferenceCache, reference_identity
@@ -147,6 +148,9 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
         ready = _prepare(config, loaded)
         folder = _claim_folder(config, plan, output_dir, state)
         _log_start(config, model, loaded, ready.data)
+        fusion = accumulation_fusion(config)
+        if fusion.factor > 1:
+            logger.info(fusion.describe())
         stop = GracefulStop()
         trainer = PrefTrainer(
             stage=config.stage,
@@ -162,6 +166,7 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
             if needs_reference and config.reference_cache
             else None,
             generation_eval=ready.generation_eval,
+            micro_batch=fusion.micro_batch if fusion.factor > 1 else None,
         )
         prepare_sharding(trainer)  # FSDP turned on for CPU processes (else DDP); its reference made safe
         if cached_full or (trainer.reference_cache is not None and config.precompute_ref_log_probs):

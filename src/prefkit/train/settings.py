@@ -12,6 +12,7 @@ import prefkit
 from prefkit.errors import PrefkitError
 from prefkit.model.quantization import Quantization
 from prefkit.model.training import trainable_parameters
+from prefkit.train.fusion import accumulation_fusion
 from prefkit.train.run.folder import RunFolder, write_json_atomic
 from prefkit.train.run.resume import TRAINING_CONFIG
 from prefkit.train.run.start import StartPlan
@@ -42,12 +43,13 @@ def training_arguments(config: Config) -> TrainingArguments:
     # The user's own `warmup_steps` (a count, or a ratio below 1) wins; else warmup_ratio, turned into a
     # number of steps once the trainer knows how many there are (see PrefTrainingArguments).
     warmup_ratio = None if "warmup_steps" in config.training_arguments else config.warmup_ratio
+    fusion = accumulation_fusion(config)  # the Trainer's batches: the accumulation window, fused
     kwargs: dict[str, Any] = {
         "output_dir": config.output_dir,
         "do_train": config.do_train,
-        "per_device_train_batch_size": config.per_device_train_batch_size,
+        "per_device_train_batch_size": fusion.batch,
         "per_device_eval_batch_size": config.per_device_eval_batch_size,
-        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "gradient_accumulation_steps": fusion.steps,
         "learning_rate": config.learning_rate,
         "lr_scheduler_type": config.lr_scheduler_type,
         "warmup_ratio": warmup_ratio,

@@ -94,6 +94,7 @@ class PrefTrainer(AtomicCheckpoints, Trainer):
         loss_params: LossParams | None = None,
         reference_cache: ReferenceCache | None = None,
         generation_eval: Callable[[Any], dict[str, Any]] | None = None,
+        micro_batch: int | None = None,
         **kwargs: Any,
     ) -> None:
         if kwargs.get("data_collator") is not None:
@@ -108,6 +109,10 @@ class PrefTrainer(AtomicCheckpoints, Trainer):
         self.reference_cache = reference_cache
         # A preference loss is a mean over this micro-batch: the Trainer divides it for accumulation.
         self.loss_is_scaled_for_ga = False if stage == "dpo" else None
+        # Training batches are the accumulation window fused (prefkit.train.fusion): the loss and the
+        # logged metrics are taken per configured micro-batch of this many pairs, then averaged.
+        self.micro_batch = micro_batch
+        self._window_micro_batches = 1
         self._metrics: dict[str, dict[str, list[float]]] = {
             "train": defaultdict(list),
             "eval": defaultdict(list),
@@ -194,22 +199,45 @@ class PrefTrainer(AtomicCheckpoints, Trainer):
         ref_chosen = ref_rejected = None
         if self.loss_spec.needs_reference:
             ref_chosen, ref_rejected = self._reference_logps(inputs, pair_keys, logps)
-        policy = PolicyLogps(
-            logps[:half],
-            logps[half:],
-            counts[:half],
-            counts[half:],
-            ref_chosen,
-            ref_rejected,
-            batch_mean=self._batch_mean,
-        )
-
-        out = self.loss_spec.fn(policy, self.loss_params)
+        outputs = []
+        for rows in self._micro_batches(half, mode):
+            policy = PolicyLogps(
+                logps[:half][rows],
+                logps[half:][rows],
+                counts[:half][rows],
+                counts[half:][rows],
+                ref_chosen[rows] if ref_chosen is not None else None,
+                ref_rejected[rows] if ref_rejected is not None else None,
+                batch_mean=self._batch_mean,
+            )
+            out = self.loss_spec.fn(policy, self.loss_params)
+            sums = torch.cat([logit_sums[:half][rows], logit_sums[half:][rows]])
+            self._record(mode, out, policy, sums, torch.cat([policy.chosen_tokens, policy.rejected_tokens]))
+            outputs.append(out)
+        loss = torch.stack([out.loss for out in outputs]).sum()
+        if mode == "train" and self.micro_batch:
+            # The Trainer divides a batch's loss by the batches in this window; each micro-batch's mean
+            # loss must count 1 / (micro-batches in the window), as unfused accumulation counts it.
+            loss = loss * self.current_gradient_accumulation_steps / self._window_micro_batches
+        else:
+            loss = loss / len(outputs)
         if mode == "train":
-            self.nonfinite.observe(out.loss, example_ids)
+            self.nonfinite.observe(loss, example_ids)
+        return (loss, {"losses": torch.cat([out.losses for out in outputs])}) if return_outputs else loss
 
-        self._record(mode, out, policy, logit_sums, counts, half)
-        return (out.loss, {"losses": out.losses}) if return_outputs else out.loss
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> Any:
+        """The Trainer's batches for one optimiser step; with fused batches, also how many configured
+        micro-batches they hold (fewer than the full window at the end of an epoch)."""
+        batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.micro_batch:
+            size = self.micro_batch
+            self._window_micro_batches = sum(-(-len(b[EXAMPLE_IDS]) // size) for b in batches) or 1
+        return batches, num_items
+
+    def _micro_batches(self, pairs: int, mode: str) -> list[slice]:
+        """The configured micro-batches of a fused training batch (one slice for an unfused one)."""
+        size = self.micro_batch if mode == "train" and self.micro_batch else pairs
+        return [slice(start, min(start + size, pairs)) for start in range(0, pairs, size)]
 
     def precompute_reference(self, load_copy: Any = None) -> None:
         """Fill the reference cache for every train and eval pair not in it yet, before training. A frozen
@@ -276,14 +304,10 @@ class PrefTrainer(AtomicCheckpoints, Trainer):
         return ref_logps[:half], ref_logps[half:]
 
     def _record(
-        self,
-        mode: str,
-        out: LossOutput,
-        policy: PolicyLogps,
-        logit_sums: torch.Tensor,
-        counts: torch.Tensor,
-        half: int,
+        self, mode: str, out: LossOutput, policy: PolicyLogps, logit_sums: torch.Tensor, counts: torch.Tensor
     ) -> None:
+        """One micro-batch's metrics (``logit_sums``, ``counts``: its chosen rows, then its rejected)."""
+        half = logit_sums.shape[0] // 2
         gather = self.accelerator.gather_for_metrics
         chosen, rejected = gather(out.chosen_rewards), gather(out.rejected_rewards)
         m = self._metrics[mode]

@@ -1,0 +1,67 @@
+"""Fusing the gradient-accumulation window: ``per_device_train_batch_size`` x
+``gradient_accumulation_steps`` examples trained in fewer, larger forwards and backwards.
+
+The seeds' configs (and LLaMA-Factory's examples) train at batch 1 x accumulation 8: eight forwards of
+one pair each, where the packer has nothing to pack and each small matmul runs far below what the
+machine can do. Fused by a factor ``f``, the Trainer sees batches of ``batch x f`` and accumulates
+``accumulation / f`` of them: the same examples in the same order (the sampler's order does not depend
+on the batch size), the same optimiser steps.
+
+The same gradient, too. A preference loss is a mean over its micro-batch and some terms depend on the
+micro-batch as a whole (``pref_ftx``'s NLL is a token-weighted mean over it; ``kto_pair``'s KL points
+are its means), so the trainer splits a fused batch back into the configured micro-batches for the loss
+and the logged metrics (:meth:`prefkit.train.trainer.PrefTrainer.compute_loss`) and averages their
+losses, as the Trainer's accumulation would. SFT's loss is already a sum over the window's labelled
+tokens divided by their count (``num_items_in_batch``), whatever the batches. Only the forward's
+rounding differs (a longer packed row, a different padding), within bf16/fp32 tolerance.
+
+``f`` is the largest divisor of the accumulation steps whose fused batch stays within
+``fuse_accumulation_tokens`` at its longest (``cutoff_len`` tokens per sequence, two sequences per
+pair): a run that chose batch 1 to fit a small GPU is not handed a batch eight times as large unless
+its sequences are short. ``fuse_accumulation_tokens: 0`` turns fusing off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from prefkit.config import Config
+
+
+@dataclass(frozen=True)
+class Fusion:
+    micro_batch: int  # the configured per-device batch: the loss's unit
+    factor: int  # micro-batches per fused batch (1: not fused)
+    accumulation: int  # the configured gradient_accumulation_steps
+
+    @property
+    def batch(self) -> int:
+        return self.micro_batch * self.factor
+
+    @property
+    def steps(self) -> int:
+        """The accumulation steps the Trainer runs: fused batches per optimiser step."""
+        return self.accumulation // self.factor
+
+    def describe(self) -> str:
+        return (
+            f"gradient accumulation fused: {self.accumulation} micro-batches of {self.micro_batch} train as "
+            f"{self.steps} batch{'es' if self.steps > 1 else ''} of {self.batch} (the same gradient; "
+            "fuse_accumulation_tokens: 0 turns this off)"
+        )
+
+
+def accumulation_fusion(config: Config) -> Fusion:
+    """How the accumulation window of ``config`` is fused (see the module docstring)."""
+    batch, steps = config.per_device_train_batch_size, config.gradient_accumulation_steps
+    budget = config.fuse_accumulation_tokens
+    sequences = 2 if config.stage == "dpo" else 1  # a pair is two sequences (chosen, rejected)
+    per_micro_batch = batch * sequences * config.cutoff_len
+    factor = 1
+    if budget > 0 and config.stage in ("dpo", "sft"):
+        factor = max(
+            f for f in range(1, steps + 1) if steps % f == 0 and (f == 1 or f * per_micro_batch <= budget)
+        )
+    return Fusion(batch, factor, steps)
