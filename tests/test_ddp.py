@@ -88,11 +88,15 @@ def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 # kto_pair's KL reference points are batch means: they must be means over both processes' rows. Full
 # fine-tuning trains the (untied) output layer, which the fused output layer would use outside DDP's forward.
+# "fused": each process accumulates 2 micro-batches of 1 pair, which fusing trains as one batch of 2
+# (prefkit.train.fusion), weighted per micro-batch on each process.
 @pytest.mark.parametrize(
-    ("loss", "finetuning"), [("sigmoid", "lora"), ("kto_pair", "lora"), ("sigmoid", "full")]
+    ("loss", "finetuning", "accumulate"),
+    [("sigmoid", "lora", 1), ("kto_pair", "lora", 1), ("sigmoid", "full", 1), ("sigmoid", "lora", 2)],
+    ids=["sigmoid-lora", "kto_pair-lora", "sigmoid-full", "sigmoid-lora-fused"],
 )
 @pytest.mark.slow
-def test_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir, loss, finetuning):
+def test_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir, loss, finetuning, accumulate):
     data = toy_pairs(tmp_path / "pairs.jsonl")
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
@@ -107,7 +111,8 @@ def test_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir, loss, fin
             "--nproc_per_node=2",
             str(driver),
             str(out),
-            *overrides(tiny_model_dir, data, out, batch=2, loss=loss, finetuning=finetuning),
+            *overrides(tiny_model_dir, data, out, batch=2 // accumulate, loss=loss, finetuning=finetuning),
+            f"gradient_accumulation_steps={accumulate}",
             # A cold reference cache: with full fine-tuning both processes fill it before training, each
             # its share (a process that had stored its share once left the other too few pairs).
             f"cache_dir={tmp_path / 'cache'}",
