@@ -5,6 +5,7 @@ which pair answers next, the life of a battle, the prompts file, and the export 
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections import Counter
 
@@ -326,3 +327,38 @@ def test_export_of_no_decisive_vote_writes_nothing_and_says_why(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     with pytest.raises(PrefkitError, match="does not exist"):
         export_pairs(votes, tmp_path / "no" / "pairs.jsonl")
+
+
+def test_a_full_book_answers_429_over_http_not_500(tmp_path):
+    from prefkit.serve.arena import Arena, _open
+    from prefkit.web.errors import APIError
+
+    book = BattleBook(["base", "dpo"], max_open=1)
+    arena = Arena(tmp_path / "votes.jsonl", [])
+    _open(arena, book, PROMPT, None)
+    with pytest.raises(APIError) as err:
+        _open(arena, book, PROMPT, None)
+    assert (err.value.status, err.value.code) == (429, "too_many_battles")
+
+
+def test_voter_names_keep_joiners_and_lose_edges():
+    from prefkit.serve.arena import _voter
+    from prefkit.web.errors import APIError
+
+    assert _voter(" \tbob ") == "bob"
+    assert _voter("می\u200cخواهم") == "می\u200cخواهم"  # a zero-width non-joiner belongs in Persian words
+    assert _voter("\U0001f469\u200d\U0001f4bb") == "\U0001f469\u200d\U0001f4bb"
+    assert _voter("   ") is None
+    for bad in ("a\nb", "\x1b[2J", "\u202eevil"):
+        with pytest.raises(APIError):
+            _voter(bad)
+
+
+def test_the_exported_file_is_readable_like_any_written_file(tmp_path):
+    votes = tmp_path / "votes.jsonl"
+    append_vote(votes, vote())
+    out = tmp_path / "pairs.jsonl"
+    export_pairs(votes, out)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's private 0600

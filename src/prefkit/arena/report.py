@@ -11,6 +11,7 @@ from typing import Any
 from prefkit.arena.stats import EVEN_REASON, ArenaStats, Design, Interval
 
 NO_VOTES = "no votes yet"
+PLOT_FORMATS = (".png", ".svg", ".pdf")
 
 
 def shown(name: str) -> str:
@@ -194,6 +195,8 @@ def plot_stats(stats: ArenaStats, path: Path) -> Path:
     import numpy as np
 
     path = Path(path)
+    if path.suffix.lower() not in PLOT_FORMATS:
+        raise ValueError(f"a plot is one of {', '.join(PLOT_FORMATS)}, not '{path.suffix or path.name}'")
     path.parent.mkdir(parents=True, exist_ok=True)
     # Model names are the user's text: "a$b$" must not become mathtext (or a parse error).
     with matplotlib.rc_context({"text.parse_math": False}):

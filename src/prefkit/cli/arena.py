@@ -66,8 +66,9 @@ def stats(
         target = plot or source.with_name("stats.png")
         try:
             picture = plot_stats(figures, target)
-        except OSError as err:  # the figures matter more than the picture: say so, and go on
-            print(f"no plot: cannot write {target}: {err.strerror or err}", file=sys.stderr)
+        except (OSError, ValueError) as err:  # the figures matter more than the picture: say so, go on
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+            print(f"no plot: cannot write {target}: {reason}", file=sys.stderr)
     if as_json:
         extra = {
             "votes_file": str(source),

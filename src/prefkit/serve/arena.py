@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import random
 import secrets
+import time
 import unicodedata
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 
 from prefkit.arena.battles import SIDES, Battle, BattleBook, BattleError
 from prefkit.arena.stats import arena_stats
-from prefkit.arena.votes import Vote, VotesError, VotesLocked, append_vote, read_votes
+from prefkit.arena.votes import LOCK_TIMEOUT, Vote, VotesError, VotesLocked, append_vote, read_votes
 from prefkit.data.examples import Message
 from prefkit.infer.stop import StopCondition, stop_condition
 from prefkit.serve.app import Checks, parse_body
@@ -83,9 +84,15 @@ class Arena:
             return cls(votes_path, prompts, unreadable=str(err))
 
     def attach(self, state: ServerState) -> Arena:
-        """Open battles between ``state``'s models (two or more)."""
+        """Open battles between ``state``'s models (two or more). The votes are read again: another server
+        sharing the folder may have added some while the model loaded."""
         self.state = state
         if self.unreadable is None and len(state.models) >= 2:
+            try:
+                self.prior_votes = read_votes(self.votes_path).votes
+            except VotesError as err:
+                self.unreadable = str(err)
+                return self
             self.book = BattleBook(list(state.models), self.prior_votes)
         return self
 
@@ -190,8 +197,9 @@ def _add_battle_routes(router: APIRouter, arena: Arena) -> None:
             chosen = book.start_vote(battle_id, body.winner, _voter(body.voter))
         except BattleError as err:
             raise APIError(err.status, str(err), code=err.code) from None
+        deadline = time.monotonic() + LOCK_TIMEOUT  # from now: votes queued behind a held lock share it
         written = asyncio.get_running_loop().run_in_executor(
-            arena.writer, append_vote, arena.votes_path, chosen
+            arena.writer, _write_vote, arena.votes_path, chosen, deadline
         )
         try:
             await asyncio.shield(written)
@@ -229,14 +237,25 @@ def _settle(book: BattleBook, vote: Vote, done: asyncio.Future[None]) -> None:
         book.not_recorded(vote)
 
 
+def _write_vote(path: Path, vote: Vote, deadline: float) -> None:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise VotesLocked(f"{path} stayed locked by another process while this vote waited its turn")
+    append_vote(path, vote, lock_timeout=left)
+
+
+JOINERS = {"\u200c", "\u200d"}  # zero-width (non-)joiners: part of names in Persian, emoji sequences
+
+
 def _voter(name: str | None) -> str | None:
     """A voter's name as stored: trimmed, empty as none; control and format characters (a newline, an
     escape, a right-to-left override) are refused, as the name is shown in terminals and pages."""
-    if name is None or not name.strip():
+    name = name.strip() if name is not None else None
+    if not name:
         return None
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in name):
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs") and c not in JOINERS for c in name):
         raise bad_request("voter: the name holds a control or format character.", "voter")
-    return name.strip()
+    return name
 
 
 def _enabled(arena: Arena) -> tuple[BattleBook, ServerState]:
@@ -253,7 +272,10 @@ def _open(arena: Arena, book: BattleBook, prompt: tuple[Message, ...], index: in
         raise bad_request(
             f"The prompts file has {len(arena.prompts)} prompts; no. {index} is not one.", "prompt_index"
         )
-    battle = book.open(prompt)
+    try:
+        battle = book.open(prompt)
+    except BattleError as err:  # too many open battles: a 429, not a crash
+        raise APIError(err.status, str(err), code=err.code) from None
     if index is not None and arena.prompts[index] == prompt:
         battle.prompt_index = index
     return battle
