@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from uikit import find_browser, start_browser
 
 from prefkit.config import load_config
+from prefkit.score.guards import loops
 from prefkit.serve.process import ServerProcess
 from prefkit.train.recipe import train
 from prefkit.ui.runs import folder_id
@@ -110,7 +111,11 @@ def arena(driver, out: Path) -> None:
     wait(driver, f"return {panes}.every(p => p.dataset.state === 'done')"
          " && !document.querySelector('#view-arena button.vote').disabled")  # fmt: skip
     save(driver, out, "ui-arena")
-    driver.find_element("css selector", "#view-arena button.vote[data-winner='tie']").click()
+    # Vote as a reader would: against a reply that loops; a tie when neither (or both: both bad) does.
+    replies = driver.execute_script(f"return {panes}.map(p => p.querySelector('.reply').textContent)")
+    bad = [loops(reply) for reply in replies]
+    winner = "both_bad" if all(bad) else "b" if bad[0] else "a" if bad[1] else "tie"
+    driver.find_element("css selector", f"#view-arena button.vote[data-winner='{winner}']").click()
     wait(driver, "return document.querySelector('#view-arena .standings-table')")
     driver.execute_script("document.querySelectorAll('#view-arena details').forEach(d => d.open = true)")
     save(driver, out, "ui-arena-voted")

@@ -41,14 +41,15 @@ class TrainingKeys(BaseModel):
         description="Number of steps whose gradients are summed before each optimiser update. Defaults to "
         "`1`. LLaMA-Factory key.",
     )
-    fuse_accumulation_tokens: int = Field(
-        default=8192,
+    fuse_accumulation_tokens: int | None = Field(
+        default=None,
         ge=0,
         description="Train the gradient-accumulation window in fewer, larger batches: "
         "`per_device_train_batch_size` x `gradient_accumulation_steps` examples as batches of up to this "
         "many tokens at their longest (`cutoff_len` per sequence, two per pair), giving the same gradient "
         "and the same logged metrics as the configured micro-batches, faster. `0` turns it off (each "
-        "micro-batch its own forward, as transformers does). Defaults to `8192`. prefkit key.",
+        "micro-batch its own forward, as transformers does). Defaults to `None`: 8192 when training on "
+        "the CPU, off on a GPU, where a batch of 1 is often what fits (set it to fuse there). prefkit key.",
     )
     learning_rate: float = Field(
         default=5e-5,

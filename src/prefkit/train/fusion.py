@@ -18,7 +18,9 @@ rounding differs (a longer packed row, a different padding), within bf16/fp32 to
 ``f`` is the largest divisor of the accumulation steps whose fused batch stays within
 ``fuse_accumulation_tokens`` at its longest (``cutoff_len`` tokens per sequence, two sequences per
 pair): a run that chose batch 1 to fit a small GPU is not handed a batch eight times as large unless
-its sequences are short. ``fuse_accumulation_tokens: 0`` turns fusing off.
+its sequences are short. ``fuse_accumulation_tokens: 0`` turns fusing off. By default it is 8192 on the
+CPU and off on a GPU: the memory a fused batch needs there is not estimated yet, and the seeds' T4 and
+8 GB cards are exactly where batch 1 was chosen because it fits.
 """
 
 from __future__ import annotations
@@ -26,8 +28,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from prefkit.model.training import trains_on_gpu
+
 if TYPE_CHECKING:
     from prefkit.config import Config
+
+
+CPU_TOKENS = 8192  # the default budget when training on the CPU
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,8 @@ def accumulation_fusion(config: Config) -> Fusion:
     """How the accumulation window of ``config`` is fused (see the module docstring)."""
     batch, steps = config.per_device_train_batch_size, config.gradient_accumulation_steps
     budget = config.fuse_accumulation_tokens
+    if budget is None:  # the CPU has memory to spare; on a GPU a batch of 1 is often what fits
+        budget = 0 if trains_on_gpu(config) else CPU_TOKENS
     sequences = 2 if config.stage == "dpo" else 1  # a pair is two sequences (chosen, rejected)
     per_micro_batch = batch * sequences * config.cutoff_len
     factor = 1
