@@ -104,10 +104,13 @@ def test_the_fused_factor_divides_the_window_and_keeps_within_the_budget(tmp_pat
     def fusion(*overrides: str):
         return accumulation_fusion(config(tmp_path, tiny_model_dir, "x", *overrides))
 
-    assert fusion().factor == 8  # 8 pairs x 2 x 64 tokens = 1024 <= 8192
-    assert fusion("cutoff_len=2048").factor == 2  # 2 x 2 x 2048 = 8192
-    assert fusion("cutoff_len=4096").factor == 1  # one pair is already the budget
-    assert fusion("gradient_accumulation_steps=6", "cutoff_len=1024").factor == 3  # 4 would fit; 3 divides
+    assert fusion().factor == 8  # 8 pairs x 2 x 64 tokens = 1024 <= 2560, the CPU's default budget
+    assert fusion("cutoff_len=256").factor == 4  # 4 x 2 x 256 = 2048 <= 2560 < 8 x 2 x 256
+    assert fusion("cutoff_len=2048").factor == 1  # one pair is 4096 tokens at its longest
+    wide = "fuse_accumulation_tokens=8192"
+    assert fusion(wide, "cutoff_len=2048").factor == 2  # 2 x 2 x 2048 = 8192
+    assert fusion(wide, "cutoff_len=4096").factor == 1  # one pair is already the budget
+    assert fusion(wide, "gradient_accumulation_steps=6", "cutoff_len=1024").factor == 3  # 4 fits; 3 divides
     assert fusion("fuse_accumulation_tokens=0").factor == 1
-    sft = fusion("stage=sft", "cutoff_len=2048")
+    sft = fusion(wide, "stage=sft", "cutoff_len=2048")
     assert (sft.factor, sft.batch, sft.steps) == (4, 4, 2)  # one sequence per example

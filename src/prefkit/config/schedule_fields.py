@@ -48,8 +48,9 @@ class TrainingKeys(BaseModel):
         "`per_device_train_batch_size` x `gradient_accumulation_steps` examples as batches of up to this "
         "many tokens at their longest (`cutoff_len` per sequence, two per pair), giving the same gradient "
         "and the same logged metrics as the configured micro-batches, faster. `0` turns it off (each "
-        "micro-batch its own forward, as transformers does). Defaults to `None`: 8192 when training on "
-        "the CPU, off on a GPU, where a batch of 1 is often what fits (set it to fuse there). prefkit key.",
+        "micro-batch its own forward, as transformers does). Defaults to `None`: 2560 when training on "
+        "the CPU (fusing helps small micro-batches; larger ones are efficient as they are), off on a GPU, "
+        "where a batch of 1 is often what fits (set it to fuse there). prefkit key.",
     )
     learning_rate: float = Field(
         default=5e-5,
