@@ -214,6 +214,7 @@ def test_accumulated_sft_steps_log_and_train_as_transformers_trainer(tmp_path, t
             "per_device_train_batch_size=2",
             "per_device_eval_batch_size=3",
             "gradient_accumulation_steps=2",
+            "fuse_accumulation_tokens=0",  # accumulation as transformers runs it (fusing: test_fusion.py)
             "max_steps=2",
             "logging_steps=1",
             "save_strategy=no",
