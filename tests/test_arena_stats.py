@@ -14,19 +14,10 @@ from statistics import NormalDist
 
 import pytest
 
+from prefkit.arena.design import EVEN_REASON, FEW_MODELS_REASON, Z80, decisive_votes_needed
+from prefkit.arena.ratings import ELO_SCALE, PRIOR, Z95
 from prefkit.arena.report import format_stats, plot_stats
-from prefkit.arena.stats import (
-    ELO_SCALE,
-    EVEN_REASON,
-    FEW_MODELS_REASON,
-    PRIOR,
-    Z80,
-    Z95,
-    ArenaStats,
-    arena_stats,
-    decisive_votes_needed,
-    wilson,
-)
+from prefkit.arena.stats import ArenaStats, arena_stats, wilson
 from prefkit.arena.votes import Side, Vote
 from prefkit.data.examples import Message
 

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from prefkit.arena.stats import EVEN_REASON, ArenaStats, Design, Interval
+from prefkit.arena.design import EVEN_REASON, Design
+from prefkit.arena.stats import ArenaStats, Interval
 
 NO_VOTES = "no votes yet"
 PLOT_FORMATS = (".png", ".svg", ".pdf")

@@ -63,7 +63,6 @@ rate is 0% or 100%, which would promise a verdict in a handful of votes.
 from __future__ import annotations
 
 import math
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,21 +70,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from prefkit.arena.design import Design, design
+from prefkit.arena.ratings import ELO_BASE, ELO_SCALE, PRIOR, Z95, Interval, fit_ratings
 from prefkit.arena.votes import WINNERS, Vote
-
-Z95 = 1.959963984540054  # two-sided 5% level: the standard normal's 97.5th percentile
-Z80 = 0.8416212335729143  # 80% power: the standard normal's 80th percentile
-PRIOR = 0.01  # precision of the Gaussian prior on each strength θ (see the module docstring)
-ELO_SCALE = 400 / math.log(10)  # θ to Elo points: a difference of 400 points is odds of 10 to 1
-ELO_BASE = 1000.0
-MIN_DESIGN_VOTES = 10  # decisive votes (the pair's, or all for a rate from ratings) before a vote count
-EVEN = 1e-9  # |p - 0.5| below this is "even": a rate from ratings is 0.5 only up to float rounding
-
-Interval = tuple[float, float]
-Source = Literal["votes", "ratings"]
-
-EVEN_REASON = "even at the current rate: no number of votes separates them"
-FEW_MODELS_REASON = "fewer than two models have met: nothing to compare"
 
 
 def wilson(successes: float, n: float, z: float = Z95) -> tuple[float, float]:
@@ -107,22 +94,6 @@ def wilson(successes: float, n: float, z: float = Z95) -> tuple[float, float]:
     low = 0.0 if successes == 0 else max(0.0, center - half)
     high = 1.0 if successes == n else min(1.0, center + half)
     return low, high
-
-
-def decisive_votes_needed(p: float) -> int | None:
-    """Decisive votes a two-sided test of "rate = 50%" at the 5% level needs for 80% power if ``p`` is
-    the true rate (the normal approximation to the binomial)::
-
-        n = ceil(((Z95 · 0.5 + Z80 · sqrt(p (1 − p))) / (p − 0.5))²)
-
-    where 0.5 = sqrt(0.5 · 0.5) is the standard deviation of one vote under "even". Worked example:
-    p = 0.7 gives ((1.96 · 0.5 + 0.8416 · sqrt(0.21)) / 0.2)² = ((0.98 + 0.8416 · 0.4583) / 0.2)²
-    = (1.3657 / 0.2)² = 46.6, so 47 decisive votes. ``None`` when p is 50% (to within ``EVEN``): then
-    no number of votes separates the two.
-    """
-    if abs(p - 0.5) < EVEN:
-        return None
-    return math.ceil(((Z95 * 0.5 + Z80 * math.sqrt(p * (1 - p))) / (p - 0.5)) ** 2)
 
 
 @dataclass(frozen=True)
@@ -168,23 +139,6 @@ class PairStats:
     @property
     def decisive(self) -> int:
         return self.first_wins + self.second_wins
-
-
-@dataclass(frozen=True)
-class Design:
-    """How many more votes would tell the two highest-rated models apart (see the module docstring)."""
-
-    leader: str | None
-    runner_up: str | None
-    p: float | None  # the leader's win rate over the runner-up
-    source: Source | None  # "votes": their decisive votes; "ratings": σ(θ1 − θ2), as they have none
-    battles: int  # votes between the two so far
-    decisive: int  # of which decisive
-    separated: bool
-    decisive_needed: int | None
-    votes_needed: int | None
-    further_votes: int | None
-    reason: str | None  # why the numbers are None
 
 
 @dataclass(frozen=True)
@@ -286,31 +240,8 @@ def arena_stats(
     a_index = np.array([index[v.a.model] for v in compared], dtype=np.int64)
     b_index = np.array([index[v.b.model] for v in compared], dtype=np.int64)
     a_score = np.array([_A_SCORE[v.winner] for v in compared], dtype=np.float64)
-    wins = _score_matrix(len(names), a_index, b_index, a_score)
-    theta = _fit(wins, prior)
+    theta, intervals = fit_ratings(len(names), a_index, b_index, a_score, prior, bootstrap, seed)
     ratings = ELO_BASE + ELO_SCALE * theta
-
-    low, high = (ELO_BASE + ELO_SCALE * t for t in _laplace_interval(wins, theta, prior))
-    if bootstrap and compared:
-        rng = np.random.default_rng(seed)
-        resampled = np.empty((bootstrap, len(names)))
-        for r in range(bootstrap):
-            pick = rng.integers(0, len(compared), size=len(compared))
-            scores = _score_matrix(len(names), a_index[pick], b_index[pick], a_score[pick])
-            resampled[r] = _fit(scores, prior, start=theta)  # the full fit is a close start: fewer steps
-            # A model this resample left out has no rating in it (the fit would just say 1000).
-            present = np.zeros(len(names), dtype=bool)
-            present[a_index[pick]] = present[b_index[pick]] = True
-            resampled[r, ~present] = np.nan
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column: a model left out every time
-            boot_low, boot_high = np.nanpercentile(ELO_BASE + ELO_SCALE * resampled, [2.5, 97.5], axis=0)
-        # The wider of the two at each end (a model left out of every resample has the Laplace one).
-        low, high = np.fmin(low, boot_low), np.fmax(high, boot_high)
-    intervals: list[Interval | None] = [
-        (float(lo), float(hi)) if math.isfinite(lo) and math.isfinite(hi) else None
-        for lo, hi in zip(low, high, strict=True)
-    ]
 
     order = sorted(range(len(names)), key=lambda i: (-ratings[i], names[i]))
     models = [
@@ -318,67 +249,11 @@ def arena_stats(
         for rank, i in enumerate(order, start=1)
     ]
     pairs = _pair_stats(compared)
-    design = _design(models, theta[order] if len(order) else theta, pairs, compared)
-    return ArenaStats(totals, models, pairs, design, voter_checks(compared), bootstrap, seed, prior)
+    the_design = design(models, theta[order] if len(order) else theta, pairs, compared)
+    return ArenaStats(totals, models, pairs, the_design, voter_checks(compared), bootstrap, seed, prior)
 
 
 _A_SCORE = {"a": 1.0, "b": 0.0, "tie": 0.5, "both_bad": 0.5}
-
-
-def _score_matrix(n: int, a: np.ndarray, b: np.ndarray, a_score: np.ndarray) -> np.ndarray:
-    """W[i, j]: model i's score against model j, wins plus half of the ties and both-bad votes."""
-    forward = np.bincount(a * n + b, weights=a_score, minlength=n * n)
-    backward = np.bincount(b * n + a, weights=1 - a_score, minlength=n * n)
-    return (forward + backward).reshape(n, n)
-
-
-def _log_posterior(theta: np.ndarray, wins: np.ndarray, prior: float) -> float:
-    diff = theta[:, None] - theta[None, :]
-    # log σ(x) = −log(1 + e^−x), via logaddexp so a large |x| neither overflows nor rounds to log 0
-    return float(-(wins * np.logaddexp(0.0, -diff)).sum() - prior / 2 * (theta @ theta))
-
-
-def _fit(wins: np.ndarray, prior: float, start: np.ndarray | None = None) -> np.ndarray:
-    """Bradley–Terry strengths θ maximising Σ W[i,j] log σ(θi − θj) − prior/2 · Σθ², with Σθ = 0.
-
-    Newton's method with a backtracking line search. The objective is concave (strictly so with a
-    prior), so this converges from anywhere. The gradient is s_i − Σ_j n_ij σ(θi − θj) − prior·θi
-    (observed score minus expected score); the Hessian is minus a weighted graph Laplacian, minus
-    prior·I. Without a prior the Hessian is singular (adding a constant to every θ changes nothing);
-    the least-squares (minimum-norm) step then moves no connected group of models as a whole, so each
-    group keeps the mean it starts with, 0. With a prior the optimum has mean 0 in each group anyway:
-    shifting a group towards 0 lowers Σθ² and leaves the likelihood as it is.
-    """
-    n = wins.shape[0]
-    games = wins + wins.T
-    observed = wins.sum(axis=1)
-    theta = np.zeros(n) if start is None else start - start.mean()
-    value = _log_posterior(theta, wins, prior)
-    for _ in range(100):
-        diff = theta[:, None] - theta[None, :]
-        p = 0.5 * (1 + np.tanh(diff / 2))  # σ(diff), without overflow
-        gradient = observed - (games * p).sum(axis=1) - prior * theta
-        if np.abs(gradient).max(initial=0.0) < 1e-12 * (1 + observed.sum()):
-            break
-        curvature = _curvature(games, p, prior)
-        step = np.linalg.lstsq(curvature, gradient, rcond=None)[0]
-        # Full Newton steps near the optimum; halve them far from it, where the quadratic model is poor.
-        # The small slack lets a full step through when the objective has converged to rounding.
-        slack = 1e-12 * (1 + abs(value))
-        for _ in range(50):
-            candidate = theta + step
-            new_value = _log_posterior(candidate, wins, prior)
-            if new_value >= value - slack:
-                break
-            step = step / 2
-        else:
-            break  # no step improves: converged as far as floating point allows
-        theta, value = candidate, new_value
-        if np.abs(step).max(initial=0.0) < 1e-14:
-            break
-    # Without a prior, a model that won every vote has no finite maximum: the loop above stops at a large
-    # but finite θ. Centre for good measure: rounding can drift the mean.
-    return theta - theta.mean() if n else theta
 
 
 def voter_checks(compared: Sequence[Vote]) -> list[Check]:
@@ -398,30 +273,6 @@ def voter_checks(compared: Sequence[Vote]) -> list[Check]:
         return Check(name, won / n if n else None, interval, n, flagged)
 
     return [check("left_reply", left, len(decisive)), check("longer_reply", longer, len(sized))]
-
-
-def _curvature(games: np.ndarray, p: np.ndarray, prior: float) -> np.ndarray:
-    """Minus the Hessian of the log-posterior (positive semi-definite): a weighted graph Laplacian of
-    the games, weighted by σ(1 − σ), plus prior·I."""
-    weight = games * p * (1 - p)
-    return np.diag(weight.sum(axis=1) + prior) - weight
-
-
-def _laplace_interval(wins: np.ndarray, theta: np.ndarray, prior: float) -> tuple[np.ndarray, np.ndarray]:
-    """θ ± Z95 standard errors, the errors from the curvature of the log-posterior at its maximum (the
-    Laplace approximation). A pseudo-inverse, as without a prior the curvature is singular along "all
-    θ move together"."""
-    n = len(theta)
-    if n == 0:
-        return theta, theta
-    games = wins + wins.T
-    p = 0.5 * (1 + np.tanh((theta[:, None] - theta[None, :]) / 2))
-    covariance = np.linalg.pinv(_curvature(games, p, prior))
-    # The ratings are centred (Σθ = 0): their covariance is the centred one. Without centring, the weak
-    # prior's loose hold on "every θ shifts together" would swamp every model's error.
-    centre = np.eye(n) - 1.0 / n
-    spread = np.sqrt(np.clip(np.diag(centre @ covariance @ centre), 0.0, None))
-    return theta - Z95 * spread, theta + Z95 * spread
 
 
 def _model_stats(
@@ -489,56 +340,3 @@ def _pair_stats(compared: Sequence[Vote]) -> list[PairStats]:
             )
         )
     return pairs
-
-
-def _design(
-    models: Sequence[ModelStats],
-    theta_by_rank: np.ndarray,
-    pairs: Sequence[PairStats],
-    compared: Sequence[Vote],
-) -> Design:
-    if len(models) < 2:
-        return Design(None, None, None, None, 0, 0, False, None, None, None, FEW_MODELS_REASON)
-    leader, runner_up = models[0].model, models[1].model
-    pair = next((p for p in pairs if {p.first, p.second} == {leader, runner_up}), None)
-    battles = pair.battles if pair else 0
-    decisive = pair.decisive if pair else 0
-    separated = pair.separated if pair else False
-    source: Source
-    if pair and decisive:
-        leader_wins = pair.first_wins if pair.first == leader else pair.second_wins
-        p, source = leader_wins / decisive, "votes"
-    else:
-        p, source = 1 / (1 + math.exp(-(theta_by_rank[0] - theta_by_rank[1]))), "ratings"
-    counted = decisive if source == "votes" else sum(v.decisive for v in compared)
-    if counted < MIN_DESIGN_VOTES:  # a rate from 1 vote is 0% or 100%: it would promise a verdict in 4
-        reason = (
-            f"{counted} decisive votes are too few to estimate the rate; ask for {MIN_DESIGN_VOTES} first"
-        )
-        return Design(leader, runner_up, p, source, battles, decisive, separated, None, None, None, reason)
-    needed = decisive_votes_needed(p)
-    if needed is None:
-        return Design(
-            leader, runner_up, p, source, battles, decisive, separated, None, None, None, EVEN_REASON
-        )
-    # Ties and both-bad votes separate nothing, so it takes more votes than decisive ones: scale by the
-    # decisive share of the pair's votes (of all votes when they have none yet; all of them if none of
-    # the votes so far was decisive, as there is nothing better to go on). Integer arithmetic, so that
-    # 47 / (1/3) is 141, not 142.
-    share = (decisive, battles) if battles else (sum(v.decisive for v in compared), len(compared))
-    if share[0] == 0:
-        share = (1, 1)
-    votes_needed = -(-needed * share[1] // share[0])
-    return Design(
-        leader,
-        runner_up,
-        p,
-        source,
-        battles,
-        decisive,
-        separated,
-        needed,
-        votes_needed,
-        max(0, votes_needed - battles),
-        None,
-    )

@@ -23,10 +23,8 @@ import concurrent.futures
 import dataclasses
 import logging
 import random
-import secrets
 import time
 import unicodedata
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,25 +32,21 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from prefkit.arena.battles import SIDES, Battle, BattleBook, BattleError
+from prefkit.arena.battles import Battle, BattleBook, BattleError
 from prefkit.arena.stats import arena_stats
 from prefkit.arena.votes import LOCK_TIMEOUT, Vote, VotesError, VotesLocked, append_vote, read_votes
 from prefkit.data.examples import Message
-from prefkit.infer.stop import StopCondition, stop_condition
-from prefkit.serve.app import Checks, parse_body
-from prefkit.serve.jobs import Job, until_disconnected
+from prefkit.serve.app import parse_body
+from prefkit.serve.arena_replies import NO_STORE, start_replies, stream_replies, whole_replies
 from prefkit.serve.limits import read_json
-from prefkit.serve.responses import SSE_DONE, sse
-from prefkit.serve.schemas import ArenaBattleRequest, ArenaVoteRequest, ChatCompletionRequest, ChatMessage
+from prefkit.serve.schemas import ArenaBattleRequest, ArenaVoteRequest, ChatMessage
 from prefkit.serve.state import ServerState
 from prefkit.web.auth import require_api_key
 from prefkit.web.errors import APIError, bad_request
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_TOKENS = 256  # a reply a person reads whole; the server's --max-tokens caps it
 STATS_BOOTSTRAP = 200  # resamples for the page's intervals (`prefkit arena stats` takes more)
-SEED_BITS = 63
 
 
 @dataclasses.dataclass
@@ -123,7 +117,7 @@ def mount_arena(app: FastAPI, arena: Arena, *, api_key: str | None) -> None:
 
 
 def _json(body: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+    return JSONResponse(body, status_code=status, headers=NO_STORE)
 
 
 def _add_read_routes(router: APIRouter, arena: Arena) -> None:
@@ -177,17 +171,17 @@ def _add_battle_routes(router: APIRouter, arena: Arena) -> None:
         messages = _messages(body)
         opened = _open(arena, book, tuple(_as_chat(messages)), body.prompt_index)
         try:
-            jobs = await _start(state, opened, messages, body)
+            jobs = await start_replies(state, opened, messages, body)
         except BaseException:
             book.discard(opened.id)
             raise
         if body.stream:
             return StreamingResponse(
-                _stream(book, opened, jobs),
+                stream_replies(book, opened, jobs),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        return await _whole(request, book, opened, jobs)
+        return await whole_replies(request, book, opened, jobs)
 
     @router.post("/battles/{battle_id}/vote")
     async def vote(battle_id: str, request: Request) -> JSONResponse:
@@ -293,123 +287,3 @@ def _messages(body: ArenaBattleRequest) -> list[ChatMessage]:
 
 def _as_chat(messages: list[ChatMessage]) -> list[Message]:
     return [Message("system" if m.role == "developer" else m.role, m.text()) for m in messages]
-
-
-async def _start(
-    state: ServerState, battle: Battle, messages: list[ChatMessage], body: ArenaBattleRequest
-) -> dict[str, Job]:
-    """Both sides' jobs, checked (prompt, length, limits) and submitted: both or neither."""
-    check = Checks(state)
-    check.max_tokens(body.max_tokens)
-    seed = body.seed if body.seed is not None else secrets.randbits(SEED_BITS)
-    jobs: dict[str, Job] = {}
-    for side in SIDES:
-        served = check.model(battle.models[side])
-        request = ChatCompletionRequest(
-            model=served.name,
-            messages=messages,
-            max_tokens=body.max_tokens,
-            temperature=body.temperature,
-            top_p=body.top_p,
-            seed=seed,
-        )
-        ids = await run_in_threadpool(check.chat_prompt, request, served)
-        check.prompt_length(ids, "prompt")
-        default = min(DEFAULT_MAX_TOKENS, state.limits.max_tokens)
-        jobs[side] = Job(state, served, [ids], request, default_max_tokens=default)
-    for side, job in jobs.items():
-        model_stop = stop_condition(state.loaded.model, state.loaded.encoder(job.served.adapter))
-        try:
-            job.submit(StopCondition(model_stop.ids, model_stop.strings))
-        except APIError:
-            for other in jobs.values():
-                other.cancel()
-            raise
-        battle.settings[side] = dataclasses.asdict(job.tickets[0].seq.request.settings)
-    return jobs
-
-
-async def _pieces(jobs: dict[str, Job]) -> AsyncIterator[tuple[str, Any]]:
-    """Both sides' events as they come, each with its side; raises the first side's failure."""
-    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-
-    async def pump(side: str, job: Job) -> None:
-        try:
-            async for event in job.events():
-                await queue.put((side, event))
-        except APIError as err:
-            await queue.put((side, err))
-
-    tasks = [asyncio.create_task(pump(side, job)) for side, job in jobs.items()]
-    try:
-        remaining = len(jobs)
-        while remaining:
-            side, item = await queue.get()
-            if isinstance(item, APIError):
-                raise item
-            if item.finished:
-                remaining -= 1
-            yield side, item
-    finally:
-        for task in tasks:
-            task.cancel()
-        for job in jobs.values():
-            job.cancel()
-
-
-def _finish(battle: Battle, jobs: dict[str, Job], side: str) -> str | None:
-    battle.finish[side] = jobs[side].finish[0]
-    return battle.finish[side]
-
-
-async def _stream(book: BattleBook, battle: Battle, jobs: dict[str, Job]) -> AsyncIterator[bytes]:
-    done = False
-    try:
-        yield sse({"id": battle.id, "prompt": [m.to_dict() for m in battle.prompt]})
-        async for side, event in _pieces(jobs):
-            battle.replies[side] += event.text
-            if event.text:
-                yield sse({"side": side, "text": event.text})
-            if event.finished:
-                yield sse({"side": side, "finish_reason": _finish(battle, jobs, side)})
-        battle.state = "ready"
-        done = True
-        yield SSE_DONE
-    except APIError as err:  # headers are sent: the error goes in the stream
-        battle.state, battle.error = "failed", err.message
-        yield sse(err.body())
-    finally:
-        if not done:
-            book.discard(battle.id)  # the client left, or a side failed: no vote can come
-
-
-async def _whole(request: Request, book: BattleBook, battle: Battle, jobs: dict[str, Job]) -> Any:
-    async def generate() -> None:
-        async for side, event in _pieces(jobs):
-            battle.replies[side] += event.text
-            if event.finished:
-                _finish(battle, jobs, side)
-
-    generation = asyncio.create_task(generate())
-    watcher = asyncio.create_task(until_disconnected(request))
-    try:
-        finished, _ = await asyncio.wait({generation, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if generation not in finished:
-            generation.cancel()
-            book.discard(battle.id)
-            return _json({"error": {"message": "client disconnected"}}, 499)
-        try:
-            generation.result()
-        except APIError:
-            book.discard(battle.id)
-            raise
-    finally:
-        watcher.cancel()
-    battle.state = "ready"
-    return _json(
-        {
-            "id": battle.id,
-            "prompt": [m.to_dict() for m in battle.prompt],
-            **{s: {"reply": battle.replies[s], "finish_reason": battle.finish[s]} for s in SIDES},
-        }
-    )
