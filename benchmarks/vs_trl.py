@@ -31,12 +31,15 @@ output layer's logits are rounded to bf16 before the loss; prefkit's log-softmax
 
 Per race and per side (``runs[i].prefkit``, ``runs[i].trl`` in the JSON): ``tokens_per_second`` (trained
 tokens, below) and ``seconds_per_step`` (median), both over the steps after ``--warmup``;
-``peak_memory_gib`` (resident set on a CPU, allocated CUDA memory on a GPU); ``step1_loss``, logged before
+``peak_memory_gib`` (resident set on a CPU, allocated CUDA memory on a GPU) and ``memory_at_start_gib``
+(the same when training began, the model loaded and the data prepared); ``step1_loss``, logged before
 any update: the same model on the same tokens gives the same loss (DPO's is ln 2 on both sides, the policy
 being its reference then; ORPO's differ by design, TRL 1.16's ORPOTrainer taking its NLL term over prompt +
 reply, prefkit over the reply); ``activation_checkpointing``; and TRL's ``rows`` (the rows both sides draw
 from), ``row_shape`` and ``rows_over_cutoff``. Per race (``runs[i]``; the table prints them all):
 ``speedup`` (prefkit's tokens/s over TRL's), ``memory_ratio`` (prefkit's peak memory over TRL's),
+``training_memory_ratio`` (the same for what training added to each side's memory, libraries and model
+left out),
 ``loss_diff`` (the step-1 losses' difference) and ``ceiling_fraction``: prefkit's computed tokens/s times
 the FLOPs a token costs, over this machine's matmul throughput in the race's precision (measured first;
 LoRA: policy forward + input gradients about 4N, a reference forward 2N more; full fine-tuning 2N more for
@@ -222,6 +225,7 @@ class StepClock:
         class _Callback(TrainerCallback):
             def on_train_begin(self, args, state, control, **kwargs):
                 clock.training = True
+                clock.memory_at_start = memory_now_gib()
                 clock.marks.append(time.perf_counter())
 
             def on_substep_end(self, args, state, control, **kwargs):
@@ -242,6 +246,7 @@ class StepClock:
         self.batches_per_step: list[int] = []
         self.marks: list[float] = []
         self.first_loss: float | None = None
+        self.memory_at_start: float | None = None  # the model loaded and the data prepared
         self.callback = _Callback()
 
     def add(self, tokens: int, computed: int) -> None:
@@ -269,6 +274,7 @@ class StepClock:
             "tokens_per_second": round(self.step_tokens("tokens", first, last) / sum(seconds), 1),
             "computed_tokens_per_second": round(self.step_tokens("computed", first, last) / sum(seconds), 1),
             "step1_loss": self.first_loss,
+            "memory_at_start_gib": self.memory_at_start,
         }
 
 
@@ -334,6 +340,17 @@ class MatmulRecorder:
 
         replay()  # warm-up
         return statistics.median(replay() for _ in range(repeats))
+
+
+def memory_now_gib() -> float:
+    """The memory in use now: allocated CUDA memory where a GPU trains, else the resident set."""
+    import torch
+
+    if torch.cuda.is_available():
+        return round(torch.cuda.memory_allocated() / 2**30, 3)
+    import psutil
+
+    return round(psutil.Process().memory_info().rss / 2**30, 3)
 
 
 def peak_memory_gib(device: str) -> float:
@@ -1182,6 +1199,7 @@ def race(args: argparse.Namespace, method: str, passed: list[str], ceiling: dict
         "trl": theirs,
         "speedup": round(ours["tokens_per_second"] / theirs["tokens_per_second"], 3),
         "memory_ratio": round(ours["peak_memory_gib"] / theirs["peak_memory_gib"], 3),
+        "training_memory_ratio": round(training_memory(ours) / training_memory(theirs), 3),
         "loss_diff": abs(ours["step1_loss"] - theirs["step1_loss"]),
         "ceiling_fraction": round(ours["computed_tokens_per_second"] * flops / rate, 3),
         "trained_tokens_ceiling_fraction": round(ours["tokens_per_second"] * flops / rate, 3),
@@ -1193,20 +1211,29 @@ def race(args: argparse.Namespace, method: str, passed: list[str], ceiling: dict
     return run
 
 
+def training_memory(side: dict[str, Any]) -> float:
+    """What training added to a side's memory: its peak over what it held when training began (the model
+    and the data, and the libraries, which both sides load alike). A peak reached before training (the
+    data's preparation) would count as training's; the JSON keeps both figures."""
+    return max(side["peak_memory_gib"] - side["memory_at_start_gib"], 1e-3)
+
+
 def print_table(
     args: argparse.Namespace, runs: list[dict[str, Any]], ceiling: dict[str, float], n: int
 ) -> None:
     print(f"\nceiling: {ceiling} GFLOP/s; {n / 1e6:.0f}M parameters; {args.precision}")
     print(
         f"{'method':8} {'prefkit tok/s':>13} {'TRL tok/s':>10} {'speedup':>8} {'prefkit GiB':>11} "
-        f"{'TRL GiB':>8} {'mem ratio':>9} {'prefkit loss1':>13} {'TRL loss1':>10} {'ceiling':>8} {'bound':>6}"
+        f"{'TRL GiB':>8} {'mem ratio':>9} {'training':>8} "
+        f"{'prefkit loss1':>13} {'TRL loss1':>10} {'ceiling':>8} {'bound':>6}"
     )
     for r in runs:
         ours, theirs = r["prefkit"], r["trl"]
         print(
             f"{r['method']:8} {ours['tokens_per_second']:>13} {theirs['tokens_per_second']:>10} "
             f"{r['speedup']:>8} {ours['peak_memory_gib']:>11} {theirs['peak_memory_gib']:>8} "
-            f"{r['memory_ratio']:>9} {ours['step1_loss']:>13.6f} {theirs['step1_loss']:>10.6f} "
+            f"{r['memory_ratio']:>9} {r['training_memory_ratio']:>8} "
+            f"{ours['step1_loss']:>13.6f} {theirs['step1_loss']:>10.6f} "
             f"{r['ceiling_fraction']:>8} {r.get('bound_fraction', '-'):>6}"
         )
     if runs:

@@ -14,7 +14,9 @@ from safetensors.torch import load_file
 from toydata import toy_pairs
 
 from prefkit.config import load_config
-from prefkit.train.fusion import accumulation_fusion
+from prefkit.data.load import prepare_data
+from prefkit.model.loader import load_tokenizer
+from prefkit.train.fusion import accumulation_fusion, longest_row
 from prefkit.train.recipe import train
 
 LOSSES = ["sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo"]
@@ -114,3 +116,32 @@ def test_the_fused_factor_divides_the_window_and_keeps_within_the_budget(tmp_pat
     assert fusion("fuse_accumulation_tokens=0").factor == 1
     sft = fusion(wide, "stage=sft", "cutoff_len=2048")
     assert (sft.factor, sft.batch, sft.steps) == (4, 4, 2)  # one sequence per example
+
+
+def test_the_budget_counts_the_datas_longest_row_not_the_cutoff(tmp_path, tiny_model_dir):
+    def fusion(longest: int | None, *overrides: str):
+        return accumulation_fusion(config(tmp_path, tiny_model_dir, "x", *overrides), longest)
+
+    # LLaMA-Factory's examples say cutoff_len 2048 for rows of a few hundred tokens.
+    assert fusion(None, "cutoff_len=2048").factor == 1
+    assert fusion(300, "cutoff_len=2048").factor == 4  # 4 x 2 x 300 = 2400 <= 2560 < 8 x 2 x 300
+    assert fusion(5000, "cutoff_len=256").factor == 4  # rows longer than the cutoff are cut to it
+    assert fusion(300, "cutoff_len=2048", "stage=sft").factor == 8  # 8 x 300 = 2400
+
+
+@pytest.mark.parametrize("stage", ["dpo", "sft"])
+def test_the_longest_row_is_read_from_the_prepared_data(tmp_path, tiny_model_dir, stage):
+    cfg = config(tmp_path, tiny_model_dir, "x", f"stage={stage}", "cutoff_len=2048")
+    train_set = prepare_data(cfg, load_tokenizer(str(tiny_model_dir))).train
+    if stage == "dpo":
+        columns = (train_set[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids"))
+        rows = [len(p) + max(len(c), len(r)) for p, c, r in zip(*columns, strict=True)]
+    else:
+        rows = [len(ids) for ids in train_set["input_ids"]]
+    assert longest_row(train_set) == max(rows) and len(set(rows)) > 1
+
+
+def test_a_long_cutoff_over_short_data_is_fused(tmp_path, tiny_model_dir, caplog):
+    with caplog.at_level(logging.INFO, logger="prefkit"):
+        train(config(tmp_path, tiny_model_dir, "run", "cutoff_len=2048", "max_steps=1"))
+    assert "gradient accumulation fused: 8 micro-batches of 1 train as 1 batch of 8" in caplog.text

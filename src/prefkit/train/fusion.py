@@ -16,11 +16,13 @@ tokens divided by their count (``num_items_in_batch``), whatever the batches. On
 rounding differs (a longer packed row, a different padding), within bf16/fp32 tolerance.
 
 ``f`` is the largest divisor of the accumulation steps whose fused batch stays within
-``fuse_accumulation_tokens`` at its longest (``cutoff_len`` tokens per sequence, two sequences per
-pair): a run that chose batch 1 to fit a small GPU is not handed a batch eight times as large unless
-its sequences are short. ``fuse_accumulation_tokens: 0`` turns fusing off. By default it is 2560 on the
-CPU and off on a GPU: the memory a fused batch needs there is not estimated yet, and the seeds' T4 and
-8 GB cards are exactly where batch 1 was chosen because it fits.
+``fuse_accumulation_tokens`` at its longest: every sequence as long as the data's longest row (at most
+``cutoff_len``), two sequences per pair. A run that chose batch 1 to fit a small GPU is not handed a
+batch eight times as large unless its sequences are short -- and a config whose ``cutoff_len`` is far
+above its data's lengths (LLaMA-Factory's examples say 2048 for rows of a few hundred tokens) is fused
+by what its batches can actually hold. ``fuse_accumulation_tokens: 0`` turns fusing off. By default it
+is 2560 on the CPU and off on a GPU: the memory a fused batch needs there is not estimated yet, and the
+seeds' T4 and 8 GB cards are exactly where batch 1 was chosen because it fits.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from typing import TYPE_CHECKING
 from prefkit.model.training import trains_on_gpu
 
 if TYPE_CHECKING:
+    from datasets import Dataset
+
     from prefkit.config import Config
 
 
@@ -64,14 +68,30 @@ class Fusion:
         )
 
 
-def accumulation_fusion(config: Config) -> Fusion:
-    """How the accumulation window of ``config`` is fused (see the module docstring)."""
+def longest_row(dataset: Dataset) -> int:
+    """The longest row an example of ``dataset`` (prepared for training) makes: a pair's prompt with its
+    longer reply (its ``length`` column), an SFT example's tokens. Read from the Arrow table underneath,
+    without turning a column into Python lists; a selection of that table is bounded by all of it."""
+    import pyarrow.compute as pc
+
+    table = dataset.data.table
+    if "length" in table.column_names:
+        lengths = table.column("length")
+    else:
+        lengths = pc.list_value_length(table.column("input_ids"))
+    return int(pc.max(lengths).as_py() or 0)
+
+
+def accumulation_fusion(config: Config, longest: int | None = None) -> Fusion:
+    """How the accumulation window of ``config`` is fused (see the module docstring); ``longest``: the
+    training data's :func:`longest_row`, where it is known (else every sequence counts ``cutoff_len``)."""
     batch, steps = config.per_device_train_batch_size, config.gradient_accumulation_steps
     budget = config.fuse_accumulation_tokens
     if budget is None:  # the CPU has memory to spare; on a GPU a batch of 1 is often what fits
         budget = 0 if trains_on_gpu(config) else CPU_TOKENS
     sequences = 2 if config.stage == "dpo" else 1  # a pair is two sequences (chosen, rejected)
-    per_micro_batch = batch * sequences * config.cutoff_len
+    length = config.cutoff_len if longest is None else max(1, min(longest, config.cutoff_len))
+    per_micro_batch = batch * sequences * length
     factor = 1
     if budget > 0 and config.stage in ("dpo", "sft"):
         factor = max(

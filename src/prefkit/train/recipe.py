@@ -40,7 +40,7 @@ from prefkit.model.quantization import Quantization
 from prefkit.model.sources import resolve_first
 from prefkit.model.training import load_base_model, load_for_training, trainable_parameters, trains_on_gpu
 from prefkit.train.distributed import is_first_process, mislaunch_warning
-from prefkit.train.fusion import accumulation_fusion
+from prefkit.train.fusion import Fusion, accumulation_fusion, longest_row
 from prefkit.train.generation_eval import GenerationEval, generation_eval_for
 from prefkit.train.losses import LOSSES, LossParams
 from prefkit.train.refcache import ReferenceCache, reference_identity
@@ -148,7 +148,7 @@ def train(config: Config, *, callbacks: list[TrainerCallback] | None = None) -> 
         ready = _prepare(config, loaded)
         folder = _claim_folder(config, plan, output_dir, state)
         _log_start(config, model, loaded, ready.data)
-        fusion = accumulation_fusion(config)
+        fusion = ready.fusion
         if fusion.factor > 1:
             logger.info(fusion.describe())
         stop = GracefulStop()
@@ -239,6 +239,7 @@ class _Prepared:
     args: TrainingArguments
     collator: Any  # the batch layout's collator
     generation_eval: GenerationEval | None
+    fusion: Fusion  # how the accumulation window trains (the data's lengths known)
 
 
 def _prepare(config: Config, loaded: TrainingModel) -> _Prepared:
@@ -247,13 +248,14 @@ def _prepare(config: Config, loaded: TrainingModel) -> _Prepared:
     must be, before the output folder is touched."""
     prepared = prepare_data(config, loaded.tokenizer)
     generation_eval = generation_eval_for(config, loaded.tokenizer, prepared.eval_examples)
-    args = training_arguments(config)
+    fusion = accumulation_fusion(config, longest_row(prepared.train))
+    args = training_arguments(config, fusion)
     if config.eval_strategy != "no" and prepared.eval is None:
         raise PrefkitError(
             f"eval_strategy: {config.eval_strategy} needs evaluation data: set val_size, "
             "eval_file or eval_dataset"
         )
-    return _Prepared(prepared, args, _collator(config, loaded), generation_eval)
+    return _Prepared(prepared, args, _collator(config, loaded), generation_eval, fusion)
 
 
 def _claim_folder(config: Config, plan: _Plan, output_dir: Path, state: PartialState) -> RunFolder | None:

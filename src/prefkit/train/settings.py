@@ -12,7 +12,7 @@ import prefkit
 from prefkit.errors import PrefkitError
 from prefkit.model.quantization import Quantization
 from prefkit.model.training import trainable_parameters
-from prefkit.train.fusion import accumulation_fusion
+from prefkit.train.fusion import Fusion, accumulation_fusion
 from prefkit.train.run.folder import RunFolder, write_json_atomic
 from prefkit.train.run.resume import TRAINING_CONFIG
 from prefkit.train.run.start import StartPlan
@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from prefkit.config import Config
 
 
-def training_arguments(config: Config) -> TrainingArguments:
+def training_arguments(config: Config, fusion: Fusion | None = None) -> TrainingArguments:
+    """``config``'s TrainingArguments, its batches those of ``fusion`` (default: as ``config`` alone fuses its
+    accumulation window, every sequence counted ``cutoff_len``; training passes the data's own)."""
     import torch
 
     from prefkit.config.passthrough import current_argument_names
@@ -43,7 +45,7 @@ def training_arguments(config: Config) -> TrainingArguments:
     # The user's own `warmup_steps` (a count, or a ratio below 1) wins; else warmup_ratio, turned into a
     # number of steps once the trainer knows how many there are (see PrefTrainingArguments).
     warmup_ratio = None if "warmup_steps" in config.training_arguments else config.warmup_ratio
-    fusion = accumulation_fusion(config)  # the Trainer's batches: the accumulation window, fused
+    fusion = fusion or accumulation_fusion(config)  # the Trainer's batches: the accumulation window, fused
     kwargs: dict[str, Any] = {
         "output_dir": config.output_dir,
         "do_train": config.do_train,
