@@ -1178,10 +1178,10 @@ def race_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 
     import torch
 
-    from prefkit.env import cpu_bf16_fast
+    from prefkit.env import cpu_bf16_native
 
     if args.precision is None:
-        args.precision = "bf16" if torch.cuda.is_available() or cpu_bf16_fast() else "fp32"
+        args.precision = "bf16" if torch.cuda.is_available() or cpu_bf16_native() else "fp32"
     if args.length is not None:
         args.cutoff = args.length  # the pairs are built to fit it: nothing is truncated on either side
     return args

@@ -106,8 +106,9 @@ def test_the_fused_factor_divides_the_window_and_keeps_within_the_budget(tmp_pat
     def fusion(*overrides: str):
         return accumulation_fusion(config(tmp_path, tiny_model_dir, "x", *overrides))
 
-    assert fusion().factor == 8  # 8 pairs x 2 x 64 tokens = 1024 <= 2560, the CPU's default budget
-    assert fusion("cutoff_len=256").factor == 4  # 4 x 2 x 256 = 2048 <= 2560 < 8 x 2 x 256
+    assert fusion().factor == 8  # 8 pairs x 2 x 64 tokens = 1024 <= 1536, the CPU's default budget
+    assert fusion("cutoff_len=256").factor == 2  # 2 x 2 x 256 = 1024 <= 1536 < 4 x 2 x 256
+    assert fusion("cutoff_len=512").factor == 1  # 2 pairs of 2 x 512 are 2048 tokens
     assert fusion("cutoff_len=2048").factor == 1  # one pair is 4096 tokens at its longest
     wide = "fuse_accumulation_tokens=8192"
     assert fusion(wide, "cutoff_len=2048").factor == 2  # 2 x 2 x 2048 = 8192
@@ -124,9 +125,9 @@ def test_the_budget_counts_the_datas_longest_row_not_the_cutoff(tmp_path, tiny_m
 
     # LLaMA-Factory's examples say cutoff_len 2048 for rows of a few hundred tokens.
     assert fusion(None, "cutoff_len=2048").factor == 1
-    assert fusion(300, "cutoff_len=2048").factor == 4  # 4 x 2 x 300 = 2400 <= 2560 < 8 x 2 x 300
-    assert fusion(5000, "cutoff_len=256").factor == 4  # rows longer than the cutoff are cut to it
-    assert fusion(300, "cutoff_len=2048", "stage=sft").factor == 8  # 8 x 300 = 2400
+    assert fusion(300, "cutoff_len=2048").factor == 2  # 2 x 2 x 300 = 1200 <= 1536 < 4 x 2 x 300
+    assert fusion(5000, "cutoff_len=256").factor == 2  # rows longer than the cutoff are cut to it
+    assert fusion(300, "cutoff_len=2048", "stage=sft").factor == 4  # 4 x 300 = 1200
 
 
 @pytest.mark.parametrize("stage", ["dpo", "sft"])

@@ -52,7 +52,7 @@ def test_bf16_where_the_cpu_has_none_is_a_clear_error(tmp_path, tiny_model_dir, 
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    monkeypatch.setattr(prefkit.env, "cpu_bf16_fast", lambda: False)
+    monkeypatch.setattr(prefkit.env, "cpu_bf16_native", lambda: False)
     with pytest.raises(
         PrefkitError, match=r"bf16: true, but this CPU has no bfloat16 support .* set bf16: false"
     ):

@@ -69,6 +69,9 @@ def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = F
     memory = f"{d['memory_gib']} GiB" if d["memory_gib"] else "?"
     table.add_row("device", f"{d['device'].upper()}: {d['name']} (x{d['count']}, {memory})")
     table.add_row("bf16", "yes" if d["bf16"] else "no")
+    if "bf16_faster_than_fp32" in d:  # a CPU: what `auto` and the quickstart choose by
+        faster = "yes" if d["bf16_faster_than_fp32"] else "no (auto picks fp32)"
+        table.add_row("bf16 faster than fp32", faster)
     table.add_row("fp16", "yes" if d["fp16"] else "no (needs CUDA)")
     table.add_row("cache", f"{report['cache_dir']} ({report['cache_source']})")
     console.print(table)

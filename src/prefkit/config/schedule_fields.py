@@ -46,9 +46,10 @@ class TrainingKeys(BaseModel):
         ge=0,
         description="Train the gradient-accumulation window in fewer, larger batches: "
         "`per_device_train_batch_size` x `gradient_accumulation_steps` examples as batches of up to this "
-        "many tokens at their longest (`cutoff_len` per sequence, two per pair), giving the same gradient "
+        "many tokens at their longest (each sequence as long as the data's longest row, at most "
+        "`cutoff_len`; two per pair), giving the same gradient "
         "and the same logged metrics as the configured micro-batches, faster. `0` turns it off (each "
-        "micro-batch its own forward, as transformers does). Defaults to `None`: 2560 when training on "
+        "micro-batch its own forward, as transformers does). Defaults to `None`: 1536 when training on "
         "the CPU (fusing helps small micro-batches; larger ones are efficient as they are), off on a GPU, "
         "where a batch of 1 is often what fits (set it to fuse there). prefkit key.",
     )

@@ -6,7 +6,8 @@ server and export. So one rule decides each of:
 
 * **precision** -- a run computes in what its config says (``bf16``/``fp16``, else float32:
   :func:`run_dtype`); everything else takes ``auto`` unless told (:func:`pick_dtype`): bf16 on a CUDA GPU
-  that has it (else fp16), bf16 on a CPU that computes it natively (AVX512-BF16 or AMX), else float32.
+  that has it (else fp16), bf16 on a CPU that computes it natively and faster than float32 (measured once:
+  :func:`prefkit.env.cpu_bf16_fast`), else float32.
   Evaluating a run uses the run's own precision, so eval measures the model training trained.
 * **device** -- CUDA when present, else the CPU (:func:`pick_device`).
 * **attention** -- the model's own (``sdpa`` for the families prefkit tests); training switches it to

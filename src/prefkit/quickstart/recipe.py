@@ -300,8 +300,8 @@ def _replies(
 def recipe_config(
     output_dir: Path, method: str | None, overwrite: bool, overrides: list[str] | None
 ) -> Config:
-    """The :data:`RECIPE` as a training config: bf16 where the device computes it natively, the user's
-    overrides last."""
+    """The :data:`RECIPE` as a training config: bf16 on a GPU and on a CPU that computes it faster than
+    float32 (:func:`prefkit.env.cpu_bf16_fast`), the user's overrides last."""
     use_bf16 = torch.cuda.is_available() or cpu_bf16_fast()
     return load_config(
         None,

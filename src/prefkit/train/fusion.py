@@ -21,7 +21,7 @@ rounding differs (a longer packed row, a different padding), within bf16/fp32 to
 batch eight times as large unless its sequences are short -- and a config whose ``cutoff_len`` is far
 above its data's lengths (LLaMA-Factory's examples say 2048 for rows of a few hundred tokens) is fused
 by what its batches can actually hold. ``fuse_accumulation_tokens: 0`` turns fusing off. By default it
-is 2560 on the CPU and off on a GPU: the memory a fused batch needs there is not estimated yet, and the
+is 1536 on the CPU and off on a GPU: the memory a fused batch needs there is not estimated yet, and the
 seeds' T4 and 8 GB cards are exactly where batch 1 was chosen because it fits.
 """
 
@@ -38,11 +38,13 @@ if TYPE_CHECKING:
     from prefkit.config import Config
 
 
-# The default budget on the CPU. Measured (docs/performance.md, batch 1 x accumulation 8, SmolLM2-135M):
-# pairs of ~300 tokens fused 8 to a batch (2560 tokens) trained 42% faster than unfused; pairs of ~1000
-# tokens fused 8 to a batch (8192) trained 22% slower, at 2.8x the memory -- a micro-batch that large is
-# already an efficient forward, and the fused batch pads every row to its longest.
-CPU_TOKENS = 2560
+# The default budget on the CPU, from races at batch 1 x accumulation 8 on SmolLM2-135M
+# (docs/performance.md): the bundled pairs (rows of up to 160 tokens) trained 42% faster fused 8 to a
+# batch (2560 tokens) than unfused, and fused 4 to a batch (1280) within 1.5% of 8, at 0.6 GiB less;
+# LLaMA-Factory's dpo_en_demo at cutoff 512 trained 15% slower fused 2 to a batch (2048), at 1.36x the
+# memory -- a micro-batch of ~1000 tokens is already an efficient forward, and a fused batch pads each
+# row to its longest. 1536 fuses the first and not the second.
+CPU_TOKENS = 1536
 
 
 @dataclass(frozen=True)
