@@ -70,6 +70,7 @@ def main() -> int:
             "machine": f"{device_report()['name']}, {os.cpu_count()} cores, AMX: {_has_amx()}",
             "cold_cache": not args.warm,
             "method": report["method"],
+            "bf16": report["bf16"],  # the recipe's choice on this machine (prefkit.env.cpu_bf16_fast)
             "overrides": args.overrides,
             **figures,
             "languages": report["languages"],

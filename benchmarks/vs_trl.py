@@ -32,7 +32,8 @@ output layer's logits are rounded to bf16 before the loss; prefkit's log-softmax
 Per race and per side (``runs[i].prefkit``, ``runs[i].trl`` in the JSON): ``tokens_per_second`` (trained
 tokens, below) and ``seconds_per_step`` (median), both over the steps after ``--warmup``;
 ``peak_memory_gib`` (resident set on a CPU, allocated CUDA memory on a GPU) and ``memory_at_start_gib``
-(the same when training began, the model loaded and the data prepared); ``step1_loss``, logged before
+(the same when training began, the model loaded and the data prepared); prefkit's
+``fused_accumulation`` (micro-batches per fused batch, and that batch's size); ``step1_loss``, logged before
 any update: the same model on the same tokens gives the same loss (DPO's is ln 2 on both sides, the policy
 being its reference then; ORPO's differ by design, TRL 1.16's ORPOTrainer taking its NLL term over prompt +
 reply, prefkit over the reply); ``activation_checkpointing``; and TRL's ``rows`` (the rows both sides draw
@@ -815,8 +816,16 @@ def run_prefkit(args: argparse.Namespace, model_dir: str, out: Path, cache: Path
 
         return collate
 
+    fusions = []
+    decide_fusion = train_module.accumulation_fusion
+
+    def recorded_fusion(*args: Any, **kwargs: Any) -> Any:
+        fusions.append(decide_fusion(*args, **kwargs))
+        return fusions[-1]
+
     train_module.preference_collator = counting_collator  # instrumentation only
     train_module.SFTCollator = counting_sft_collator
+    train_module.accumulation_fusion = recorded_fusion
     _turn_off(args.prefkit_without)
     config = prefkit_config(args, model_dir, out, cache, own=True)
     callbacks = [clock.callback]
@@ -829,6 +838,8 @@ def run_prefkit(args: argparse.Namespace, model_dir: str, out: Path, cache: Path
     device = "cuda" if torch.cuda.is_available() else "cpu"
     result["peak_memory_gib"] = peak_memory_gib(device)  # before the replay's tensors
     result["activation_checkpointing"] = _checkpointing(config.training_arguments)
+    fusion = fusions[-1]
+    result["fused_accumulation"] = {"micro_batches_per_batch": fusion.factor, "batch": fusion.batch}
     if recorder is not None:
         seconds = recorder.replay_seconds(device)
         tokens = clock.step_tokens("computed", args.steps + 1, args.steps + args.bound)

@@ -54,13 +54,23 @@ def test_bf16_is_chosen_where_it_is_native_and_measured_faster(monkeypatch, tmp_
     assert env.cpu_bf16_fast(tmp_path) is True and len(measured) == 2
     assert len(json.loads((tmp_path / env.MATMUL_RATES_FILE).read_text())) == 2
     # A damaged cache is measured again, not trusted.
-    for damaged in ("{not json", '{"another CPU": {"bf16": "fast"}}', "[]"):
+    for damaged in ("{not json", '{"another CPU": {"bf16": "fast"}}', '{"another CPU": {"bf16": NaN}}', "[]"):
         (tmp_path / env.MATMUL_RATES_FILE).write_text(damaged)
         assert env.cpu_bf16_fast(tmp_path) is True
-    assert len(measured) == 5
+    assert len(measured) == 6
+    # `prefkit env --remeasure` times them again, and nothing is left beside the file.
+    assert env.cpu_matmul_rates(tmp_path, remeasure=True) == {"bf16": 900.0, "fp32": 220.0}
+    assert len(measured) == 7 and [p.name for p in tmp_path.iterdir()] == [env.MATMUL_RATES_FILE]
     # Without native bf16 nothing is measured.
     monkeypatch.setattr(env, "cpu_bf16_native", lambda: False)
-    assert env.cpu_bf16_fast(tmp_path) is False and len(measured) == 5
+    assert env.cpu_bf16_fast(tmp_path) is False and len(measured) == 7
+
+
+def test_the_cpu_is_told_apart_by_more_than_its_name():
+    from prefkit.env import _cpu_name, _rates_key
+
+    key = _rates_key()  # VMs' Xeons with and without AMX share the name "Intel(R) Xeon(R) Processor"
+    assert key.startswith(_cpu_name() + " [") and "torch" in key and "threads" in key
 
 
 def test_the_matmul_rates_are_measured():

@@ -3,6 +3,8 @@ checkpointing with LoRA, and where a full fine-tuning run's frozen reference liv
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from toydata import toy_pairs
@@ -57,6 +59,23 @@ def test_bf16_where_the_cpu_has_none_is_a_clear_error(tmp_path, tiny_model_dir, 
         PrefkitError, match=r"bf16: true, but this CPU has no bfloat16 support .* set bf16: false"
     ):
         training_arguments(config(tmp_path, tiny_model_dir, "bf16=true"))
+
+
+def test_bf16_where_the_cpu_computes_it_slower_is_a_warning(tmp_path, tiny_model_dir, monkeypatch, caplog):
+    import prefkit.env
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    monkeypatch.setattr(prefkit.env, "cpu_bf16_native", lambda: True)
+    monkeypatch.setattr(prefkit.env, "cpu_bf16_fast", lambda cache=None: False)
+    with caplog.at_level(logging.WARNING, logger="prefkit"):
+        assert training_arguments(config(tmp_path, tiny_model_dir, "bf16=true")).bf16
+    assert "bf16: false trains faster here" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(prefkit.env, "cpu_bf16_fast", lambda cache=None: True)
+    with caplog.at_level(logging.WARNING, logger="prefkit"):
+        training_arguments(config(tmp_path, tiny_model_dir, "bf16=true"))
+    assert "faster here" not in caplog.text
 
 
 @pytest.mark.parametrize("reentrant", [True, False])

@@ -53,43 +53,61 @@ def cpu_bf16_native() -> bool:
 
 # A CPU that computes bf16 natively is not always faster in it. Measured (docs/performance.md): an AMD EPYC
 # with AVX512-BF16 runs bf16 matmuls at 4x its fp32 rate, an Intel Xeon with AMX at 6x, but an Intel Xeon
-# with AVX512-BF16 and no AMX at 0.6x -- where prefkit's DPO race trained 1.6x faster in fp32.
+# with AVX512-BF16 and no AMX at 0.55x -- where prefkit's DPO race trained 1.6x faster in fp32.
 MATMUL_RATES_FILE = "cpu_matmul_rates.json"
 
 
-def matmul_rates() -> dict[str, float]:
-    """This CPU's matmul rates in GFLOP/s, bf16 and fp32 (1024-wide products of 512 rows, the size of a
-    small model's projections; the median of 8 after a warm-up: about 0.2 s in all)."""
+def matmul_rates(rounds: int = 5) -> dict[str, float]:
+    """This CPU's matmul rates in GFLOP/s, bf16 and fp32: 1024-wide products of 512 rows (the size of a
+    small model's projections), the two precisions alternating for ``rounds`` rounds of 3 products after
+    a warm-up, each precision's fastest product counted -- what the machine does, not what a busy moment
+    lets it do. About 0.3 s in all."""
     import time
 
     import torch
 
-    rates = {}
-    for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
-        a, b = torch.randn(512, 1024, dtype=dtype), torch.randn(1024, 1024, dtype=dtype)
-        seconds = []
-        for _ in range(9):
-            started = time.perf_counter()
-            torch.mm(a, b)
-            seconds.append(time.perf_counter() - started)
-        rates[name] = round(2 * 512 * 1024 * 1024 / sorted(seconds[1:])[4] / 1e9, 1)
-    return rates
+    operands = {
+        name: (torch.randn(512, 1024, dtype=dtype), torch.randn(1024, 1024, dtype=dtype))
+        for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))
+    }
+    best = dict.fromkeys(operands, float("inf"))
+    for round_ in range(rounds + 1):
+        for name, (a, b) in operands.items():
+            for _ in range(3):
+                started = time.perf_counter()
+                torch.mm(a, b)
+                if round_:  # the first round warms the kernels up
+                    best[name] = min(best[name], time.perf_counter() - started)
+    return {name: round(2 * 512 * 1024 * 1024 / seconds / 1e9, 1) for name, seconds in best.items()}
 
 
 def _rates_key() -> str:
+    """The CPU, as precisely as the OS says (its name alone is shared by different CPUs in VMs: an Intel
+    Xeon with AMX and one without both call themselves "Intel(R) Xeon(R) Processor"), torch, threads."""
+    import hashlib
+
     import torch
 
-    return f"{_cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    details = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("cpu family", "model\t", "stepping", "flags")):
+                details += line + "\n"
+            elif not line.strip() and details:
+                break  # the first processor's block is enough
+    except OSError:
+        details = platform.platform()
+    digest = hashlib.sha256(details.encode()).hexdigest()[:12]
+    return f"{_cpu_name()} [{digest}] | torch {torch.__version__} | {torch.get_num_threads()} threads"
 
 
-def cpu_bf16_fast(cache: str | os.PathLike | None = None) -> bool:
-    """True where bf16 is both native and faster than fp32 on this CPU: the precision prefkit picks when
-    left to choose (the quickstart, ``dtype: auto``). The rates are measured once per CPU, torch version
-    and thread count, and kept in the cache folder (:data:`MATMUL_RATES_FILE`)."""
+def cpu_matmul_rates(cache: str | os.PathLike | None = None, *, remeasure: bool = False) -> dict[str, float]:
+    """:func:`matmul_rates`, measured once per CPU, torch version and thread count and kept in the cache
+    folder (:data:`MATMUL_RATES_FILE`); ``remeasure`` measures again."""
     import json
+    import math
+    import tempfile
 
-    if not cpu_bf16_native():
-        return False
     path, key = cache_dir(cache) / MATMUL_RATES_FILE, _rates_key()
     try:
         known = json.loads(path.read_text(encoding="utf-8"))
@@ -97,15 +115,31 @@ def cpu_bf16_fast(cache: str | os.PathLike | None = None) -> bool:
         known = {}
     known = known if isinstance(known, dict) else {}
     rates = known.get(key)
-    if not (isinstance(rates, dict) and all(isinstance(rates.get(k), float) for k in ("bf16", "fp32"))):
+    usable = isinstance(rates, dict) and all(
+        isinstance(rates.get(k), float) and math.isfinite(rates[k]) and rates[k] > 0 for k in ("bf16", "fp32")
+    )
+    if remeasure or not usable:
         rates = known[key] = matmul_rates()
         try:  # a cache that cannot be written costs a measurement next time, nothing else
             path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f".{path.name}.{os.getpid()}")
-            partial.write_text(json.dumps(known, indent=1), encoding="utf-8")
-            partial.replace(path)
+            handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            try:
+                with os.fdopen(handle, "w", encoding="utf-8") as out:
+                    json.dump(known, out, indent=1)
+                os.replace(partial, path)
+            finally:
+                Path(partial).unlink(missing_ok=True)
         except OSError:
             pass
+    return rates
+
+
+def cpu_bf16_fast(cache: str | os.PathLike | None = None) -> bool:
+    """True where bf16 is both native and faster than fp32 on this CPU (:func:`cpu_matmul_rates`): the
+    precision prefkit picks when left to choose (the quickstart, ``dtype: auto``)."""
+    if not cpu_bf16_native():
+        return False
+    rates = cpu_matmul_rates(cache)
     return rates["bf16"] > rates["fp32"]
 
 
@@ -140,6 +174,7 @@ def device_report() -> dict[str, Any]:
         "memory_gib": round(ram, 1) if ram else None,
         "bf16": cpu_bf16_native(),
         "bf16_faster_than_fp32": cpu_bf16_fast(),  # what `auto` and the quickstart go by
+        "matmul_gflops": cpu_matmul_rates() if cpu_bf16_native() else None,
         "fp16": False,  # fp16 autocast training needs CUDA
     }
 

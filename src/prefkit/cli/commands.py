@@ -54,10 +54,17 @@ def _options(
 
 @app.command()
 @reported
-def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def env(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    remeasure: Annotated[
+        bool, typer.Option(help="Time the CPU's bf16 and fp32 matmuls again (measured once, then cached).")
+    ] = False,
+) -> None:
     """Versions, device (CPU/CUDA, name, memory), bf16 support and the cache folder in use."""
-    from prefkit.env import environment_report
+    from prefkit.env import cpu_bf16_native, cpu_matmul_rates, environment_report
 
+    if remeasure and cpu_bf16_native():
+        cpu_matmul_rates(remeasure=True)
     report = environment_report()
     if as_json:
         print(json.dumps(report, indent=2))
@@ -71,6 +78,8 @@ def env(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = F
     table.add_row("bf16", "yes" if d["bf16"] else "no")
     if "bf16_faster_than_fp32" in d:  # a CPU: what `auto` and the quickstart choose by
         faster = "yes" if d["bf16_faster_than_fp32"] else "no (auto picks fp32)"
+        if rates := d.get("matmul_gflops"):
+            faster += f": bf16 {rates['bf16']} GFLOP/s, fp32 {rates['fp32']} (measured once; --remeasure)"
         table.add_row("bf16 faster than fp32", faster)
     table.add_row("fp16", "yes" if d["fp16"] else "no (needs CUDA)")
     table.add_row("cache", f"{report['cache_dir']} ({report['cache_source']})")

@@ -41,9 +41,9 @@ if TYPE_CHECKING:
 # The default budget on the CPU, from races at batch 1 x accumulation 8 on SmolLM2-135M
 # (docs/performance.md): the bundled pairs (rows of up to 160 tokens) trained 42% faster fused 8 to a
 # batch (2560 tokens) than unfused, and fused 4 to a batch (1280) within 1.5% of 8, at 0.6 GiB less;
-# LLaMA-Factory's dpo_en_demo at cutoff 512 trained 15% slower fused 2 to a batch (2048), at 1.36x the
-# memory -- a micro-batch of ~1000 tokens is already an efficient forward, and a fused batch pads each
-# row to its longest. 1536 fuses the first and not the second.
+# LLaMA-Factory's dpo_en_demo at cutoff 512 trained 10% slower fused 2 to a batch (2048), at 1.20x the
+# memory (one race each) -- a micro-batch of ~1000 tokens is already an efficient forward, and a fused
+# batch pads each row to its longest. 1536 fuses the first and not the second.
 CPU_TOKENS = 1536
 
 

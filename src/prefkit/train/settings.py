@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 import prefkit
 from prefkit.errors import PrefkitError
 from prefkit.model.quantization import Quantization
-from prefkit.model.training import trainable_parameters
+from prefkit.model.training import trainable_parameters, trains_on_gpu
+from prefkit.train.distributed import is_first_process
 from prefkit.train.fusion import Fusion, accumulation_fusion
 from prefkit.train.run.folder import RunFolder, write_json_atomic
 from prefkit.train.run.resume import TRAINING_CONFIG
 from prefkit.train.run.start import StartPlan
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments
@@ -29,7 +33,7 @@ def training_arguments(config: Config, fusion: Fusion | None = None) -> Training
     import torch
 
     from prefkit.config.passthrough import current_argument_names
-    from prefkit.env import bf16_supported
+    from prefkit.env import bf16_supported, cpu_bf16_fast
     from prefkit.train.trainer import PrefTrainingArguments
 
     if config.fp16 and not torch.cuda.is_available():
@@ -41,6 +45,14 @@ def training_arguments(config: Config, fusion: Fusion | None = None) -> Training
         raise PrefkitError(
             f"bf16: true, but this {device} has no bfloat16 support (`prefkit env` says bf16: no): set bf16: "
             "false" + (" or fp16: true" if torch.cuda.is_available() else "")
+        )
+    # Measured on the first process only (cached): every rank of a CPU run timing matmuls at once on the
+    # same cores would measure each other.
+    bf16_on_cpu = config.bf16 and not trains_on_gpu(config)
+    if bf16_on_cpu and is_first_process() and not cpu_bf16_fast(config.cache_dir):
+        logger.warning(
+            "bf16: true, but this CPU computes bf16 matmuls slower than fp32 ones (`prefkit env`; "
+            "docs/performance.md#choosing-the-precision): bf16: false trains faster here, at more memory"
         )
     # The user's own `warmup_steps` (a count, or a ratio below 1) wins; else warmup_ratio, turned into a
     # number of steps once the trainer knows how many there are (see PrefTrainingArguments).
