@@ -4,7 +4,6 @@ training run -- with vs_trl.py's pairs lengthened for ``--length``."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -12,23 +11,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from scriptkit import load_script
 from tiny import build_tokenizer
 from toydata import toy_pairs
 
 REPO = Path(__file__).parent.parent
 
 
-def benchmark(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gpu_check = benchmark("gpu_check")
+gpu_check = load_script("benchmarks/gpu_check.py")
 
 
 @pytest.mark.slow
@@ -123,7 +115,7 @@ def test_lengthened_pairs_fit_the_length_without_truncation(tmp_path):
     from prefkit.data.formats import parse_file
     from prefkit.data.tokenize import ChatEncoder
 
-    vs_trl = benchmark("vs_trl")
+    vs_trl = load_script("benchmarks/vs_trl.py")
     tokenizer = build_tokenizer()
     rows = vs_trl.lengthened_pairs("builtin:tutor_train", tokenizer, 256, limit=4)
     original = parse_file("builtin:tutor_train", stage="dpo").examples[:4]

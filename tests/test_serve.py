@@ -7,15 +7,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import http.client
-import importlib.util
 import json
 import socket
-import sys
 import time
-from pathlib import Path
 
 import openai
 import pytest
+from scriptkit import load_script
 
 from prefkit.data.examples import Message
 from prefkit.infer.decode import Decoder, Request
@@ -308,19 +306,10 @@ def test_a_stalled_client_is_cut_off(server):
         assert sock.recv(4096).startswith(b"HTTP/1.1 408")
 
 
-def _abuse_module():
-    path = Path(__file__).parent.parent / "scripts" / "serve_abuse.py"
-    spec = importlib.util.spec_from_file_location("serve_abuse", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_abuse_slice(server):
     """A fast slice of scripts/serve_abuse.py: every kind of abuse, answered right, server still up."""
-    abuse = _abuse_module()
+    abuse = load_script("scripts/serve_abuse.py")
     target = abuse.Target("127.0.0.1", server.port, KEY, BASE, 512, 65536, 1.0, 1.0)
     report = abuse.run_abuse(target, clients=16, requests=3, deadline=60, pid=server.pid)
     assert report["ok"], json.dumps(report, indent=2)

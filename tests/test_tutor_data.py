@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from scriptkit import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "src" / "prefkit" / "builtin" / "data"
 DOMAINS = {"adtech", "ai", "programming", "data_science"}
 Records = list[dict[str, str]]
-
-
-def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_tutor_data", REPO / "scripts" / "make_tutor_data.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look the module up while the class is created
-    spec.loader.exec_module(module)
-    return module
 
 
 def _read(name: str) -> Records:
@@ -32,7 +22,7 @@ def _read(name: str) -> Records:
 
 @pytest.fixture(scope="module")
 def gen() -> ModuleType:
-    return _generator()
+    return load_script("scripts/make_tutor_data.py")
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,10 @@ TRL cannot take, and the rows TRL gets for SFT. No model is loaded."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
+
+from scriptkit import load_script
 
 from prefkit.data.examples import Location, Message, PreferenceExample, SFTExample
 
@@ -13,14 +14,7 @@ REPO = Path(__file__).parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
 
 
-def benchmark(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-vs_trl = benchmark("vs_trl")
+vs_trl = load_script("benchmarks/vs_trl.py")
 
 
 def test_the_plain_race_sets_what_it_always_set():
