@@ -11,7 +11,6 @@ computed without the full logits tensor (:mod:`prefkit.train.sft`).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -26,12 +25,12 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from prefkit.data.collate import NUM_TOKENS
 from prefkit.model.logps import sequence_logps
-from prefkit.model.sources import builtin_origin
 from prefkit.model.training import TrainingModel, place_like
 from prefkit.train.losses import LOSSES, LossOutput, LossParams, PolicyLogps
 from prefkit.train.nonfinite import NonFiniteGuard, NonFiniteWeightsError, nonfinite_parameters
 from prefkit.train.refcache import PAIR_KEYS, ReferenceCache, fill, pair_key
 from prefkit.train.run.checkpoints import AtomicCheckpoints
+from prefkit.train.saved_adapter import record_base_model
 from prefkit.train.sft import chunked_sft_applies, trainer_sft_loss
 
 logger = logging.getLogger(__name__)
@@ -385,23 +384,3 @@ class PrefTrainer(AtomicCheckpoints, Trainer):
         super().save_model(output_dir, _internal_call)
         if self.args.should_save:
             record_base_model(Path(output_dir or self.args.output_dir), self.loaded.base_model_id)
-
-
-def record_base_model(folder: Path, base_model_id: str | None) -> None:
-    """Name ``base_model_id`` as the base in a saved adapter's ``adapter_config.json`` and model card, where
-    peft wrote the folder the weights were loaded from (for a builtin alias, prefkit's cache)."""
-    config_path = folder / "adapter_config.json"
-    if base_model_id is None or not config_path.is_file():
-        return
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    written = config.get("base_model_name_or_path")
-    if not written or written == base_model_id:
-        return
-    config["base_model_name_or_path"] = base_model_id
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    card = folder / "README.md"
-    if card.is_file():
-        text = card.read_text(encoding="utf-8").replace(written, base_model_id)
-        if (note := builtin_origin(base_model_id)) is not None and note not in text:
-            text = text.rstrip("\n") + f"\n\n## Base model\n\n{note}\n"
-        card.write_text(text, encoding="utf-8")
