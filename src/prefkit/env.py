@@ -167,14 +167,15 @@ def device_report() -> dict[str, Any]:
             "fp16": True,
         }
     ram = _ram_gib()
+    native = cpu_bf16_native()
     return {
         "device": "cpu",
         "name": _cpu_name(),
         "count": os.cpu_count(),
         "memory_gib": round(ram, 1) if ram else None,
-        "bf16": cpu_bf16_native(),
+        "bf16": native,
         "bf16_faster_than_fp32": cpu_bf16_fast(),  # what `auto` and the quickstart go by
-        "matmul_gflops": cpu_matmul_rates() if cpu_bf16_native() else None,
+        "matmul_gflops": cpu_matmul_rates() if native else None,  # measured by cpu_bf16_fast, cached
         "fp16": False,  # fp16 autocast training needs CUDA
     }
 
